@@ -1,0 +1,105 @@
+"""The Provider base class: the one contract every CLI runner, HTTP provider and wrapper implements.
+
+Streaming is the primitive. A subclass implements :meth:`Provider.stream`; :meth:`Provider.complete` collects it
+through :func:`collect`, so both paths do the same processing (usage, finish reason, errors). A provider with a
+better one-shot form may override ``complete`` but must return what ``collect(stream())`` would.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from typing import ClassVar
+
+from .errors import UpstreamError
+from .types import (
+    Capabilities,
+    ChatRequest,
+    ChatResponse,
+    Done,
+    Health,
+    ModelInfo,
+    ReasoningDelta,
+    StreamEvent,
+    TextDelta,
+    ToolCallEvent,
+    Usage,
+    UsageEvent,
+)
+
+
+class Provider(abc.ABC):
+    #: short identifier used in routing (``claude_code:sonnet``)
+    name: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    default_model: ClassVar[str | None] = None
+
+    @abc.abstractmethod
+    def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        """Yield events as they arrive; the last one is :class:`Done`. Errors raise :class:`LLMError`.
+
+        Closing the iterator early (``aclose()``, cancellation, a consumer that stops reading) must release
+        everything the stream holds, including killing any child process.
+        """
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        stream = self.stream(request)
+        try:
+            return await collect(stream, provider=self.name)
+        finally:
+            await _aclose(stream)
+
+    async def models(self) -> list[ModelInfo]:
+        if self.default_model:
+            return [ModelInfo(id=self.default_model, provider=self.name)]
+        return []
+
+    @abc.abstractmethod
+    async def health(self) -> Health:
+        """Installed? Version? Authenticated? And a one-line fix when not ready."""
+
+    async def aclose(self) -> None:
+        """Release long-lived resources (warm processes, HTTP clients)."""
+
+    async def __aenter__(self) -> Provider:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+async def _aclose(stream: AsyncIterator[StreamEvent]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+async def collect(events: AsyncIterator[StreamEvent], *, provider: str | None = None) -> ChatResponse:
+    """Fold a stream of events into one :class:`ChatResponse`. Several usage events are added up."""
+    text: list[str] = []
+    reasoning: list[str] = []
+    calls = []
+    usage: Usage | None = None
+    async for event in events:
+        if isinstance(event, TextDelta):
+            text.append(event.text)
+        elif isinstance(event, ReasoningDelta):
+            reasoning.append(event.text)
+        elif isinstance(event, ToolCallEvent):
+            calls.append(event.call)
+        elif isinstance(event, UsageEvent):
+            usage = event.usage if usage is None else usage + event.usage
+        elif isinstance(event, Done):
+            return ChatResponse(
+                content="".join(text),
+                reasoning="".join(reasoning) or None,
+                tool_calls=calls,
+                usage=usage,
+                finish_reason=event.finish_reason,
+                model=event.model,
+                provider=provider,
+                session_id=event.session_id,
+                warnings=list(event.warnings),
+            )
+    raise UpstreamError("the provider's stream ended without a final event", provider=provider)
