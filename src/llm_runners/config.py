@@ -1,0 +1,276 @@
+"""Server settings: one TOML file, then environment overrides.
+
+Why a file *and* the environment: the file holds what an operator writes once (aliases, per-provider options and
+limits); the environment holds what a deployment changes (keys, host, port) without editing the file.
+
+The file (every key optional; unknown keys are an error, so a typo never silently does nothing)::
+
+    host = "127.0.0.1"            # address to bind; anything but loopback needs api_keys
+    port = 8080
+    api_keys = ["sk-local-1"]     # empty = no auth, allowed on loopback only
+    default_provider = "claude_code"
+    strict = false                # true: a requested feature a provider lacks is an error, not a warning
+    request_timeout = 600.0       # seconds, per request
+    max_body_bytes = 33554432     # larger request bodies get 413
+
+    [aliases]                     # model name a caller sends -> "provider:model"
+    fast = "claude_code:haiku"
+    smart = "codex:gpt-5"
+
+    [providers.claude_code]       # one table per provider name
+    max_concurrency = 4           # streams at once
+    max_queue = 16                # callers waiting for a slot; more get 429
+
+    [providers.claude_code.options]   # passed as keyword arguments to the provider's constructor
+    model = "sonnet"
+
+    [providers.openai_compat.options]
+    base_url = "http://127.0.0.1:11434/v1"
+
+Environment (wins over the file):
+
+=============================  ==========================================================
+``LLM_RUNNERS_CONFIG``         path of the TOML file when ``load_settings`` gets no path
+``LLM_RUNNERS_API_KEYS``       comma-separated keys (replaces ``api_keys``)
+``LLM_RUNNERS_DEFAULT_PROVIDER`` provider used when a model names none
+``LLM_RUNNERS_STRICT``         ``1/true/yes/on`` or ``0/false/no/off``
+``LLM_RUNNERS_HOST``           bind address
+``LLM_RUNNERS_PORT``           bind port
+=============================  ==========================================================
+
+Every problem raises :class:`ConfigError` naming the file, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+__all__ = ["ConfigError", "ProviderSettings", "Settings", "check_bind_safety", "is_loopback", "load_settings"]
+
+
+class ConfigError(ValueError):
+    """A settings file or environment variable is missing, malformed or unsafe."""
+
+
+@dataclass
+class ProviderSettings:
+    options: dict[str, Any] = field(default_factory=dict)  # passed to the provider constructor
+    max_concurrency: int = 4
+    max_queue: int = 16
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_keys: list[str] = field(default_factory=list)  # empty = no auth (allowed on loopback only)
+    default_provider: str | None = None
+    aliases: dict[str, str] = field(default_factory=dict)  # "fast" -> "claude_code:haiku"
+    providers: dict[str, ProviderSettings] = field(default_factory=dict)
+    max_body_bytes: int = 32 * 1024 * 1024
+    strict: bool = False
+    request_timeout: float = 600.0
+
+    def provider(self, name: str) -> ProviderSettings:
+        """The settings of ``name``, or the defaults when the file has no table for it."""
+        return self.providers.get(name) or ProviderSettings()
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def load_settings(path: str | None = None, env: Mapping[str, str] = os.environ) -> Settings:
+    """Read ``path`` (or ``$LLM_RUNNERS_CONFIG``; neither = defaults), then apply the environment overrides."""
+    path = path or env.get("LLM_RUNNERS_CONFIG") or None
+    settings = _from_file(path) if path else Settings()
+    _apply_env(settings, env)
+    return settings
+
+
+# ------------------------------------------------------------------------------------------------ the file
+
+
+def _from_file(path: str) -> Settings:
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return _settings_from_dict(raw, where=path)
+
+
+def _settings_from_dict(raw: dict[str, Any], *, where: str) -> Settings:
+    _no_unknown_keys(raw, {f.name for f in fields(Settings)}, where=where, table="")
+    s = Settings()
+    if "host" in raw:
+        s.host = _str(raw["host"], where, "host")
+        if not s.host:
+            raise ConfigError(f"{where}: 'host' must not be empty")
+    if "port" in raw:
+        s.port = _port(raw["port"], where, "port")
+    if "api_keys" in raw:
+        keys = _list_of_str(raw["api_keys"], where, "api_keys")
+        if any(not k.strip() for k in keys):
+            raise ConfigError(f"{where}: 'api_keys' must not contain empty keys")
+        s.api_keys = keys
+    if "default_provider" in raw:
+        s.default_provider = _str(raw["default_provider"], where, "default_provider") or None
+    if "aliases" in raw:
+        s.aliases = _dict_of_str(raw["aliases"], where, "aliases")
+    if "providers" in raw:
+        providers = _table(raw["providers"], where, "providers")
+        s.providers = {name: _provider(value, where, f"providers.{name}") for name, value in providers.items()}
+    if "max_body_bytes" in raw:
+        s.max_body_bytes = _int(raw["max_body_bytes"], where, "max_body_bytes", minimum=1)
+    if "strict" in raw:
+        s.strict = _bool(raw["strict"], where, "strict")
+    if "request_timeout" in raw:
+        s.request_timeout = _number(raw["request_timeout"], where, "request_timeout")
+    return s
+
+
+def _provider(value: Any, where: str, key: str) -> ProviderSettings:
+    table = _table(value, where, key)
+    _no_unknown_keys(table, {f.name for f in fields(ProviderSettings)}, where=where, table=key)
+    p = ProviderSettings()
+    if "options" in table:
+        p.options = dict(_table(table["options"], where, f"{key}.options"))
+    if "max_concurrency" in table:
+        p.max_concurrency = _int(table["max_concurrency"], where, f"{key}.max_concurrency", minimum=1)
+    if "max_queue" in table:
+        p.max_queue = _int(table["max_queue"], where, f"{key}.max_queue", minimum=0)
+    return p
+
+
+# ------------------------------------------------------------------------------------------------ environment
+
+
+def _apply_env(s: Settings, env: Mapping[str, str]) -> None:
+    if (keys := env.get("LLM_RUNNERS_API_KEYS")) is not None:
+        s.api_keys = [k.strip() for k in keys.split(",") if k.strip()]
+    if provider := env.get("LLM_RUNNERS_DEFAULT_PROVIDER", "").strip():
+        s.default_provider = provider
+    if (strict := env.get("LLM_RUNNERS_STRICT")) is not None:
+        s.strict = _env_bool(strict, "LLM_RUNNERS_STRICT")
+    if host := env.get("LLM_RUNNERS_HOST", "").strip():
+        s.host = host
+    if (port := env.get("LLM_RUNNERS_PORT", "").strip()) != "":
+        try:
+            number = int(port)
+        except ValueError:
+            raise ConfigError(f"LLM_RUNNERS_PORT must be an integer port (0-65535), got {port!r}") from None
+        s.port = _port(number, "environment", "LLM_RUNNERS_PORT")
+
+
+def _env_bool(value: str, name: str) -> bool:
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be one of 1/true/yes/on or 0/false/no/off, got {value!r}")
+
+
+# ------------------------------------------------------------------------------------------------ bind safety
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost``, 127.0.0.0/8 and ``::1``; any other name or address counts as reachable from outside."""
+    h = host.strip().strip("[]")
+    if h.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind_safety(settings: Settings) -> None:
+    """Refuse to serve CLIs logged in to the operator's accounts to the network without a key."""
+    if not settings.api_keys and not is_loopback(settings.host):
+        raise ConfigError(
+            f"refusing to listen on {settings.host} without an API key: set api_keys in the config file or "
+            "LLM_RUNNERS_API_KEYS=<key>[,<key>...], or bind 127.0.0.1"
+        )
+
+
+# ------------------------------------------------------------------------------------------------ type checks
+
+
+def _type_error(where: str, key: str, expected: str, value: Any) -> ConfigError:
+    return ConfigError(f"{where}: '{key}' must be {expected}, got {type(value).__name__} {value!r}")
+
+
+def _no_unknown_keys(raw: Mapping[str, Any], known: set[str], *, where: str, table: str) -> None:
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        prefix = f"{table}." if table else ""
+        names = ", ".join(f"'{prefix}{k}'" for k in unknown)
+        raise ConfigError(
+            f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {names} (known: {', '.join(sorted(known))})"
+        )
+
+
+def _table(value: Any, where: str, key: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _type_error(where, key, "a table", value)
+    return value
+
+
+def _str(value: Any, where: str, key: str) -> str:
+    if not isinstance(value, str):
+        raise _type_error(where, key, "a string", value)
+    return value
+
+
+def _bool(value: Any, where: str, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise _type_error(where, key, "true or false", value)
+    return value
+
+
+def _int(value: Any, where: str, key: str, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _type_error(where, key, "an integer", value)
+    if value < minimum:
+        raise ConfigError(f"{where}: '{key}' must be at least {minimum}, got {value}")
+    return value
+
+
+def _number(value: Any, where: str, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _type_error(where, key, "a number of seconds", value)
+    if value <= 0:
+        raise ConfigError(f"{where}: '{key}' must be positive, got {value}")
+    return float(value)
+
+
+def _port(value: Any, where: str, key: str) -> int:
+    port = _int(value, where, key, minimum=0)
+    if port > 65535:
+        raise ConfigError(f"{where}: '{key}' must be a port number (0-65535), got {port}")
+    return port
+
+
+def _list_of_str(value: Any, where: str, key: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _type_error(where, key, "a list of strings", value)
+    return list(value)
+
+
+def _dict_of_str(value: Any, where: str, key: str) -> dict[str, str]:
+    table = _table(value, where, key)
+    for k, v in table.items():
+        if not isinstance(v, str):
+            raise _type_error(where, f"{key}.{k}", "a string", v)
+    return dict(table)
