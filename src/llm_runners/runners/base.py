@@ -1,0 +1,366 @@
+"""The CLI runner base: everything a CLI dialect has in common.
+
+A runner is a dialect, not a program. A dialect module declares its binary, capabilities and defaults, builds an
+:class:`Invocation` from a :class:`Turn`, and turns stdout lines into StreamEvents with a :class:`LineParser`.
+This base resolves the binary, renders prompts, keeps session continuity, writes images and other per-run files,
+starts the process through :mod:`llm_runners.process` (the only place that starts processes), and answers
+``health()`` and ``models()``.
+
+The working directory is one empty directory per runner instance (or the operator's ``cwd``), not one per run:
+Claude Code and Gemini CLI file their sessions under the working directory, so a resume only finds its session
+when it runs in the same directory as the turn that created it. With the CLI's tools off nothing is written there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+from .. import process
+from ..errors import BinaryNotFound, LLMError, SessionNotFound
+from ..prompt import images_of, render_new_messages, render_transcript
+from ..provider import Provider
+from ..sessions import DEFAULT_STORE, SessionStore
+from ..types import (
+    ChatRequest,
+    Done,
+    Health,
+    ImagePart,
+    Message,
+    ModelInfo,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolCallEvent,
+)
+
+_EXTENSIONS = {
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/jpg": ".jpg",
+    "image/gif": ".gif",
+    "image/webp": ".webp",
+}
+
+
+@dataclass
+class Turn:
+    """What one run of the CLI must do."""
+
+    request: ChatRequest
+    #: the text to send now: the whole rendered transcript when replaying, or only the new messages when resuming
+    prompt: str
+    #: the joined system messages, or None; each dialect delivers it its CLI's best way
+    system: str | None
+    #: request.model, else the runner's configured model, else None (the CLI's own default)
+    model: str | None
+    #: a CLI session id to resume, or None for a fresh session
+    resume: str | None
+    #: a fresh session id the dialect may impose on the CLI when ``resume`` is None
+    session: str | None
+    #: this turn's images as files (removed when the process ends), in the prompt's placeholder order
+    images: list[Path]
+    #: the same images as data, for CLIs that take them inline
+    image_parts: list[ImagePart]
+    #: the isolated working directory the CLI runs in
+    workdir: Path
+    #: per-run scratch directory (images, system-prompt files); removed when the process ends
+    assets: Path
+    #: the messages rendered into ``prompt``
+    sent: list[Message] = field(default_factory=list)
+
+    def tempfile(self, name: str, data: bytes | str) -> Path:
+        """Write a per-run file (e.g. a system-prompt file) that is removed when the process ends."""
+        path = self.assets / name
+        if isinstance(data, str):
+            path.write_text(data, encoding="utf-8")
+        else:
+            path.write_bytes(data)
+        return path
+
+
+@dataclass
+class Invocation:
+    argv: list[str]
+    stdin: bytes | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class LineParser(Protocol):
+    session_id: str | None
+
+    def feed(self, line: bytes) -> Iterable[StreamEvent]:
+        """One stdout line -> events. Unknown lines are ignored; an unrecoverable error event may raise."""
+        ...
+
+    def finish(self, returncode: int, stderr: str) -> Iterable[StreamEvent]:
+        """After exit: the remaining events ending with Done, or raise the classified LLMError."""
+        ...
+
+
+class CLIRunner(Provider):
+    binary_name: ClassVar[str] = ""
+    package: ClassVar[str] = ""
+    pass_env: ClassVar[tuple[str, ...]] = ()
+    known_models: ClassVar[tuple[str, ...]] = ()
+    version_args: ClassVar[tuple[str, ...]] = ("--version",)
+
+    def __init__(
+        self,
+        *,
+        binary: str | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float = 600.0,
+        idle_timeout: float | None = 300.0,
+        allow_tools: bool = False,
+        model: str | None = None,
+        extra_args: Sequence[str] = (),
+        sessions: SessionStore | None = None,
+    ) -> None:
+        self.binary = binary
+        self.env: dict[str, str] = dict(env or {})
+        self.cwd = cwd
+        self.timeout = timeout
+        self.idle_timeout = idle_timeout
+        self.allow_tools = allow_tools
+        self.model = model
+        self.extra_args = list(extra_args)
+        self.sessions = sessions if sessions is not None else DEFAULT_STORE
+        self._binary_path: str | None = None
+        self._workdir: Path | None = None
+        self._owns_workdir = False
+        self._version: str | None = None
+
+    # ------------------------------------------------------------------------------------------ dialect hooks
+    def invocation(self, turn: Turn) -> Invocation:
+        raise NotImplementedError
+
+    def new_parser(self, turn: Turn) -> LineParser:
+        raise NotImplementedError
+
+    def parse_version(self, output: str) -> str | None:
+        m = re.search(r"\d+\.\d+\.\d+[\w.+-]*", output)
+        return m.group(0) if m else None
+
+    async def check_auth(self) -> tuple[bool | None, str | None]:
+        """(authenticated?, one-line fix). None when it cannot be told without a model call."""
+        return None, None
+
+    async def list_models(self) -> list[str] | None:
+        """Models listed live by the CLI, or None when it cannot list them."""
+        return None
+
+    # ------------------------------------------------------------------------------------------ resolution
+    def find_binary(self) -> str | None:
+        name = self.binary or self.binary_name
+        if os.sep in name:
+            return name if os.path.isfile(name) and os.access(name, os.X_OK) else None
+        path_var = self.env.get("PATH")
+        extra = path_var.split(os.pathsep) if path_var else ()
+        return process.find_binary(name, extra)
+
+    @property
+    def binary_path(self) -> str:
+        if self._binary_path is None:
+            found = self.find_binary()
+            if found is None:
+                raise BinaryNotFound(
+                    f"{self.display_name or self.name}: `{self.binary or self.binary_name}` was not found. "
+                    f"Install it with `npm install -g {self.package}` or set the runner's binary path.",
+                    provider=self.name,
+                )
+            self._binary_path = found
+        return self._binary_path
+
+    @property
+    def workdir(self) -> Path:
+        if self._workdir is None:
+            if self.cwd is not None:
+                self._workdir = Path(self.cwd)
+            else:
+                self._workdir = Path(tempfile.mkdtemp(prefix=f"llm-runners-{self.name}-"))
+                self._owns_workdir = True
+        return self._workdir
+
+    def home(self) -> Path:
+        """The HOME the CLI sees (the runner's env may override it)."""
+        return Path(self.env.get("HOME") or os.environ.get("HOME") or Path.home())
+
+    # ------------------------------------------------------------------------------------------ streaming
+    def _turn(self, request: ChatRequest, resume: str | None, first_new: int) -> Turn:
+        messages = request.messages
+        if resume is not None:
+            sent = [m for m in messages[first_new:] if m.role != "system"]
+            prompt = render_new_messages(sent)
+        else:
+            sent = [m for m in messages if m.role != "system"]
+            prompt = render_transcript(sent)
+        assets = Path(tempfile.mkdtemp(prefix=f"llm-runners-{self.name}-run-"))
+        parts = images_of(sent)
+        files: list[Path] = []
+        for i, img in enumerate(parts, start=1):
+            if img.data is None:
+                continue
+            path = assets / f"image-{i}{_EXTENSIONS.get(img.media_type, '.img')}"
+            path.write_bytes(img.data)
+            files.append(path)
+        return Turn(
+            request=request,
+            prompt=prompt,
+            system=request.system or None,
+            model=request.model or self.model or self.default_model,
+            resume=resume,
+            session=None if resume else str(uuid.uuid4()),
+            images=files,
+            image_parts=parts,
+            workdir=self.workdir,
+            assets=assets,
+            sent=sent,
+        )
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        binary = self.binary_path  # fail fast, before any session is claimed
+        del binary
+        claim = self.sessions.claim(self.name, request.conversation, request.messages)
+        resume, first_new = claim.session_id, claim.first_new
+        while True:
+            turn = self._turn(request, resume, first_new)
+            text: list[str] = []
+            calls: list[ToolCall] = []
+            try:
+                async for event in self._run(turn):
+                    if isinstance(event, TextDelta):
+                        text.append(event.text)
+                    elif isinstance(event, ToolCallEvent):
+                        calls.append(event.call)
+                    elif isinstance(event, Done):
+                        event = self._finish_done(event, turn, text, calls)
+                    yield event
+                return
+            except SessionNotFound:
+                if turn.resume is None or text or calls:
+                    raise
+                resume, first_new = None, 0  # the CLI lost the session: replay the whole history once
+
+    def _finish_done(self, done: Done, turn: Turn, text: list[str], calls: list[ToolCall]) -> Done:
+        session_id = done.session_id or turn.resume or turn.session
+        if session_id:
+            reply = Message(role="assistant", content="".join(text), tool_calls=calls)
+            self.sessions.remember(self.name, turn.request.conversation, turn.request.messages, reply, session_id)
+        model = done.model or turn.model
+        if session_id != done.session_id or model != done.model:
+            done = dataclasses.replace(done, session_id=session_id, model=model)
+        return done
+
+    async def _run(self, turn: Turn) -> AsyncIterator[StreamEvent]:
+        cleanup = [turn.assets]
+        try:
+            invocation = self.invocation(turn)
+            parser = self.new_parser(turn)
+        except BaseException:
+            shutil.rmtree(turn.assets, ignore_errors=True)
+            raise
+        spec = process.ProcessSpec(
+            argv=[*invocation.argv, *self.extra_args] if self.extra_args else invocation.argv,
+            env={**self.env, **invocation.env},
+            pass_env=self.pass_env,
+            cwd=turn.workdir,
+            stdin=invocation.stdin,
+            timeout=self.timeout,
+            idle_timeout=self.idle_timeout,
+            cleanup=cleanup,
+            provider=self.name,
+        )
+        proc = await process.start(spec)
+        async with proc:
+            lines = proc.lines()
+            try:
+                async for line in lines:
+                    for event in parser.feed(line):
+                        yield event
+            finally:
+                await lines.aclose()  # type: ignore[attr-defined]
+            returncode = await proc.wait()
+            for event in parser.finish(returncode, proc.stderr_tail()):
+                yield event
+
+    # ------------------------------------------------------------------------------------------ metadata
+    async def version(self) -> str | None:
+        if self._version is None:
+            output = await self.run_quiet([self.binary_path, *self.version_args], limit=30.0)
+            self._version = self.parse_version(output)
+        return self._version
+
+    async def run_quiet(self, argv: list[str], *, limit: float = 30.0) -> str:
+        """Run a short helper command of the CLI (``--version``, a model list) and return its stdout."""
+        spec = process.ProcessSpec(
+            argv=argv,
+            env=dict(self.env),
+            pass_env=self.pass_env,
+            cwd=self.workdir,
+            timeout=limit,
+            idle_timeout=None,
+            provider=self.name,
+        )
+        out: list[bytes] = []
+        async with await process.start(spec) as proc:
+            async for line in proc.lines():
+                out.append(line)
+            await proc.wait()
+        return b"\n".join(out).decode("utf-8", "replace")
+
+    async def health(self) -> Health:
+        path = self.find_binary()
+        label = self.display_name or self.name
+        if path is None:
+            return Health(
+                provider=self.name,
+                installed=False,
+                ready=False,
+                reason=f"`{self.binary or self.binary_name}` not found",
+                fix=f"npm install -g {self.package}",
+            )
+        self._binary_path = path
+        try:
+            version = await self.version()
+        except LLMError as exc:
+            return Health(
+                provider=self.name,
+                installed=True,
+                ready=False,
+                path=path,
+                reason=f"{label} did not start: {exc.message}",
+                fix=f"reinstall it: npm install -g {self.package}",
+            )
+        authenticated, fix = await self.check_auth()
+        return Health(
+            provider=self.name,
+            installed=True,
+            ready=authenticated is not False,
+            path=path,
+            version=version,
+            authenticated=authenticated,
+            reason=None if authenticated is not False else f"{label} is not logged in",
+            fix=fix if authenticated is False else None,
+        )
+
+    async def models(self) -> list[ModelInfo]:
+        listed = await self.list_models()
+        names = listed if listed else [m for m in (self.default_model, *self.known_models) if m]
+        seen: dict[str, None] = dict.fromkeys(names)
+        return [ModelInfo(id=n, provider=self.name) for n in seen]
+
+    async def aclose(self) -> None:
+        if self._owns_workdir and self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+            self._owns_workdir = False
