@@ -31,7 +31,11 @@ def test_images_get_placeholders_in_order() -> None:
 
 
 def test_new_messages_and_last_assistant() -> None:
-    msgs = [Message(role="user", content="u1"), Message(role="assistant", content="a1"), Message(role="user", content="u2")]
+    msgs = [
+        Message(role="user", content="u1"),
+        Message(role="assistant", content="a1"),
+        Message(role="user", content="u2"),
+    ]
     assert last_assistant_index(msgs) == 1
     assert render_new_messages(msgs[2:]) == "u2"
     assert last_assistant_index(msgs[:1]) == -1
