@@ -1,29 +1,76 @@
 """The process layer: the only place in llm-runners that starts processes.
 
-INTERFACE STUB — the signatures below are the contract the runners code against; the bodies are being written.
-
 Rules it enforces:
 - argv lists, never a shell; each child in its own process group (``start_new_session``);
-- an environment allow-list (PATH, HOME, LANG, LC_*, TERM, USER, LOGNAME, TZ, TMPDIR, SSL/proxy CA vars, XDG_*)
-  plus the variables the runner names (its own auth and config variables) plus ``spec.env``; nesting markers
-  (``CLAUDECODE``, ``CLAUDE_CODE_ENTRYPOINT``, ``CODEX_SANDBOX*``, ``GEMINI_CLI``) are always removed;
+- an environment allow-list (PATH, HOME, LANG, LC_*, TERM, USER, LOGNAME, TZ, TMPDIR, SHELL, XDG_*, CA and proxy
+  variables) plus the variables the runner names (its own auth and config variables) plus ``spec.env``; nesting
+  markers (``CLAUDECODE``, ``CLAUDE_CODE_ENTRYPOINT``, ``CODEX_SANDBOX*``, ``GEMINI_CLI`` …) are always removed;
 - an isolated working directory by default (a fresh empty temp dir removed when the process ends);
 - stdin: the prompt bytes written then closed, or an empty closed stdin, or kept open for a warm process;
 - stdout read as lines with framing that copes with partial reads and multi-megabyte lines; an output cap;
 - stderr drained concurrently into a bounded tail buffer (for error messages), never blocking the child;
 - a total timeout and an idle timeout (no stdout for N s) raising ProviderTimeout after killing the group;
 - timeout, cancellation, ``aclose()`` of the line iterator and leaving the ``async with`` all kill the whole
-  process group: SIGTERM, then SIGKILL after a grace period.
+  process group: SIGTERM, then SIGKILL after a grace period. When the main process exits on its own, whatever it
+  left behind in its group is terminated too: no child outlives its request.
+
+How it works: the child is started with :meth:`asyncio.loop.subprocess_exec` and a small protocol, so stdout and
+stderr arrive as callbacks. stdout chunks are split into lines on arrival by :class:`LineFramer` (each byte is
+scanned once; a partial line is kept as fragments and joined once) and queued; reading the pipe is paused while the
+consumer is behind, so a slow consumer applies back-pressure to the child instead of growing memory. stderr is
+appended to a tail buffer and never paused. stdin bytes are handed to the pipe transport, which writes them as the
+child reads, so a multi-megabyte prompt cannot deadlock against a child that writes before it reads. Waiting uses
+futures and loop timers (no task per process, no polling) and cleanup is shielded from cancellation.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import NoReturn
 
-from .errors import LLMError
+import anyio
+
+from .errors import (
+    AuthenticationError,
+    BinaryNotFound,
+    ContextLengthExceeded,
+    InternalError,
+    InvalidRequest,
+    LLMError,
+    ModelNotFound,
+    Overloaded,
+    PermissionDenied,
+    ProviderTimeout,
+    RateLimited,
+    UpstreamError,
+)
+
+__all__ = [
+    "ENV_ALLOW_LIST",
+    "ENV_ALLOW_PREFIXES",
+    "NESTING_MARKERS",
+    "LineFramer",
+    "LineTooLong",
+    "Process",
+    "ProcessSpec",
+    "build_env",
+    "classify_exit",
+    "find_binary",
+    "parse_retry_after",
+    "start",
+]
 
 
 @dataclass
@@ -57,35 +104,345 @@ class ProcessSpec:
     provider: str | None = None
 
 
+# ---------------------------------------------------------------------------------------------- environment
+#: parent variables every child gets when they are set
+ENV_ALLOW_LIST: frozenset[str] = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "LANG",
+        "LANGUAGE",
+        "TERM",
+        "USER",
+        "LOGNAME",
+        "TZ",
+        "TMPDIR",
+        "SHELL",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "NODE_EXTRA_CA_CERTS",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "all_proxy",
+    }
+)
+#: parent variables with these prefixes are passed too (locale, XDG base directories)
+ENV_ALLOW_PREFIXES: tuple[str, ...] = ("LC_", "XDG_")
+#: variables by which a CLI recognises that it runs inside another agent; never passed, whatever the spec says,
+#: so a CLI started from inside Claude Code / Codex / Gemini behaves like a top-level one
+NESTING_MARKERS: frozenset[str] = frozenset(
+    {
+        "CLAUDECODE",
+        "CLAUDE_CODE_ENTRYPOINT",
+        "CLAUDE_CODE_SSE_PORT",
+        "CODEX_SANDBOX",
+        "CODEX_SANDBOX_NETWORK_DISABLED",
+        "GEMINI_CLI",
+    }
+)
+
+
+def build_env(
+    env: Mapping[str, str] = {},
+    pass_env: Sequence[str] = (),
+    parent: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The child's environment: allow-listed parent variables, then ``pass_env`` names copied from the parent when
+    set, then ``env`` (wins); nesting markers removed last."""
+    source = os.environ if parent is None else parent
+    out = {k: v for k, v in source.items() if k in ENV_ALLOW_LIST or k.startswith(ENV_ALLOW_PREFIXES)}
+    for name in pass_env:
+        value = source.get(name)
+        if value is not None:
+            out[name] = value
+    out.update(env)
+    for name in NESTING_MARKERS:
+        out.pop(name, None)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- framing
+class LineTooLong(ValueError):
+    """A line grew past the framer's limit."""
+
+    def __init__(self, length: int, limit: int) -> None:
+        super().__init__(f"a line of at least {length} bytes exceeds the limit of {limit} bytes")
+        self.length = length
+        self.limit = limit
+
+
+class LineFramer:
+    """Splits a byte stream arriving in arbitrary chunks into lines (``\\n`` or ``\\r\\n`` endings removed).
+
+    Each chunk is split once with :meth:`bytes.split`; an unterminated tail is kept as a list of fragments and
+    joined once when its newline arrives, so a 20 MB line fed in 256 KB chunks costs O(n), not O(n²).
+    """
+
+    __slots__ = ("_fragments", "_partial", "max_line_bytes")
+
+    def __init__(self, max_line_bytes: int | None = None) -> None:
+        self.max_line_bytes = max_line_bytes
+        self._fragments: list[bytes] = []
+        self._partial = 0
+
+    @property
+    def pending(self) -> int:
+        """Bytes of the unterminated line held so far."""
+        return self._partial
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Complete lines in ``data`` (joined with what earlier chunks left). Raises LineTooLong."""
+        limit = self.max_line_bytes
+        if data.find(b"\n") < 0:
+            if data:
+                self._fragments.append(data)
+                self._partial += len(data)
+                if limit is not None and self._partial > limit:
+                    raise LineTooLong(self._partial, limit)
+            return []
+        lines = data.split(b"\n")
+        tail = lines.pop()
+        if self._fragments:
+            self._fragments.append(lines[0])
+            lines[0] = b"".join(self._fragments)
+        self._fragments = [tail] if tail else []
+        self._partial = len(tail)
+        if b"\r" in data or lines[0].endswith(b"\r"):
+            lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+        if limit is not None:
+            longest = max(map(len, lines))
+            if longest > limit:
+                raise LineTooLong(longest, limit)
+            if self._partial > limit:
+                raise LineTooLong(self._partial, limit)
+        return lines
+
+    def finish(self) -> list[bytes]:
+        """The last, unterminated line (if any) at end of stream."""
+        if not self._fragments:
+            return []
+        line = b"".join(self._fragments)
+        self._fragments = []
+        self._partial = 0
+        return [line[:-1] if line.endswith(b"\r") else line]
+
+
+# --------------------------------------------------------------------------------------------------- process
+#: reading stdout pauses while this many bytes of complete lines wait for the consumer, and resumes below the low mark
+_QUEUE_HIGH = 4 * 1024 * 1024
+_QUEUE_LOW = 1024 * 1024
+#: after SIGKILL, how long to wait for the exit before giving up (a process stuck in the kernel)
+_KILL_WAIT = 5.0
+#: termination tasks still running, so they are not garbage-collected when their caller was cancelled
+_BACKGROUND: set[asyncio.Task[None]] = set()
+
+
+class _Protocol(asyncio.SubprocessProtocol):
+    """Forwards the transport's callbacks to the Process (kept separate so Process has no protocol methods)."""
+
+    def __init__(self, proc: Process) -> None:
+        self._proc = proc
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.SubprocessTransport)
+        self._proc._transport = transport
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if fd == 1:
+            self._proc._on_stdout(data)
+        else:
+            self._proc._on_stderr(data)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        self._proc._on_pipe_lost(fd)
+
+    def process_exited(self) -> None:
+        self._proc._on_exit()
+
+    def pause_writing(self) -> None:
+        self._proc._stdin_paused = True
+
+    def resume_writing(self) -> None:
+        self._proc._stdin_paused = False
+        self._proc._wake()
+
+
+class _Lines:
+    """The stdout line iterator of a Process (one per process). ``aclose()`` before the end kills the group."""
+
+    def __init__(self, proc: Process) -> None:
+        self._proc = proc
+        self.finished = False  # end of stdout was reached
+        self.closed = False
+        self.active = 0  # consumers currently waiting in __anext__
+
+    def __aiter__(self) -> _Lines:
+        return self
+
+    async def __anext__(self) -> bytes:
+        p = self._proc
+        while True:
+            if p._error is not None:
+                await p._raise_error()
+            if p._queue:
+                line = p._queue.popleft()
+                p._queued -= len(line)
+                if p._reading_paused and p._queued < _QUEUE_LOW:
+                    p._resume_reading()
+                return line
+            if p._stdout_eof or self.closed:
+                self.finished = True
+                raise StopAsyncIteration
+            self.active += 1
+            try:
+                await p._wait_stdout()
+            finally:
+                self.active -= 1
+
+    async def aclose(self) -> None:
+        """Stop reading. Before the end of stdout this kills the process group (the consumer lost interest)."""
+        if self.closed:
+            return
+        self.closed = True
+        if not self.finished and not self._proc._stdout_eof:
+            await self._proc.kill()
+
+
 class Process:
-    """A running child. Use as ``async with await start(spec) as proc:``; leaving the block kills the group."""
+    """A running child. Use as ``async with await start(spec) as proc:``; leaving the block kills the group.
+
+    ``lines()`` yields stdout lines; ``wait()`` returns the exit code; ``stderr_tail()`` the end of stderr. A warm
+    process (``keep_stdin_open=True``) is started ahead of need and handed its prompt with ``send()`` later;
+    ``reset_deadline()`` then restarts the total-timeout clock for the request it now serves.
+    """
 
     pid: int
     returncode: int | None
 
+    def __init__(self, spec: ProcessSpec, *, name: str, cleanup: list[Path]) -> None:
+        self.spec = spec
+        self.name = name
+        self.pid = 0
+        self.returncode = None
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.SubprocessTransport | None = None
+        self._cleanup = cleanup
+        # stdout
+        self._framer = LineFramer(spec.max_line_bytes)
+        self._queue: deque[bytes] = deque()
+        self._queued = 0
+        self._total = 0
+        self._reading_paused = False
+        self._stdout_eof = False
+        self._lines = _Lines(self)
+        # stderr
+        self._stderr = bytearray()
+        # stdin
+        self._stdin: asyncio.WriteTransport | None = None
+        self._stdin_closed = False
+        self._stdin_lost = False
+        self._stdin_paused = False
+        # state shared by every waiter
+        self._waiters: list[asyncio.Future[object]] = []
+        self._error: LLMError | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self._sweep: asyncio.TimerHandle | None = None
+        self._term_sent_at: float | None = None
+        self._term_task: asyncio.Task[None] | None = None
+        self._finished = False
+
+    # ------------------------------------------------------------------------------------------ public API
     async def send(self, data: bytes) -> None:
-        """Write to stdin (only with ``keep_stdin_open``)."""
-        raise NotImplementedError
+        """Write to stdin (only with ``keep_stdin_open``); waits while the pipe is full."""
+        if self._stdin is None or not self.spec.keep_stdin_open:
+            raise InternalError("send() needs a process started with keep_stdin_open=True", provider=self.spec.provider)
+        if self._stdin_closed:
+            raise InternalError("send() after close_stdin()", provider=self.spec.provider)
+        if self._error is not None:
+            await self._raise_error()
+        if self._stdin_lost or self.returncode is not None or self._finished:
+            raise UpstreamError(
+                f"{self.name}: cannot write to stdin, the process has exited",
+                provider=self.spec.provider,
+                detail=self.stderr_tail(),
+            )
+        self._stdin.write(data)
+        while self._stdin_paused and not self._stdin_lost and not self._finished and self._error is None:
+            await self._wait_change()
 
     async def close_stdin(self) -> None:
-        raise NotImplementedError
+        """Close stdin (after what was written has been flushed); idempotent."""
+        if self._stdin is not None and not self._stdin_closed:
+            self._stdin_closed = True
+            self._stdin.close()
 
     def lines(self) -> AsyncIterator[bytes]:
         """stdout lines, without the trailing newline; a last unterminated line is yielded too. Enforces the idle
-        and total timeouts and the output caps. Closing the iterator early kills the process group."""
-        raise NotImplementedError
+        and total timeouts and the output caps. Closing the iterator early kills the process group.
+
+        There is one iterator per process: every call returns the same object. ``async for`` with ``break`` does
+        not close it; call ``aclose()`` (or leave the process's ``async with``)."""
+        return self._lines
 
     async def wait(self) -> int:
-        """Wait for exit (bounded by the total timeout) and return the exit code."""
-        raise NotImplementedError
+        """Wait for exit (bounded by the total timeout) and return the exit code.
+
+        stdout nobody is reading is drained and discarded (so a chatty child cannot block on a full pipe). Once
+        stdout has ended and the process has exited, leftovers in its group are terminated and its working
+        directory removed, as :meth:`kill` would."""
+        lines = self._lines
+        try:
+            if not lines.finished and not lines.closed and not lines.active:
+                async for _ in lines:
+                    pass
+            while self.returncode is None:
+                if self._error is not None:
+                    await self._raise_error()
+                await self._wait_change()
+        except BaseException:
+            await self.kill()
+            raise
+        if self._error is not None:
+            await self._raise_error()
+        if self._stdout_eof:
+            await self.kill()
+        return self.returncode
 
     def stderr_tail(self) -> str:
         """The kept tail of stderr, decoded leniently."""
-        raise NotImplementedError
+        keep = self.spec.stderr_tail_bytes
+        tail = self._stderr[-keep:] if len(self._stderr) > keep else self._stderr
+        return bytes(tail).decode("utf-8", errors="replace")
 
     async def kill(self) -> None:
-        """SIGTERM the whole process group, SIGKILL after ``kill_grace``; idempotent; reaps the child."""
-        raise NotImplementedError
+        """SIGTERM the whole process group, SIGKILL after ``kill_grace``; idempotent; reaps the child.
+
+        Also closes the pipes and removes the working directory and ``spec.cleanup`` paths. Shielded: a
+        cancelled caller still gets a dead process group."""
+        if self._finished:
+            return
+        if self.returncode is not None and self._term_task is None and not self._group_alive():
+            self._finalize()
+            return
+        task = self._start_termination()
+        with anyio.CancelScope(shield=True):
+            await asyncio.shield(task)
+
+    def reset_deadline(self, timeout: float | None) -> None:
+        """Restart the total-timeout clock now with ``timeout`` seconds (None = no limit): a warm process that
+        waited in a pool gets its full budget for the request it is handed."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        if timeout is not None and not self._finished:
+            self._deadline = self._loop.call_later(timeout, self._on_deadline, timeout)
 
     async def __aenter__(self) -> Process:
         return self
@@ -95,18 +452,454 @@ class Process:
     ) -> None:
         await self.kill()
 
+    def __del__(self) -> None:
+        # last resort for a Process dropped without kill(): never leave the group running
+        if not getattr(self, "_finished", True) and self.pid and self.returncode is None:
+            _signal_group(self.pid, signal.SIGKILL)
+
+    # ------------------------------------------------------------------------------------- transport events
+    def _on_stdout(self, data: bytes) -> None:
+        if self._error is not None or self._finished:
+            return
+        self._total += len(data)
+        spec = self.spec
+        if self._total > spec.max_output_bytes:
+            self._fail(
+                UpstreamError(
+                    f"{self.name}: output exceeded {spec.max_output_bytes} bytes (max_output_bytes); process killed",
+                    provider=spec.provider,
+                )
+            )
+            return
+        try:
+            lines = self._framer.feed(data)
+        except LineTooLong as exc:
+            self._fail(
+                UpstreamError(
+                    f"{self.name}: output exceeded the line limit: a stdout line of {exc.length}+ bytes is longer "
+                    f"than {exc.limit} bytes (max_line_bytes); process killed",
+                    provider=spec.provider,
+                )
+            )
+            return
+        if lines:
+            self._queue.extend(lines)
+            self._queued += sum(map(len, lines))
+            if self._queued > _QUEUE_HIGH and not self._reading_paused:
+                self._pause_reading()
+        self._wake()
+
+    def _on_stderr(self, data: bytes) -> None:
+        buf = self._stderr
+        buf += data
+        keep = self.spec.stderr_tail_bytes
+        if len(buf) > 2 * keep:
+            del buf[:-keep]
+
+    def _on_pipe_lost(self, fd: int) -> None:
+        if fd == 1:
+            if not self._stdout_eof:
+                self._stdout_eof = True
+                rest = self._framer.finish()
+                self._queue.extend(rest)
+                self._queued += sum(map(len, rest))
+        elif fd == 0:
+            self._stdin_lost = True
+        self._wake()
+
+    def _on_exit(self) -> None:
+        assert self._transport is not None
+        self.returncode = self._transport.get_returncode()
+        # whatever the main process left in its group (daemons, helpers holding stdout open) goes with it
+        if self._term_sent_at is None and self._group_alive():
+            self._signal(signal.SIGTERM)
+            self._sweep = self._loop.call_later(self.spec.kill_grace, self._sweep_group)
+        self._wake()
+
+    def _sweep_group(self) -> None:
+        self._sweep = None
+        if self._group_alive():
+            self._signal(signal.SIGKILL)
+
+    def _on_deadline(self, timeout: float) -> None:
+        self._deadline = None
+        if self.returncode is None:
+            self._fail(
+                ProviderTimeout(
+                    f"{self.name}: still running after {timeout:g} s (total timeout); process killed",
+                    provider=self.spec.provider,
+                )
+            )
+
+    # ------------------------------------------------------------------------------------------- internals
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def _wait_change(self, limit: float | None = None) -> bool:
+        """Wait until something happens (data, EOF, exit, error). False when ``limit`` seconds passed first."""
+        fut: asyncio.Future[object] = self._loop.create_future()
+        self._waiters.append(fut)
+        timer = self._loop.call_later(limit, _set_if_pending, fut, False) if limit is not None else None
+        try:
+            return await fut is not False
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    async def _wait_stdout(self) -> None:
+        """Wait for more stdout; an idle timeout or cancellation kills the group."""
+        idle = self.spec.idle_timeout
+        try:
+            if not await self._wait_change(idle):
+                self._fail(
+                    ProviderTimeout(
+                        f"{self.name}: no output for {idle:g} s (idle timeout); process killed",
+                        provider=self.spec.provider,
+                    )
+                )
+        except BaseException:
+            await self.kill()
+            raise
+
+    def _fail(self, error: LLMError) -> None:
+        """Record the run's error and start killing the group now, even if nobody is awaiting."""
+        if self._error is None and not self._finished:
+            self._error = error
+            self._start_termination()
+        self._wake()
+
+    async def _raise_error(self) -> NoReturn:
+        await self.kill()
+        error = self._error
+        assert error is not None
+        if error.detail is None:
+            error.detail = self.stderr_tail() or None
+        raise error
+
+    def _pause_reading(self) -> None:
+        pipe = self._transport.get_pipe_transport(1) if self._transport else None
+        if isinstance(pipe, asyncio.ReadTransport):
+            pipe.pause_reading()
+            self._reading_paused = True
+
+    def _resume_reading(self) -> None:
+        pipe = self._transport.get_pipe_transport(1) if self._transport else None
+        self._reading_paused = False
+        if isinstance(pipe, asyncio.ReadTransport):
+            pipe.resume_reading()
+
+    def _group_alive(self) -> bool:
+        return _group_alive(self.pid)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if sig == signal.SIGTERM and self._term_sent_at is None:
+            self._term_sent_at = self._loop.time()
+        _signal_group(self.pid, sig)
+
+    def _start_termination(self) -> asyncio.Task[None]:
+        if self._term_task is None:
+            if self._term_sent_at is None:
+                self._signal(signal.SIGTERM)  # at once, before any await: cancellation cannot skip it
+            task = self._loop.create_task(self._terminate())
+            _BACKGROUND.add(task)
+            task.add_done_callback(_BACKGROUND.discard)
+            self._term_task = task
+        return self._term_task
+
+    async def _terminate(self) -> None:
+        try:
+            assert self._term_sent_at is not None
+            loop = self._loop
+            deadline = self._term_sent_at + self.spec.kill_grace
+            while self.returncode is None and loop.time() < deadline:
+                await self._wait_change(deadline - loop.time())
+            pause = 0.005
+            while self._group_alive() and loop.time() < deadline:
+                await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
+                pause = min(pause * 2, 0.05)
+            if self.returncode is None or self._group_alive():
+                self._signal(signal.SIGKILL)
+            deadline = loop.time() + _KILL_WAIT
+            while self.returncode is None and loop.time() < deadline:
+                await self._wait_change(deadline - loop.time())
+        finally:
+            self._finalize()
+
+    def _finalize(self) -> None:
+        """Release everything: timers, pipes, the working directory and cleanup paths; wake every waiter."""
+        if self._finished:
+            return
+        self._finished = True
+        for handle in (self._deadline, self._sweep):
+            if handle is not None:
+                handle.cancel()
+        self._deadline = self._sweep = None
+        if self._transport is not None:
+            self._transport.close()
+        self._stdout_eof = True
+        self._stdin_lost = True
+        _remove_paths(self._cleanup)
+        self._wake()
+
+
+def _set_if_pending(fut: asyncio.Future[object], value: object) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Does the process group still have a running (non-zombie) member?
+
+    ``killpg(pgid, 0)`` answers for the common case. It also succeeds for a group of zombies only: orphans whose
+    new parent does not reap them (a container whose PID 1 is not an init). Only then is /proc scanned, so dead
+    leftovers do not cost the whole kill grace on every run."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split(b" ", 3)
+        if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] != b"Z":
+            return True
+    return False
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _remove_paths(paths: Sequence[Path]) -> None:
+    for path in paths:
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        except OSError:
+            pass
+
 
 async def start(spec: ProcessSpec) -> Process:
-    """Start the process. A binary that cannot be found or executed raises BinaryNotFound."""
-    raise NotImplementedError
+    """Start the process. A binary that cannot be found or executed raises BinaryNotFound.
+
+    From here on the process layer owns ``spec.cleanup``: the paths are removed when the process ends, or at once
+    if it cannot be started."""
+    argv = list(spec.argv)
+    cleanup = [Path(p) for p in spec.cleanup]
+    try:
+        if not argv or not all(isinstance(a, str) for a in argv) or not argv[0]:
+            raise InvalidRequest(f"argv must be a non-empty list of strings, got {spec.argv!r}", provider=spec.provider)
+        if any("\0" in a for a in argv):
+            raise InvalidRequest("argv must not contain NUL bytes", provider=spec.provider)
+        if spec.cwd is not None:
+            cwd = str(spec.cwd)  # a missing one fails in the child's chdir and is reported below
+        else:
+            cwd = tempfile.mkdtemp(prefix="llm-runners-")
+            cleanup.append(Path(cwd))
+        env = build_env(spec.env, spec.pass_env)
+        name = spec.provider or os.path.basename(argv[0])
+        proc = Process(spec, name=name, cleanup=cleanup)
+        loop = proc._loop
+        try:
+            await loop.subprocess_exec(
+                lambda: _Protocol(proc),
+                *argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            if exc.filename is not None and str(exc.filename) == cwd:
+                raise InvalidRequest(
+                    f"cannot use working directory {cwd!r}: {exc.strerror}", provider=spec.provider
+                ) from exc
+            raise BinaryNotFound(_not_found_message(argv[0], spec.provider, exc), provider=spec.provider) from exc
+    except BaseException:
+        _remove_paths(cleanup)
+        raise
+    transport = proc._transport
+    assert transport is not None
+    proc.pid = transport.get_pid()
+    stdin = transport.get_pipe_transport(0)
+    assert isinstance(stdin, asyncio.WriteTransport)
+    proc._stdin = stdin
+    if spec.stdin:
+        stdin.write(spec.stdin)
+    if not spec.keep_stdin_open:
+        proc._stdin_closed = True
+        stdin.close()
+    proc.reset_deadline(spec.timeout)
+    return proc
+
+
+def _not_found_message(binary: str, provider: str | None, exc: OSError) -> str:
+    who = f"{provider}: " if provider else ""
+    if isinstance(exc, FileNotFoundError):
+        where = "" if "/" in binary else " on PATH"
+        return f"{who}binary {binary!r} not found{where} (or its interpreter is missing)"
+    return f"{who}binary {binary!r} cannot be executed: {exc.strerror or exc}"
 
 
 def find_binary(name: str, extra_dirs: Sequence[str | Path] = ()) -> str | None:
-    """Resolve a binary on PATH (and in ``extra_dirs`` first); None when absent."""
-    raise NotImplementedError
+    """Resolve a binary on PATH (and in ``extra_dirs`` first); None when absent. Only executable regular files
+    count; a name with a slash is checked as a path."""
+    if not name:
+        return None
+    if os.sep in name:
+        return name if _is_executable(name) else None
+    dirs = [str(d) for d in extra_dirs]
+    dirs += os.environ.get("PATH", os.defpath).split(os.pathsep)
+    for directory in dirs:
+        if not directory:
+            continue
+        candidate = os.path.join(directory, name)
+        if _is_executable(candidate):
+            return candidate
+    return None
+
+
+def _is_executable(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+# ------------------------------------------------------------------------------------------ exit classification
+def _code(pattern: str) -> str:
+    """An HTTP-status-like number standing alone (not part of a path, version, line:column or larger number)."""
+    return rf"(?<![\w:./-])(?:{pattern})(?!\w|[.:/-]\d)"
+
+
+_Factory = Callable[[str, str | None, float | None], LLMError]
+
+#: (pattern, label, factory) tried in order on each stderr line, last line first
+_RULES: list[tuple[re.Pattern[str], str, _Factory]] = [
+    (
+        re.compile(
+            r"context[ _-]?(?:length|window)|too long|maximum context|token count exceeds|exceeds the (?:maximum|"
+            r"context)|too many (?:input )?tokens",
+            re.I,
+        ),
+        "context length exceeded",
+        lambda m, p, r: ContextLengthExceeded(m, provider=p),
+    ),
+    (
+        re.compile(
+            _code("401") + r"|unauthori[sz]ed|invalid[ _-]?(?:x-)?api[ _-]?key|incorrect api key|api key not valid|"
+            r"not logged in|\blog ?in\b|authentication (?:failed|error|required)",
+            re.I,
+        ),
+        "authentication failed",
+        lambda m, p, r: AuthenticationError(m, provider=p),
+    ),
+    (
+        re.compile(
+            _code("429") + r"|rate[ _-]?limit|too many requests|quota|resource[ _-]?exhausted|usage limit", re.I
+        ),
+        "rate limited",
+        lambda m, p, r: RateLimited(m, provider=p, retry_after=r),
+    ),
+    (
+        re.compile(_code("403") + r"|\bforbidden\b", re.I),
+        "permission denied",
+        lambda m, p, r: PermissionDenied(m, provider=p),
+    ),
+    (
+        re.compile(
+            r"model_not_found|(?:unknown|invalid|unsupported) model|no such model|"
+            r"model\b[^\n]{0,80}(?:not found|does not exist|is not available|not supported)",
+            re.I,
+        ),
+        "model not found",
+        lambda m, p, r: ModelNotFound(m, provider=p),
+    ),
+    (
+        re.compile(_code("529|503") + r"|overloaded|service unavailable|over capacity", re.I),
+        "overloaded",
+        lambda m, p, r: Overloaded(m, provider=p, retry_after=r),
+    ),
+    (
+        re.compile(_code(r"5\d\d") + r"|internal server error|bad gateway|gateway timeout", re.I),
+        "upstream server error",
+        lambda m, p, r: UpstreamError(m, provider=p),
+    ),
+]
+
+_RETRY_RES = [
+    re.compile(r"retry[-_ ]?after[\"']?\s*[:=]?\s*[\"']?(\d+(?:\.\d+)?)\s*([a-z]*)", re.I),
+    re.compile(r"retry[-_ ]?delay[\"']?\s*[:=]\s*[\"']?(\d+(?:\.\d+)?)\s*([a-z]*)", re.I),
+    re.compile(r"(?:retry|try again)\s+(?:in|after)\s+(\d+(?:\.\d+)?)\s*([a-z]*)", re.I),
+]
+_UNITS = {"": 1.0, "s": 1.0, "sec": 1.0, "secs": 1.0, "second": 1.0, "seconds": 1.0, "ms": 0.001}
+_UNITS.update({"m": 60.0, "min": 60.0, "mins": 60.0, "minute": 60.0, "minutes": 60.0})
+_TAIL_LINES = 20
+_LINE_CHARS = 500
+
+
+def parse_retry_after(text: str) -> float | None:
+    """Seconds to wait from a "retry after 30s" / "retryDelay": "20s" / "try again in 500ms" style hint."""
+    for pattern in _RETRY_RES:
+        for match in pattern.finditer(text):
+            unit = match.group(2).lower()
+            if unit in _UNITS:
+                return float(match.group(1)) * _UNITS[unit]
+    return None
 
 
 def classify_exit(returncode: int, stderr: str, *, provider: str | None = None) -> LLMError:
     """Generic classification of a failed exit from its code and stderr text (auth / rate limit / context
-    length / not found / upstream). Runners try their own dialect's parsing first and fall back to this."""
-    raise NotImplementedError
+    length / not found / upstream). Runners try their own dialect's parsing first and fall back to this.
+
+    Signals and exit 127 are decided by the code; otherwise stderr lines are matched from the last one up (the
+    last error line is the most telling; earlier lines are often start-up noise), each against the rules in
+    priority order. The matching line becomes the message; the whole stderr text goes to ``detail``."""
+    who = provider or "process"
+    detail = stderr or None
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    if returncode < 0:
+        try:
+            signame = f" ({signal.Signals(-returncode).name})"
+        except ValueError:
+            signame = ""
+        return UpstreamError(
+            f"{who} was killed by signal {-returncode}{signame}{_tail_suffix(lines)}", provider=provider, detail=detail
+        )
+    if returncode == 127:
+        last = f": {_clip(lines[-1])}" if lines else ""
+        return BinaryNotFound(f"{who}: command not found (exit 127){last}", provider=provider, detail=detail)
+    for line in reversed(lines):
+        for pattern, label, factory in _RULES:
+            if pattern.search(line):
+                retry_after = parse_retry_after(stderr)
+                error = factory(f"{who}: {label} (exit {returncode}): {_clip(line)}", provider, retry_after)
+                error.detail = detail
+                return error
+    return UpstreamError(f"{who} exited with code {returncode}{_tail_suffix(lines)}", provider=provider, detail=detail)
+
+
+def _clip(line: str) -> str:
+    return line if len(line) <= _LINE_CHARS else line[: _LINE_CHARS - 1] + "…"
+
+
+def _tail_suffix(lines: list[str]) -> str:
+    if not lines:
+        return ""
+    return ":\n" + "\n".join(_clip(line) for line in lines[-_TAIL_LINES:])
