@@ -294,10 +294,11 @@ class ToolCallStreamParser:
             out.append(TextDelta(text))
 
     def feed(self, delta: str) -> list[TextDelta | ToolCallEvent]:
-        if not self._in_call and not self._buf and not self._after_call and "<" not in delta:
-            # Hot path: plain prose with nothing held back.
-            stripped = delta.rstrip()
-            self._buf = delta[len(stripped) :]
+        if not self._in_call and not self._after_call and "<" not in delta and "<" not in self._buf:
+            # Hot path: plain prose; at most trailing whitespace is held back.
+            text = self._buf + delta
+            stripped = text.rstrip()
+            self._buf = text[len(stripped) :]
             return [TextDelta(stripped)] if stripped else []
         out: list[TextDelta | ToolCallEvent] = []
         self._consume(delta, out)
