@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
@@ -49,7 +49,7 @@ class Scripted(Provider):
 
     name = "scripted"
 
-    def __init__(self, *scripts: list[StreamEvent] | list[str], caps: Capabilities | None = None) -> None:
+    def __init__(self, *scripts: Sequence[StreamEvent | str], caps: Capabilities | None = None) -> None:
         self.scripts = list(scripts)
         self.capabilities = caps or Capabilities()  # type: ignore[misc]
         self.requests: list[ChatRequest] = []
@@ -60,7 +60,7 @@ class Scripted(Provider):
         script = self.scripts[len(self.requests) - 1]
         return self._run(script)
 
-    async def _run(self, script: list[StreamEvent] | list[str]) -> AsyncIterator[StreamEvent]:
+    async def _run(self, script: Sequence[StreamEvent | str]) -> AsyncIterator[StreamEvent]:
         try:
             for item in script:
                 yield TextDelta(item) if isinstance(item, str) else item
@@ -75,7 +75,7 @@ class Scripted(Provider):
 
 def _request(**kwargs: object) -> ChatRequest:
     messages = kwargs.pop("messages", [Message(role="system", content="Be brief."), Message(role="user", content="Hi")])
-    return ChatRequest(messages=messages, **kwargs)  # type: ignore[arg-type]
+    return ChatRequest(messages=messages, **kwargs)
 
 
 async def _events(adapter: FeatureAdapter, request: ChatRequest) -> list[StreamEvent]:

@@ -83,7 +83,9 @@ def test_history_renders_calls_and_results_as_text() -> None:
         'Checking.\n<tool_call>{"name":"get_weather","arguments":{"city":"Paris"}}</tool_call>\n'
         '<tool_call>{"name":"get_time","arguments":{}}</tool_call>'
     )
-    assert out[2].text == "Result of tool get_weather (call_a):\n18 C, sunny\n\nResult of tool get_time (call_b):\n12:00"
+    assert (
+        out[2].text == "Result of tool get_weather (call_a):\n18 C, sunny\n\nResult of tool get_time (call_b):\n12:00"
+    )
 
 
 def test_rendered_history_parses_back_to_the_same_calls() -> None:
@@ -199,7 +201,7 @@ _CALLS = [
     "</tool_call>",
     "<tool_c",
 ]
-_PROSE = st.text(alphabet=st.sampled_from(list("ab <>_/tolc\n{}\" ")), max_size=12)
+_PROSE = st.text(alphabet=st.sampled_from(list('ab <>_/tolc\n{}" ')), max_size=12)
 _PIECES = st.lists(st.one_of(_PROSE, st.sampled_from(_CALLS)), max_size=8)
 
 
