@@ -1,0 +1,327 @@
+"""Gemini CLI (``gemini``, ``@google/gemini-cli``) as a provider.
+
+How a turn runs (facts measured on 0.61.0, see ``clis.md`` section 5):
+
+- ``gemini -p "" -o stream-json -m <model>`` with the whole prompt on stdin. The CLI joins stdin and ``-p`` as
+  ``stdin + "\\n\\n\\n" + p``, but with an empty ``-p`` the user part upstream is byte-for-byte our prompt.
+  ``-m`` is always passed: without it the CLI first makes a *router* call to pick a model (an extra round trip).
+- ``stream-json`` prints one assistant ``message`` with ``delta:true`` per upstream chunk, then a ``result``
+  event with the usage (``input_tokens`` includes ``cached``). Thought parts never appear in this output, so there
+  is nothing to turn into reasoning deltas.
+- The system prompt goes through ``GEMINI_SYSTEM_MD=<file>``, which replaces the whole ``systemInstruction``
+  (there is no flag). The user's global ``~/.gemini/GEMINI.md`` is still appended to it by the CLI.
+- Sessions: ``--session-id <uuid>`` starts one with our id, ``--resume <id>`` continues it. The CLI files sessions
+  per project (the working directory), which is why the base keeps one working directory per runner.
+- Safety: the runner's own empty working directory gets a *workspace* ``.gemini/settings.json`` (workspace settings
+  override the user's) that registers none of the CLI's tools (``tools.core: []``), blocks the user's MCP servers,
+  skills and hooks, and turns usage statistics and telemetry off. The upstream request then declares no functions.
+- Images: ``@<path>`` references in the prompt make the CLI read the file itself and send it as ``inlineData``
+  (also with all tools off); it reads only inside the workspace, so the run's assets directory is added with
+  ``--include-directories``. The CLI rewrites the reference to ``@<file name>`` in the text it sends.
+- Errors: in stream-json mode the exit code is the HTTP status mod 256 and the ``result`` event carries
+  ``status:"error"`` with the API error (usually its JSON) embedded in the message. Exit 41 is a missing auth
+  method, 42 an unknown resume id. Stderr is always noisy (colour warning, ripgrep fallback) and is never an error
+  by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from .. import process
+from ..errors import (
+    AuthenticationError,
+    ContextLengthExceeded,
+    LLMError,
+    ModelNotFound,
+    RateLimited,
+    SessionNotFound,
+    UpstreamError,
+    from_http_status,
+)
+from ..types import Capabilities, Done, StreamEvent, TextDelta, Usage, UsageEvent
+from .base import CLIRunner, Invocation, Turn
+
+#: names no MCP server or context file will ever have: an allow-list holding only this blocks every MCP server
+_NO_MCP = "__llm_runners_no_mcp__"
+
+#: the workspace settings that keep the CLI's own tools, MCP servers, skills and hooks out of a run
+SAFE_SETTINGS: dict[str, Any] = {
+    "tools": {"core": []},
+    "mcp": {"allowed": [_NO_MCP]},
+    "skills": {"enabled": False},
+    "hooksConfig": {"enabled": False},
+    "context": {"includeDirectoryTree": False},
+    "privacy": {"usageStatisticsEnabled": False},
+    "telemetry": {"enabled": False},
+    "general": {"enableAutoUpdate": False, "enableAutoUpdateNotification": False},
+}
+#: with the operator's ``allow_tools``: the CLI's defaults, only the phone-home switches off
+TOOLS_SETTINGS: dict[str, Any] = {
+    "privacy": {"usageStatisticsEnabled": False},
+    "telemetry": {"enabled": False},
+    "general": {"enableAutoUpdate": False, "enableAutoUpdateNotification": False},
+}
+
+_EXIT_AUTH_METHOD = 41
+_EXIT_BAD_SESSION = 42
+_CONTEXT = re.compile(r"input token count.*exceeds the maximum|exceeds the maximum number of tokens", re.I | re.S)
+_QUOTA = re.compile(r"RESOURCE_EXHAUSTED|Resource has been exhausted|quota", re.I)
+_NOT_FOUND = re.compile(r"\bNOT_FOUND\b|is not found for API version|model .* not found", re.I)
+_AUTH_HINT = (
+    "Gemini CLI has no usable auth method: set GEMINI_API_KEY (and security.auth.selectedType "
+    '"gemini-api-key" in ~/.gemini/settings.json), or run `gemini` once interactively to log in with Google'
+)
+
+
+class GeminiParser:
+    """stream-json lines of one run -> events. Errors are raised from :meth:`finish`, once the exit code is known."""
+
+    def __init__(self, *, model: str | None = None, resume: str | None = None) -> None:
+        self.session_id: str | None = None
+        self.model = model
+        self.resume = resume
+        self.usage: Usage | None = None
+        self.success = False
+        self.error: str | None = None
+        self.errors: list[str] = []  # non-fatal `error` events, for messages
+
+    def feed(self, line: bytes) -> Iterable[StreamEvent]:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return ()
+        if not isinstance(event, dict):
+            return ()
+        kind = event.get("type")
+        if kind == "init":
+            if isinstance(event.get("session_id"), str):
+                self.session_id = event["session_id"]
+            model = event.get("model")
+            if isinstance(model, str) and model != "auto":
+                self.model = model
+        elif kind == "message":
+            content = event.get("content")
+            if event.get("role") == "assistant" and isinstance(content, str) and content:
+                return (TextDelta(content),)
+        elif kind == "result":
+            return self._result(event)
+        elif kind == "error":
+            message = event.get("message")
+            if isinstance(message, str):
+                self.errors.append(message)
+        return ()
+
+    def _result(self, event: dict[str, Any]) -> Iterable[StreamEvent]:
+        if event.get("status") != "success":
+            error = event.get("error")
+            message = error.get("message") if isinstance(error, dict) else None
+            self.error = message if isinstance(message, str) else json.dumps(error)
+            return ()
+        self.success = True
+        stats = event.get("stats")
+        if not isinstance(stats, dict):
+            return ()
+        self.usage = Usage(
+            input_tokens=_int(stats.get("input_tokens")),
+            output_tokens=_int(stats.get("output_tokens")),
+            cached_tokens=_int(stats.get("cached")),
+        )
+        return (UsageEvent(self.usage),)
+
+    def finish(self, returncode: int, stderr: str) -> Iterable[StreamEvent]:
+        if self.success and returncode == 0:
+            return (Done(finish_reason="stop", model=self.model, session_id=self.session_id),)
+        if self.error is not None:
+            raise classify_api_error(self.error, returncode, detail=stderr)
+        if returncode == _EXIT_BAD_SESSION or "Error resuming session" in stderr:
+            raise SessionNotFound(
+                f"gemini: session {self.resume!r} cannot be resumed: {_last_line(stderr, 'Error resuming session')}",
+                provider="gemini",
+                detail=stderr,
+            )
+        if returncode == _EXIT_AUTH_METHOD or "Invalid auth method" in stderr:
+            raise AuthenticationError(f"gemini: {_AUTH_HINT}", provider="gemini", detail=stderr)
+        if returncode == 0:
+            raise UpstreamError("gemini exited without a result event", provider="gemini", detail=stderr)
+        return_status = _status_from_exit(returncode)
+        if return_status is not None:
+            raise classify_api_error(_last_line(stderr, "") or "API error", returncode, detail=stderr)
+        raise process.classify_exit(returncode, stderr, provider="gemini")
+
+
+def classify_api_error(message: str, returncode: int, *, detail: str | None = None) -> LLMError:
+    """Map the CLI's error text (``[API Error: {json}]…``) and its exit code (HTTP status mod 256) to the tree."""
+    status, api_message, api_status = _embedded(message)
+    if status is None:
+        status = _status_from_exit(returncode)
+    text = api_message or message.strip()
+    if text.startswith("[API Error: ") and "]" in text:
+        text = text[len("[API Error: ") : text.rindex("]")]
+    msg = f"gemini: {text}"
+    error: LLMError
+    if _CONTEXT.search(message):
+        error = ContextLengthExceeded(msg, provider="gemini")
+    elif status == 429 or _QUOTA.search(message) or api_status == "RESOURCE_EXHAUSTED":
+        error = RateLimited(msg, provider="gemini")
+    elif status == 404 or api_status == "NOT_FOUND" or _NOT_FOUND.search(message):
+        error = ModelNotFound(msg, provider="gemini")
+    elif status is not None:
+        error = from_http_status(status, msg, provider="gemini")
+    elif "fetch failed" in message:
+        error = UpstreamError(f"gemini: cannot reach the model API ({text})", provider="gemini")
+    else:
+        error = UpstreamError(msg, provider="gemini")
+    error.detail = detail or message
+    return error
+
+
+def _embedded(message: str) -> tuple[int | None, str | None, str | None]:
+    """(code, message, status) of an API error JSON embedded in the CLI's message, if there is one."""
+    start, end = message.find("{"), message.rfind("}")
+    if start < 0 or end <= start:
+        return None, None, None
+    try:
+        data = json.loads(message[start : end + 1])
+    except ValueError:
+        return None, None, None
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, dict):
+        return None, None, None
+    code = error.get("code")
+    text = error.get("message")
+    status = error.get("status")
+    return (
+        code if isinstance(code, int) else None,
+        text if isinstance(text, str) else None,
+        status if isinstance(status, str) else None,
+    )
+
+
+def _status_from_exit(returncode: int) -> int | None:
+    """In json/stream-json modes the CLI exits with the HTTP status mod 256: 400-499 -> 144-243, 500-511 -> 244-255."""
+    if 144 <= returncode <= 255:
+        return returncode + 256
+    return None
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _last_line(stderr: str, marker: str) -> str:
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if marker in line:
+            return line
+    return lines[-1] if lines else ""
+
+
+class GeminiRunner(CLIRunner):
+    """Gemini CLI in headless stream-json mode: token streaming, system prompt, sessions, images."""
+
+    name: ClassVar[str] = "gemini"
+    display_name: ClassVar[str] = "Gemini CLI"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        streaming=True,
+        token_streaming=True,
+        system_prompt=True,
+        images=True,
+        native_tools=False,
+        agent_tools=True,
+        sessions=True,
+        usage=True,
+    )
+    #: the CLI's own default Flash model in 0.61.0: fast and cheap for chat; naming it skips the router call
+    default_model: ClassVar[str | None] = "gemini-3.5-flash"
+    binary_name: ClassVar[str] = "gemini"
+    package: ClassVar[str] = "@google/gemini-cli"
+    pass_env: ClassVar[tuple[str, ...]] = (
+        "GEMINI_API_KEY",
+        "GOOGLE_API_KEY",
+        "GOOGLE_GEMINI_BASE_URL",
+        "GOOGLE_VERTEX_BASE_URL",
+        "GOOGLE_GENAI_USE_VERTEXAI",
+        "GOOGLE_GENAI_USE_GCA",
+        "GOOGLE_CLOUD_PROJECT",
+        "GOOGLE_CLOUD_LOCATION",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "GEMINI_CLI_HOME",
+    )
+    #: the model names Gemini CLI 0.61.0 knows (it cannot list models offline)
+    known_models: ClassVar[tuple[str, ...]] = (
+        "gemini-3.8-flash",
+        "gemini-3.5-flash",
+        "gemini-3.5-flash-lite",
+        "gemini-3.1-flash-lite",
+        "gemini-3.1-pro-preview",
+        "gemini-3-pro-preview",
+        "gemini-3-flash-preview",
+        "gemini-2.5-pro",
+        "gemini-2.5-flash",
+        "gemini-2.5-flash-lite",
+    )
+
+    # ------------------------------------------------------------------------------------------ argv
+    def invocation(self, turn: Turn) -> Invocation:
+        argv = [self.binary_path, "-p", "", "-o", "stream-json", "-m", turn.model or self.default_model or ""]
+        if turn.resume:
+            argv += ["--resume", turn.resume]
+        elif turn.session:
+            argv += ["--session-id", turn.session]
+        if not self.allow_tools:
+            argv += ["--allowed-mcp-server-names", _NO_MCP]
+        if turn.images:
+            argv += ["--include-directories", str(turn.assets)]
+        env = {"GEMINI_CLI_TRUST_WORKSPACE": "true"}
+        if turn.system:
+            env["GEMINI_SYSTEM_MD"] = str(turn.tempfile("system.md", turn.system))
+        self._write_workspace_settings(turn.workdir)
+        prompt = turn.prompt + self._image_references(turn)
+        return Invocation(argv=argv, stdin=prompt.encode("utf-8"), env=env)
+
+    def new_parser(self, turn: Turn) -> GeminiParser:
+        return GeminiParser(model=turn.model, resume=turn.resume)
+
+    def _write_workspace_settings(self, workdir: Path) -> None:
+        """Workspace settings override the user's; written only into the runner's own empty working directory,
+        never into an operator's ``cwd``."""
+        if self.cwd is not None:
+            return
+        settings = TOOLS_SETTINGS if self.allow_tools else SAFE_SETTINGS
+        target = workdir / ".gemini" / "settings.json"
+        data = json.dumps(settings, indent=2)
+        if target.is_file() and target.read_text(encoding="utf-8") == data:
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(data, encoding="utf-8")
+        tmp.replace(target)
+
+    @staticmethod
+    def _image_references(turn: Turn) -> str:
+        """``@path`` references for the turn's images, appended after a blank line. The CLI reads each file itself
+        and sends it upstream as ``inlineData``; the caller adds the assets directory to the workspace with
+        ``--include-directories`` because the CLI only reads files inside the workspace."""
+        if not turn.images:
+            return ""
+        return "\n\n" + " ".join("@" + str(path).replace(" ", "\\ ") for path in turn.images)
+
+    # ------------------------------------------------------------------------------------------ metadata
+    async def check_auth(self) -> tuple[bool | None, str | None]:
+        env: Mapping[str, str] = {**os.environ, **self.env}
+        if env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY"):
+            return True, None
+        if env.get("GOOGLE_GENAI_USE_VERTEXAI", "").lower() in ("1", "true"):
+            return True, None
+        home = Path(env["GEMINI_CLI_HOME"]) if env.get("GEMINI_CLI_HOME") else self.home()
+        if (home / ".gemini" / "oauth_creds.json").is_file():
+            return True, None
+        return False, (
+            "set GEMINI_API_KEY (https://aistudio.google.com/apikey) or run `gemini` once to log in with Google"
+        )
