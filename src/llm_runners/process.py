@@ -204,7 +204,8 @@ class LineFramer:
             if data:
                 self._fragments.append(data)
                 self._partial += len(data)
-                if limit is not None and self._partial > limit:
+                # a trailing "\r" may yet turn out to be half of a "\r\n" ending: not counted
+                if limit is not None and self._partial - data.endswith(b"\r") > limit:
                     raise LineTooLong(self._partial, limit)
             return []
         lines = data.split(b"\n")
@@ -220,7 +221,7 @@ class LineFramer:
             longest = max(map(len, lines))
             if longest > limit:
                 raise LineTooLong(longest, limit)
-            if self._partial > limit:
+            if self._partial - tail.endswith(b"\r") > limit:
                 raise LineTooLong(self._partial, limit)
         return lines
 
