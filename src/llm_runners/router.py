@@ -1,0 +1,274 @@
+"""The router: which provider answers a model name, and with which model.
+
+A caller's ``model`` is resolved, in this order:
+
+1. empty / missing        -> the default provider with its own default model;
+2. an alias               -> its target (aliases may chain, at most 8 steps), then resolved as below;
+3. ``provider:model``     -> that provider with that model (``provider:`` alone = its default model);
+4. a bare provider name   -> that provider with its default model;
+5. a bare model name that exactly one provider lists in ``models()`` (or declares as ``default_model``) -> it;
+6. any other bare name    -> the default provider with that model (the provider decides whether it knows it).
+
+``x:y`` whose ``x`` is no provider is *not* sent to the default provider (unless some provider lists ``x:y`` as a
+model): a typo in a provider name should fail loudly, not quietly reach another CLI. Every failure is a
+:class:`~llm_runners.errors.ModelNotFound` naming the providers and aliases that exist.
+
+Model listings are cached for ``models_ttl`` seconds so a bare model name does not ask every CLI on each request.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .errors import ModelNotFound
+from .provider import Provider
+from .types import Health, ModelInfo
+
+if TYPE_CHECKING:
+    from .config import Settings
+
+__all__ = ["Route", "Router", "build_provider"]
+
+log = logging.getLogger(__name__)
+
+_MAX_ALIAS_DEPTH = 8
+
+
+class Route:
+    """The outcome of resolving a model name: the provider, its routing name and the model to ask it for."""
+
+    __slots__ = ("model", "name", "provider")
+
+    def __init__(self, name: str, provider: Provider, model: str | None) -> None:
+        self.name = name
+        self.provider = provider
+        self.model = model
+
+    @property
+    def qualified(self) -> str:
+        """``provider:model`` (or just ``provider`` when the provider has no default model)."""
+        model = self.model or self.provider.default_model
+        return f"{self.name}:{model}" if model else self.name
+
+    def __repr__(self) -> str:
+        return f"Route({self.name!r}, model={self.model!r})"
+
+
+def _optional_attr(module: str, attr: str) -> Any:
+    """A class from a module a colleague may not have written yet; ``None`` while it does not exist."""
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError):
+        return None
+
+
+class Router:
+    """Maps model names to providers (see the module docstring).
+
+    When ``adapt`` is true and :mod:`llm_runners.wrappers.features` exists, each provider is wrapped in its
+    ``FeatureAdapter`` (``strict`` passed through), so a feature a provider lacks is emulated, warned about or
+    rejected instead of silently dropped.
+    """
+
+    def __init__(
+        self,
+        providers: Mapping[str, Provider],
+        default: str | None = None,
+        aliases: Mapping[str, str] | None = None,
+        *,
+        strict: bool = False,
+        adapt: bool = True,
+        models_ttl: float = 60.0,
+    ) -> None:
+        if default is not None and default not in providers:
+            raise ValueError(f"default provider {default!r} is not configured (have: {', '.join(providers) or '-'})")
+        if default is None and len(providers) == 1:
+            default = next(iter(providers))
+        adapter = _optional_attr("llm_runners.wrappers.features", "FeatureAdapter") if adapt else None
+        self.providers: dict[str, Provider] = {
+            name: (adapter(p, strict=strict) if adapter is not None else p) for name, p in providers.items()
+        }
+        self.default = default
+        self.aliases: dict[str, str] = dict(aliases or {})
+        self.models_ttl = models_ttl
+        self._listing: dict[str, tuple[float, list[ModelInfo]]] = {}
+
+    # -- building from settings -------------------------------------------------------------------------------
+    @classmethod
+    def from_settings(cls, settings: Settings, *, extra: Mapping[str, Provider] | None = None) -> Router:
+        """Build every provider named in ``settings.providers`` (see :func:`build_provider`), add ``extra``
+        (already built, e.g. scripted providers in tests), and wrap each in the concurrency limit when it exists."""
+        built: dict[str, Provider] = {}
+        for name, ps in settings.providers.items():
+            built[name] = build_provider(name, ps.options)
+        built.update(extra or {})
+        limit = _optional_attr("llm_runners.wrappers.limits", "ConcurrencyLimit")
+        adapter = _optional_attr("llm_runners.wrappers.features", "FeatureAdapter")
+        wrapped: dict[str, Provider] = {}
+        for name, provider in built.items():
+            p: Provider = adapter(provider, strict=settings.strict) if adapter is not None else provider
+            if limit is not None:
+                ps = settings.provider(name)
+                p = limit(p, max_concurrency=ps.max_concurrency, max_queue=ps.max_queue)
+            wrapped[name] = p
+        return cls(wrapped, settings.default_provider, settings.aliases, strict=settings.strict, adapt=False)
+
+    # -- resolution ---------------------------------------------------------------------------------------------
+    def _not_found(self, what: str) -> ModelNotFound:
+        have = ", ".join(sorted(self.providers)) or "none"
+        msg = f"{what}. Providers: {have}"
+        if self.aliases:
+            msg += f"; aliases: {', '.join(sorted(self.aliases))}"
+        msg += ". Use 'provider:model', a provider name, or an alias."
+        return ModelNotFound(msg, param="model", code="model_not_found")
+
+    def _default_route(self, model: str | None, asked: str) -> Route:
+        if self.default is None:
+            raise self._not_found(
+                f"model {asked!r} matches no provider and no default provider is configured"
+                if asked
+                else "no model given and no default provider is configured"
+            )
+        return Route(self.default, self.providers[self.default], model)
+
+    async def resolve(self, model: str | None) -> Route:
+        """Resolve a caller's model name into a :class:`Route`; raises :class:`ModelNotFound`."""
+        asked = model or ""
+        name = asked.strip()
+        for _ in range(_MAX_ALIAS_DEPTH):
+            target = self.aliases.get(name)
+            if target is None:
+                break
+            name = target
+        else:
+            raise self._not_found(f"alias {asked!r} does not resolve (a cycle?)")
+        if not name:
+            return self._default_route(None, asked)
+        prefix, sep, rest = name.partition(":")
+        if sep and prefix in self.providers:
+            return Route(prefix, self.providers[prefix], rest or None)
+        if not sep and name in self.providers:
+            return Route(name, self.providers[name], None)
+        owner = await self._owner_of(name)
+        if owner is not None:
+            return Route(owner, self.providers[owner], name)
+        if sep:
+            raise self._not_found(f"unknown provider {prefix!r} in model {asked!r}")
+        return self._default_route(name, asked)
+
+    async def _owner_of(self, model: str) -> str | None:
+        """The one provider that declares or lists ``model``; ``None`` when none or several do."""
+        declared = [n for n, p in self.providers.items() if p.default_model == model]
+        if len(declared) == 1:
+            return declared[0]
+        owners = []
+        for name in self.providers:
+            if any(m.id == model for m in await self._models_of(name)):
+                owners.append(name)
+        return owners[0] if len(owners) == 1 else None
+
+    async def _models_of(self, name: str) -> list[ModelInfo]:
+        now = time.monotonic()
+        cached = self._listing.get(name)
+        if cached is not None and now - cached[0] < self.models_ttl:
+            return cached[1]
+        try:
+            with anyio.fail_after(10):
+                listing = await self.providers[name].models()
+        except Exception as exc:  # a provider that cannot list models simply owns no bare names
+            log.warning("listing models of %s failed: %r", name, exc)
+            listing = []
+        self._listing[name] = (now, listing)
+        return listing
+
+    # -- listing --------------------------------------------------------------------------------------------------
+    async def models(self) -> list[ModelInfo]:
+        """Every provider's models, live (not cached), with ``provider:model`` ids, then the aliases."""
+        out: list[ModelInfo] = []
+        results: dict[str, list[ModelInfo]] = {}
+
+        async def one(name: str) -> None:
+            try:
+                with anyio.fail_after(10):
+                    results[name] = await self.providers[name].models()
+            except Exception as exc:
+                log.warning("listing models of %s failed: %r", name, exc)
+                results[name] = []
+            self._listing[name] = (time.monotonic(), results[name])
+
+        async with anyio.create_task_group() as tg:
+            for name in self.providers:
+                tg.start_soon(one, name)
+        for name in self.providers:
+            for m in results[name]:
+                out.append(
+                    ModelInfo(
+                        id=f"{name}:{m.id}", provider=name, display_name=m.display_name, context_window=m.context_window
+                    )
+                )
+        for alias in sorted(self.aliases):
+            out.append(ModelInfo(id=alias, provider="alias", display_name=self.aliases[alias]))
+        return out
+
+    async def health(self, per_provider_timeout: float = 10.0) -> list[Health]:
+        """Each provider's health, asked concurrently; a provider that fails or hangs is reported not ready."""
+        results: dict[str, Health] = {}
+
+        async def one(name: str) -> None:
+            try:
+                with anyio.fail_after(per_provider_timeout):
+                    results[name] = await self.providers[name].health()
+            except Exception as exc:
+                reason = "health check timed out" if isinstance(exc, TimeoutError) else f"health check failed: {exc}"
+                results[name] = Health(
+                    provider=name,
+                    installed=False,
+                    ready=False,
+                    reason=reason,
+                    fix=f"run `llm-runners providers` to diagnose {name}",
+                )
+
+        async with anyio.create_task_group() as tg:
+            for name in self.providers:
+                tg.start_soon(one, name)
+        return [results[n] for n in self.providers]
+
+    async def aclose(self) -> None:
+        for provider in self.providers.values():
+            try:
+                await provider.aclose()
+            except Exception as exc:
+                log.warning("closing %r failed: %r", provider, exc)
+
+
+def build_provider(name: str, options: Mapping[str, Any]) -> Provider:
+    """Build one provider from its settings name and constructor options.
+
+    The class is found by ``options["type"]`` when given (so two differently configured entries can use one
+    runner), else by ``name``: first ``scripted`` (the test provider), then the runner registry
+    ``llm_runners.runners.REGISTRY``.
+    """
+    opts = dict(options)
+    kind = str(opts.pop("type", name))
+    if kind == "scripted":
+        from .testing.scripted import ScriptedProvider
+
+        opts.setdefault("name", name)
+        return ScriptedProvider(**opts)
+    # REGISTRY fills itself on first membership test or iteration (so no truthiness or .get() on it)
+    found = _optional_attr("llm_runners.runners", "REGISTRY")
+    registry: Mapping[str, type[Provider]] = found if found is not None else {}
+    if kind not in registry:
+        known = ", ".join(sorted([*registry, "scripted"]))
+        raise ValueError(f"provider {name!r}: unknown type {kind!r} (known: {known})")
+    cls = registry[kind]
+    try:
+        return cls(**opts)
+    except TypeError as exc:
+        raise ValueError(f"provider {name!r}: bad options {sorted(opts)}: {exc}") from exc

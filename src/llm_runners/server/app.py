@@ -1,0 +1,178 @@
+"""The Starlette app: routes for the three wire formats, health, models; errors in each caller's envelope.
+
+Routes (each also answers without the ``/v1`` prefix, for clients whose base URL has none):
+
+=======================================  ===================================================
+``POST /v1/chat/completions``            OpenAI Chat Completions (:mod:`.openai_chat`)
+``POST /v1/responses``                   OpenAI Responses (:mod:`.openai_responses`)
+``GET  /v1/responses/{id}``              a stored response
+``POST /v1/messages``                    Anthropic Messages (:mod:`.anthropic_messages`)
+``POST /v1/messages/count_tokens``       Anthropic token count (an estimate)
+``GET  /v1/models``                      every provider's models as ``provider:model``, and the aliases
+``GET  /health``                         per-provider readiness; 503 when none is ready
+``GET|HEAD /``                           200: Claude Code probes ``HEAD /`` before every run
+=======================================  ===================================================
+
+Middleware (outermost first): API-key check, then the body-size limit. Errors never escape as a bare 500: an
+:class:`~llm_runners.errors.LLMError` is rendered with its status in the envelope of the path's wire format,
+anything else is logged and rendered as an ``InternalError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..config import Settings
+from ..errors import InvalidRequest, LLMError, ModelNotFound
+from ..router import Router
+from .anthropic_messages import AnthropicMessages, CountTokens
+from .auth import APIKeyAuth
+from .errors import Flavor, error_response
+from .health import HealthEndpoints
+from .limits import BodySizeLimit, RequestTooLarge, is_anthropic_path
+from .openai_chat import ChatCompletions
+from .openai_responses import Responses, ResponseStore
+
+__all__ = ["create_app", "serve"]
+
+Handler = Callable[[Request], Awaitable[Any]]
+
+
+def _guard(handler: Handler, flavor: Flavor) -> Callable[[Request], Awaitable[Any]]:
+    """Run ``handler``; any exception it raises becomes an error response in ``flavor``'s envelope."""
+
+    async def endpoint(request: Request) -> Any:
+        try:
+            return await handler(request)
+        except RequestTooLarge:
+            raise  # BodySizeLimit answers 413 itself
+        except Exception as exc:
+            return error_response(exc, flavor)
+
+    return endpoint
+
+
+async def _root(request: Request) -> Response:
+    return Response(b'{"service":"llm-runners"}', media_type="application/json")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 / 405 / 500, in the envelope of the wire format the path belongs to."""
+    flavor: Flavor = "anthropic" if is_anthropic_path(request.url.path) else "openai"
+    if isinstance(exc, HTTPException):
+        error: LLMError
+        if exc.status_code == 404:
+            error = ModelNotFound(f"no such endpoint: {request.method} {request.url.path}", code="not_found")
+        else:
+            error = InvalidRequest(f"{exc.detail}: {request.method} {request.url.path}", code="http_error")
+        response = error_response(error, flavor)
+        response.status_code = exc.status_code
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+    return error_response(exc, flavor)
+
+
+def create_app(router: Router, settings: Settings | None = None, *, store: ResponseStore | None = None) -> Starlette:
+    """Build the server for ``router``. ``settings`` supplies keys, limits and the request timeout (defaults when
+    omitted); ``store`` lets a caller size or share the Responses store."""
+    settings = settings or Settings()
+    timeout = settings.request_timeout or None
+    responses = Responses(router, timeout, store or ResponseStore())
+    chat = ChatCompletions(router, timeout)
+    messages = AnthropicMessages(router, timeout)
+    count = CountTokens()
+    health = HealthEndpoints(router)
+
+    routes: list[Route] = []
+    for prefix in ("/v1", ""):
+        routes += [
+            Route(f"{prefix}/chat/completions", _guard(chat, "openai"), methods=["POST"]),
+            Route(f"{prefix}/responses", _guard(responses, "openai"), methods=["POST"]),
+            Route(f"{prefix}/responses/{{response_id}}", _guard(responses.retrieve, "openai"), methods=["GET"]),
+            Route(f"{prefix}/messages", _guard(messages, "anthropic"), methods=["POST"]),
+            Route(f"{prefix}/messages/count_tokens", _guard(count, "anthropic"), methods=["POST"]),
+            Route(f"{prefix}/models", _guard(health.models, "openai"), methods=["GET"]),
+        ]
+    routes += [
+        Route("/health", _guard(health.health, "openai"), methods=["GET"]),
+        Route("/", _root, methods=["GET", "HEAD"]),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await router.aclose()
+
+    middleware = [
+        Middleware(APIKeyAuth, keys=settings.api_keys),
+        Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={HTTPException: _http_error, Exception: _http_error},
+        lifespan=lifespan,
+    )
+    app.state.router = router
+    app.state.settings = settings
+    app.state.responses = responses.store
+    return app
+
+
+def serve(
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    default_provider: str | None = None,
+    config: str | None = None,
+) -> int:
+    """``llm-runners serve``: load settings (file + environment, then these overrides), refuse an unsafe bind,
+    build the router and run uvicorn until interrupted. With no ``[providers]`` in the settings, every runner in
+    the registry is offered with its default options (those that fail to build are skipped with a log line)."""
+    import logging
+
+    import uvicorn
+
+    from ..config import check_bind_safety, load_settings
+
+    settings = load_settings(config)
+    if host:
+        settings.host = host
+    if port is not None:
+        settings.port = port
+    if default_provider:
+        settings.default_provider = default_provider
+    check_bind_safety(settings)
+    router = Router.from_settings(settings, extra=_registry_defaults(settings))
+    uvicorn.run(create_app(router, settings), host=settings.host, port=settings.port, log_level="info")
+    logging.getLogger("llm_runners.server").info("server stopped")
+    return 0
+
+
+def _registry_defaults(settings: Settings) -> dict[str, Any]:
+    if settings.providers:
+        return {}
+    import logging
+
+    from ..router import _optional_attr, build_provider
+
+    out: dict[str, Any] = {}
+    registry = _optional_attr("llm_runners.runners", "REGISTRY")
+    for name in registry if registry is not None else ():
+        try:
+            out[name] = build_provider(name, {})
+        except Exception as exc:
+            logging.getLogger("llm_runners.server").warning("provider %s unavailable: %s", name, exc)
+    return out

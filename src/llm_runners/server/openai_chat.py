@@ -1,0 +1,408 @@
+"""OpenAI Chat Completions front door: ``POST /v1/chat/completions``, JSON and SSE.
+
+Request → :class:`ChatRequest` (once), stream events → wire chunks (once). Choices made where the wire format
+leaves room:
+
+- ``developer`` messages are system messages; legacy ``function`` messages and non-function tools are refused
+  with a 400 naming the parameter.
+- Sampling parameters a ChatRequest has no field for (``seed``, ``presence_penalty``, ``frequency_penalty``,
+  ``logit_bias``, ``logprobs``, ``top_logprobs``, ``parallel_tool_calls``, ``reasoning_effort``, ``user``) travel
+  in ``ChatRequest.extra`` under their own names, so the feature adapter can warn about (or, strict, reject) the
+  ones a provider cannot honour. ``n`` other than 1 is refused.
+- **Conversation key** (CLI session continuity): ``metadata.conversation_id``, else the header
+  ``X-LLM-Runners-Conversation``. ``user`` is *not* used: it names a person, not a conversation, and one person's
+  separate chats must not share a CLI session.
+- **Warnings** (``Done.warnings``): the ``x-llm-runners-warnings`` header on JSON responses; on streams a
+  ``"warnings": [...]`` field on the chunk carrying ``finish_reason`` (only when there are any).
+- Reasoning is sent as ``reasoning_content`` (the field most OpenAI-compatible servers use).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.requests import Request
+
+from ..errors import InvalidRequest, LLMError
+from ..provider import Provider
+from ..router import Router
+from ..types import (
+    ChatRequest,
+    ChatResponse,
+    Done,
+    ImagePart,
+    Message,
+    ReasoningDelta,
+    ResponseFormat,
+    Role,
+    StreamEvent,
+    TextDelta,
+    TextPart,
+    ToolCall,
+    ToolCallEvent,
+    ToolChoice,
+    ToolSpec,
+    Usage,
+    UsageEvent,
+)
+from .errors import (
+    from_validation,
+    opt_bool,
+    opt_dict,
+    opt_int,
+    opt_list,
+    opt_number,
+    opt_str,
+    read_json,
+)
+from .sse import CompletionCall, StreamingCall, dumps, sse_data, warnings_headers
+
+__all__ = ["ChatCompletions", "parse_chat_request"]
+
+CONVERSATION_HEADER = "x-llm-runners-conversation"
+
+_EXTRA_PARAMS = (
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "parallel_tool_calls",
+    "reasoning_effort",
+    "user",
+)
+_ROLES: dict[Any, Role] = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+}
+
+
+# ------------------------------------------------------------------------------------------------ parsing
+
+
+def _content(value: Any, param: str) -> list[TextPart | ImagePart]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [TextPart(text=value)] if value else []
+    if not isinstance(value, list):
+        raise InvalidRequest(f"{param}: expected a string or an array of content parts", param=param)
+    parts: list[TextPart | ImagePart] = []
+    for i, part in enumerate(value):
+        p = f"{param}[{i}]"
+        if not isinstance(part, dict):
+            raise InvalidRequest(f"{p}: expected a content part object", param=p)
+        kind = part.get("type")
+        if kind == "text":
+            text = opt_str(part, "text", f"{p}.text")
+            if text is None:
+                raise InvalidRequest(f"{p}.text: required", param=f"{p}.text")
+            parts.append(TextPart(text=text))
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if not isinstance(url, str):
+                raise InvalidRequest(f"{p}.image_url.url: expected a string", param=f"{p}.image_url")
+            try:
+                parts.append(ImagePart.from_data_uri(url))
+            except ValueError as exc:
+                raise InvalidRequest(f"{p}.image_url: {exc}", param=f"{p}.image_url") from None
+        elif kind == "refusal":
+            parts.append(TextPart(text=str(part.get("refusal") or "")))
+        else:
+            raise InvalidRequest(
+                f"{p}.type: unsupported content part type {kind!r} (supported: text, image_url)", param=f"{p}.type"
+            )
+    return parts
+
+
+def _tool_calls(value: Any, param: str) -> list[ToolCall]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidRequest(f"{param}: expected an array", param=param)
+    calls = []
+    for i, call in enumerate(value):
+        p = f"{param}[{i}]"
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not isinstance(call.get("id"), str):
+            raise InvalidRequest(f"{p}: expected {{id, type: 'function', function: {{name, arguments}}}}", param=p)
+        args = fn.get("arguments", "{}")
+        if not isinstance(args, str):
+            args = dumps(args)
+        calls.append(ToolCall(id=call["id"], name=fn["name"], arguments=args or "{}"))
+    return calls
+
+
+def _messages(value: Any) -> list[Message]:
+    if not isinstance(value, list) or not value:
+        raise InvalidRequest("messages: expected a non-empty array of messages", param="messages")
+    out = []
+    for i, msg in enumerate(value):
+        p = f"messages[{i}]"
+        if not isinstance(msg, dict):
+            raise InvalidRequest(f"{p}: expected a message object", param=p)
+        role = _ROLES.get(msg.get("role"))
+        if role is None:
+            raise InvalidRequest(
+                f"{p}.role: unsupported role {msg.get('role')!r} (supported: system, developer, user, assistant, tool)",
+                param=f"{p}.role",
+            )
+        try:
+            out.append(
+                Message(
+                    role=role,
+                    content=_content(msg.get("content"), f"{p}.content"),
+                    tool_calls=_tool_calls(msg.get("tool_calls"), f"{p}.tool_calls") if role == "assistant" else [],
+                    tool_call_id=opt_str(msg, "tool_call_id", f"{p}.tool_call_id"),
+                    name=opt_str(msg, "name", f"{p}.name"),
+                )
+            )
+        except ValidationError as exc:
+            raise from_validation(exc, p) from None
+    return out
+
+
+def _tools(value: Any) -> list[ToolSpec]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidRequest("tools: expected an array", param="tools")
+    specs = []
+    for i, tool in enumerate(value):
+        p = f"tools[{i}]"
+        if not isinstance(tool, dict) or tool.get("type", "function") != "function":
+            raise InvalidRequest(f"{p}: only function tools are supported", param=p)
+        fn = tool.get("function")
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise InvalidRequest(f"{p}.function.name: required", param=f"{p}.function")
+        params = fn.get("parameters")
+        if params is not None and not isinstance(params, dict):
+            raise InvalidRequest(f"{p}.function.parameters: expected a JSON schema object", param=p)
+        specs.append(
+            ToolSpec(
+                name=fn["name"],
+                description=str(fn.get("description") or ""),
+                parameters=params or {"type": "object", "properties": {}},
+            )
+        )
+    return specs
+
+
+def _tool_choice(value: Any) -> ToolChoice | None:
+    if value is None:
+        return None
+    if value in ("auto", "none", "required"):
+        return ToolChoice(mode=value)
+    if isinstance(value, dict) and isinstance(value.get("function"), dict):
+        name = value["function"].get("name")
+        if isinstance(name, str) and name:
+            return ToolChoice(mode="tool", name=name)
+    raise InvalidRequest(
+        "tool_choice: expected 'auto', 'none', 'required' or {type: 'function', function: {name}}", param="tool_choice"
+    )
+
+
+def _response_format(value: Any) -> ResponseFormat | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidRequest("response_format: expected an object", param="response_format")
+    kind = value.get("type")
+    if kind in ("text", "json_object"):
+        return ResponseFormat(type=kind)
+    if kind == "json_schema":
+        spec = value.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
+            raise InvalidRequest(
+                "response_format.json_schema: expected {name, schema, strict}", param="response_format.json_schema"
+            )
+        return ResponseFormat(
+            type="json_schema",
+            name=spec.get("name"),
+            json_schema=spec.get("schema") or {},
+            strict=bool(spec.get("strict", False)),
+        )
+    raise InvalidRequest(
+        f"response_format.type: unsupported {kind!r} (text, json_object, json_schema)", param="response_format.type"
+    )
+
+
+def _stop(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(s, str) for s in value):
+        return value
+    raise InvalidRequest("stop: expected a string or an array of strings", param="stop")
+
+
+def parse_chat_request(body: dict[str, Any], headers: Any = None) -> tuple[ChatRequest, bool, bool]:
+    """Body of a Chat Completions request → (ChatRequest, stream?, include_usage?). Raises InvalidRequest."""
+    model = opt_str(body, "model")
+    n = opt_int(body, "n")
+    if n not in (None, 1):
+        raise InvalidRequest("n: only n=1 is supported", param="n")
+    stream = bool(opt_bool(body, "stream"))
+    stream_options = opt_dict(body, "stream_options") or {}
+    include_usage = bool(opt_bool(stream_options, "include_usage", "stream_options.include_usage"))
+    max_tokens = opt_int(body, "max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = opt_int(body, "max_tokens")
+    metadata = opt_dict(body, "metadata") or {}
+    conversation = metadata.get("conversation_id")
+    if not isinstance(conversation, str) or not conversation:
+        conversation = headers.get(CONVERSATION_HEADER) if headers is not None else None
+    extra = {k: body[k] for k in _EXTRA_PARAMS if body.get(k) is not None}
+    try:
+        request = ChatRequest(
+            messages=_messages(body.get("messages")),
+            model=model,
+            temperature=opt_number(body, "temperature", 0.0, 2.0),
+            top_p=opt_number(body, "top_p", 0.0, 1.0),
+            max_tokens=max_tokens,
+            stop=_stop(body.get("stop")),
+            tools=_tools(opt_list(body, "tools")),
+            tool_choice=_tool_choice(body.get("tool_choice")),
+            response_format=_response_format(body.get("response_format")),
+            conversation=conversation or None,
+            extra=extra,
+        )
+    except ValidationError as exc:
+        raise from_validation(exc) from None
+    return request, stream, include_usage
+
+
+# ------------------------------------------------------------------------------------------------ rendering
+
+
+def _finish(reason: str) -> str:
+    return "stop" if reason == "error" else reason
+
+
+def usage_dict(usage: Usage | None) -> dict[str, Any]:
+    u = usage or Usage()
+    return {
+        "prompt_tokens": u.input_tokens,
+        "completion_tokens": u.output_tokens,
+        "total_tokens": u.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+    }
+
+
+def _tool_call_dict(call: ToolCall) -> dict[str, Any]:
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+
+
+def render_completion(response: ChatResponse, model: str) -> tuple[bytes, dict[str, str]]:
+    message: dict[str, Any] = {"role": "assistant", "content": response.content or None, "refusal": None}
+    if response.tool_calls:
+        message["tool_calls"] = [_tool_call_dict(c) for c in response.tool_calls]
+    if response.reasoning:
+        message["reasoning_content"] = response.reasoning
+    body = {
+        "id": "chatcmpl-" + uuid.uuid4().hex,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {"index": 0, "message": message, "logprobs": None, "finish_reason": _finish(response.finish_reason)}
+        ],
+        "usage": usage_dict(response.usage),
+        "system_fingerprint": None,
+    }
+    return dumps(body).encode(), warnings_headers(response.warnings)
+
+
+class ChunkRenderer:
+    """Stream events → ``chat.completion.chunk`` SSE lines. The constant part of every chunk is encoded once."""
+
+    heartbeat = b": keep-alive\n\n"
+
+    def __init__(self, model: str, include_usage: bool) -> None:
+        cid = "chatcmpl-" + uuid.uuid4().hex
+        self._base = {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": None,
+        }
+        head = dumps(self._base)[:-1]
+        self._prefix = ("data: " + head + ',"choices":[{"index":0,"delta":').encode()
+        self._suffix = b',"logprobs":null,"finish_reason":null}]}\n\n'
+        self.include_usage = include_usage
+        self.usage: Usage | None = None
+        self.tool_index = 0
+        self.done = False
+
+    def _delta(self, delta: dict[str, Any]) -> bytes:
+        return self._prefix + dumps(delta).encode() + self._suffix
+
+    def head(self) -> bytes:
+        return self._delta({"role": "assistant", "content": ""})
+
+    def event(self, event: StreamEvent) -> bytes:
+        if isinstance(event, TextDelta):
+            return self._delta({"content": event.text}) if event.text else b""
+        if isinstance(event, ReasoningDelta):
+            return self._delta({"reasoning_content": event.text}) if event.text else b""
+        if isinstance(event, ToolCallEvent):
+            call = dict(_tool_call_dict(event.call), index=self.tool_index)
+            self.tool_index += 1
+            return self._delta({"tool_calls": [call]})
+        if isinstance(event, UsageEvent):
+            self.usage = event.usage if self.usage is None else self.usage + event.usage
+            return b""
+        if isinstance(event, Done):
+            self.done = True
+            last: dict[str, Any] = dict(
+                self._base,
+                choices=[{"index": 0, "delta": {}, "logprobs": None, "finish_reason": _finish(event.finish_reason)}],
+            )
+            if event.warnings:
+                last["warnings"] = list(event.warnings)
+            out = sse_data(last)
+            if self.include_usage:
+                out += sse_data(dict(self._base, choices=[], usage=usage_dict(self.usage)))
+            return out + b"data: [DONE]\n\n"
+        return b""
+
+    def error(self, exc: LLMError) -> bytes:
+        return sse_data(exc.openai_envelope())
+
+
+# ------------------------------------------------------------------------------------------------ endpoint
+
+
+class ChatCompletions:
+    """The endpoint: parse, route, then hand the call to a streaming or one-shot runner."""
+
+    def __init__(self, router: Router, timeout: float | None) -> None:
+        self.router = router
+        self.timeout = timeout
+
+    async def __call__(self, request: Request) -> StreamingCall | CompletionCall:
+        body = await read_json(request)
+        chat, stream, include_usage = parse_chat_request(body, request.headers)
+        route = await self.router.resolve(chat.model)
+        chat.model = route.model
+        model = chat_model_name(body.get("model"), route.qualified)
+        provider: Provider = route.provider
+        if stream:
+            return StreamingCall(provider, chat, ChunkRenderer(model, include_usage), "openai", timeout=self.timeout)
+        return CompletionCall(provider, chat, lambda r: render_completion(r, model), "openai", timeout=self.timeout)
+
+
+def chat_model_name(asked: Any, qualified: str) -> str:
+    """The model name echoed back: what the caller asked for (clients match on it), else ``provider:model``."""
+    return asked if isinstance(asked, str) and asked else qualified

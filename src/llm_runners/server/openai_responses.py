@@ -1,0 +1,600 @@
+"""OpenAI Responses front door: ``POST /v1/responses`` (JSON and SSE) and ``GET /v1/responses/{id}``.
+
+``previous_response_id`` is served from a bounded in-memory LRU :class:`ResponseStore`: each stored response keeps
+the whole conversation so far (messages plus the assistant's answer) and a **conversation key**. A follow-up gets
+that history prepended *and* the same key, so a CLI provider resumes its own session instead of having the
+history replayed. The key is the caller's (``conversation``, ``prompt_cache_key`` as Codex sends it,
+``metadata.conversation_id`` or the ``X-LLM-Runners-Conversation`` header), else ``responses:<first response id>``.
+``store: false`` keeps a response out of the store (as the OpenAI API does). An unknown ``previous_response_id`` is
+a 400 with ``param: previous_response_id``.
+
+Other choices: ``developer`` and ``system`` items and ``instructions`` are system messages; non-function tools
+(``web_search``, ``custom``, …) are skipped with a warning (Codex always sends some); ``reasoning`` input items are
+skipped; ``text.format`` maps to the response format. Warnings: ``x-llm-runners-warnings`` header on JSON
+responses, ``warnings`` on the response object of ``response.completed`` when streaming.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..errors import InvalidRequest, LLMError
+from ..router import Router
+from ..types import (
+    ChatRequest,
+    ChatResponse,
+    Done,
+    ImagePart,
+    Message,
+    ReasoningDelta,
+    ResponseFormat,
+    Role,
+    StreamEvent,
+    TextDelta,
+    TextPart,
+    ToolCall,
+    ToolCallEvent,
+    ToolChoice,
+    ToolSpec,
+    Usage,
+    UsageEvent,
+)
+from .errors import (
+    from_validation,
+    opt_bool,
+    opt_dict,
+    opt_int,
+    opt_list,
+    opt_number,
+    opt_str,
+    read_json,
+)
+from .openai_chat import CONVERSATION_HEADER, chat_model_name
+from .sse import CompletionCall, StreamingCall, dumps, sse_event, warnings_headers
+
+__all__ = ["ResponseStore", "Responses", "StoredResponse", "parse_responses_request"]
+
+
+# ------------------------------------------------------------------------------------------------ the store
+
+
+@dataclass
+class StoredResponse:
+    messages: list[Message]
+    conversation: str
+    body: dict[str, Any]
+
+
+class ResponseStore:
+    """A bounded, thread-safe LRU of finished responses by id."""
+
+    def __init__(self, max_items: int = 1000) -> None:
+        self.max_items = max_items
+        self._items: OrderedDict[str, StoredResponse] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, response_id: str) -> StoredResponse | None:
+        with self._lock:
+            item = self._items.get(response_id)
+            if item is not None:
+                self._items.move_to_end(response_id)
+            return item
+
+    def put(self, response_id: str, item: StoredResponse) -> None:
+        with self._lock:
+            self._items[response_id] = item
+            self._items.move_to_end(response_id)
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+# ------------------------------------------------------------------------------------------------ parsing
+
+_MESSAGE_ROLES: dict[Any, Role] = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
+
+
+def _parts(content: Any, param: str) -> list[TextPart | ImagePart]:
+    if isinstance(content, str):
+        return [TextPart(text=content)] if content else []
+    if not isinstance(content, list):
+        raise InvalidRequest(f"{param}: expected a string or an array of content parts", param=param)
+    parts: list[TextPart | ImagePart] = []
+    for i, part in enumerate(content):
+        p = f"{param}[{i}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in ("input_text", "output_text", "text"):
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise InvalidRequest(f"{p}.text: expected a string", param=f"{p}.text")
+            parts.append(TextPart(text=text))
+        elif kind == "refusal":
+            parts.append(TextPart(text=str(part.get("refusal") or "")))
+        elif kind == "input_image":
+            url = part.get("image_url")
+            if not isinstance(url, str):
+                raise InvalidRequest(
+                    f"{p}.image_url: expected a data URI or URL (file_id is not supported)", param=f"{p}.image_url"
+                )
+            try:
+                parts.append(ImagePart.from_data_uri(url))
+            except ValueError as exc:
+                raise InvalidRequest(f"{p}.image_url: {exc}", param=f"{p}.image_url") from None
+        else:
+            raise InvalidRequest(
+                f"{p}.type: unsupported content type {kind!r} (input_text, input_image, output_text)", param=f"{p}.type"
+            )
+    return parts
+
+
+def _input(value: Any) -> list[Message]:
+    if isinstance(value, str):
+        return [Message(role="user", content=value)]
+    if not isinstance(value, list) or not value:
+        raise InvalidRequest("input: expected a string or a non-empty array of items", param="input")
+    out: list[Message] = []
+    for i, item in enumerate(value):
+        p = f"input[{i}]"
+        if not isinstance(item, dict):
+            raise InvalidRequest(f"{p}: expected an item object", param=p)
+        kind = item.get("type", "message")
+        if kind == "message":
+            role = _MESSAGE_ROLES.get(item.get("role"))
+            if role is None:
+                raise InvalidRequest(f"{p}.role: expected user, assistant, system or developer", param=f"{p}.role")
+            out.append(Message(role=role, content=_parts(item.get("content"), f"{p}.content")))
+        elif kind == "function_call":
+            call_id, name = item.get("call_id"), item.get("name")
+            if not isinstance(call_id, str) or not isinstance(name, str):
+                raise InvalidRequest(f"{p}: a function_call needs string call_id and name", param=p)
+            args = item.get("arguments", "{}")
+            call = ToolCall(id=call_id, name=name, arguments=args if isinstance(args, str) else dumps(args))
+            if out and out[-1].role == "assistant":
+                out[-1].tool_calls.append(call)
+            else:
+                out.append(Message(role="assistant", tool_calls=[call]))
+        elif kind == "function_call_output":
+            call_id = item.get("call_id")
+            if not isinstance(call_id, str):
+                raise InvalidRequest(f"{p}.call_id: required", param=f"{p}.call_id")
+            output = item.get("output")
+            parts = _parts(output, f"{p}.output") if output is not None else []
+            out.append(Message(role="tool", content=parts, tool_call_id=call_id))
+        elif kind == "reasoning":
+            continue
+        else:
+            raise InvalidRequest(
+                f"{p}.type: unsupported item type {kind!r} (message, function_call, function_call_output)",
+                param=f"{p}.type",
+            )
+    return out
+
+
+def _tools(value: list[Any] | None, warnings: list[str]) -> list[ToolSpec]:
+    specs = []
+    for i, tool in enumerate(value or []):
+        p = f"tools[{i}]"
+        if not isinstance(tool, dict):
+            raise InvalidRequest(f"{p}: expected a tool object", param=p)
+        if tool.get("type") != "function":
+            warnings.append(f"tool type {tool.get('type')!r} is not supported and was ignored")
+            continue
+        if not isinstance(tool.get("name"), str):
+            raise InvalidRequest(f"{p}.name: required", param=f"{p}.name")
+        params = tool.get("parameters")
+        if params is not None and not isinstance(params, dict):
+            raise InvalidRequest(f"{p}.parameters: expected a JSON schema object", param=f"{p}.parameters")
+        specs.append(
+            ToolSpec(
+                name=tool["name"],
+                description=str(tool.get("description") or ""),
+                parameters=params or {"type": "object", "properties": {}},
+            )
+        )
+    return specs
+
+
+def _tool_choice(value: Any) -> ToolChoice | None:
+    if value is None:
+        return None
+    if value in ("auto", "none", "required"):
+        return ToolChoice(mode=value)
+    if isinstance(value, dict) and value.get("type") == "function" and isinstance(value.get("name"), str):
+        return ToolChoice(mode="tool", name=value["name"])
+    raise InvalidRequest(
+        "tool_choice: expected 'auto', 'none', 'required' or {type: 'function', name}", param="tool_choice"
+    )
+
+
+def _format(text: dict[str, Any] | None) -> ResponseFormat | None:
+    fmt = (text or {}).get("format")
+    if fmt is None:
+        return None
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind in ("text", "json_object"):
+        return ResponseFormat(type=kind)
+    if kind == "json_schema" and isinstance(fmt.get("schema"), dict):
+        return ResponseFormat(
+            type="json_schema", name=fmt.get("name"), json_schema=fmt["schema"], strict=bool(fmt.get("strict", False))
+        )
+    raise InvalidRequest("text.format: expected {type: text | json_object | json_schema, schema?}", param="text.format")
+
+
+def _conversation(body: dict[str, Any], headers: Any) -> str | None:
+    conv = body.get("conversation")
+    if isinstance(conv, dict):
+        conv = conv.get("id")
+    if isinstance(conv, str) and conv:
+        return conv
+    key = body.get("prompt_cache_key")
+    if isinstance(key, str) and key:
+        return key
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict) and isinstance(metadata.get("conversation_id"), str):
+        return str(metadata["conversation_id"])
+    header = headers.get(CONVERSATION_HEADER) if headers is not None else None
+    return str(header) if header else None
+
+
+def parse_responses_request(
+    body: dict[str, Any], headers: Any, store: ResponseStore
+) -> tuple[ChatRequest, bool, list[str], StoredResponse | None]:
+    """Body → (ChatRequest with the prior history, stream?, warnings, the previous stored response)."""
+    warnings: list[str] = []
+    previous: StoredResponse | None = None
+    prev_id = opt_str(body, "previous_response_id")
+    if prev_id:
+        previous = store.get(prev_id)
+        if previous is None:
+            raise InvalidRequest(
+                f"previous response {prev_id!r} not found (unknown, expired from the store, or "
+                "created with store=false)",
+                param="previous_response_id",
+                code="previous_response_not_found",
+            )
+    if "input" not in body:
+        raise InvalidRequest("input: required", param="input")
+    extra: dict[str, Any] = {}
+    for key in ("reasoning", "parallel_tool_calls", "user", "truncation"):
+        if body.get(key) is not None:
+            extra[key] = body[key]
+    try:
+        messages: list[Message] = []
+        instructions = opt_str(body, "instructions")
+        if instructions:
+            messages.append(Message(role="system", content=instructions))
+        if previous is not None:
+            messages.extend(previous.messages)
+        messages.extend(_input(body.get("input")))
+        request = ChatRequest(
+            messages=messages,
+            model=opt_str(body, "model"),
+            temperature=opt_number(body, "temperature", 0.0, 2.0),
+            top_p=opt_number(body, "top_p", 0.0, 1.0),
+            max_tokens=opt_int(body, "max_output_tokens"),
+            tools=_tools(opt_list(body, "tools"), warnings),
+            tool_choice=_tool_choice(body.get("tool_choice")),
+            response_format=_format(opt_dict(body, "text")),
+            conversation=_conversation(body, headers) or (previous.conversation if previous else None),
+            extra=extra,
+        )
+    except ValidationError as exc:
+        raise from_validation(exc) from None
+    return request, bool(opt_bool(body, "stream")), warnings, previous
+
+
+# ------------------------------------------------------------------------------------------------ rendering
+
+
+def _usage(usage: Usage | None) -> dict[str, Any]:
+    u = usage or Usage()
+    return {
+        "input_tokens": u.input_tokens,
+        "input_tokens_details": {"cached_tokens": u.cached_tokens},
+        "output_tokens": u.output_tokens,
+        "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+        "total_tokens": u.total_tokens,
+    }
+
+
+def _message_item(item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
+    return {
+        "type": "message",
+        "id": item_id,
+        "status": status,
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": []}] if status == "completed" else [],
+    }
+
+
+def _call_item(item_id: str, call: ToolCall, status: str = "completed") -> dict[str, Any]:
+    return {
+        "type": "function_call",
+        "id": item_id,
+        "call_id": call.id,
+        "name": call.name,
+        "arguments": call.arguments if status == "completed" else "",
+        "status": status,
+    }
+
+
+def _reasoning_item(item_id: str, text: str) -> dict[str, Any]:
+    return {"type": "reasoning", "id": item_id, "summary": [{"type": "summary_text", "text": text}] if text else []}
+
+
+def _new_id(prefix: str) -> str:
+    return prefix + uuid.uuid4().hex
+
+
+class _Turn:
+    """What one call builds: the response object's skeleton, and the storing of the conversation when done."""
+
+    def __init__(
+        self,
+        body: dict[str, Any],
+        chat: ChatRequest,
+        model: str,
+        store: ResponseStore,
+        previous: StoredResponse | None,
+        warnings: list[str],
+    ) -> None:
+        self.id = _new_id("resp_")
+        self.chat = chat
+        self.store = store
+        self.warnings = warnings
+        self.should_store = body.get("store") is not False
+        # instructions are not carried over to a follow-up (as in the OpenAI API): keep them out of the history
+        self.history_start = 1 if body.get("instructions") else 0
+        if chat.conversation is None:
+            chat.conversation = f"responses:{self.id}"
+        text = body.get("text") if isinstance(body.get("text"), dict) else None
+        self.skeleton: dict[str, Any] = {
+            "id": self.id,
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": "in_progress",
+            "model": model,
+            "output": [],
+            "error": None,
+            "incomplete_details": None,
+            "instructions": body.get("instructions"),
+            "metadata": body.get("metadata") or {},
+            "previous_response_id": body.get("previous_response_id"),
+            "temperature": body.get("temperature"),
+            "top_p": body.get("top_p"),
+            "max_output_tokens": body.get("max_output_tokens"),
+            "parallel_tool_calls": body.get("parallel_tool_calls", True),
+            "tool_choice": body.get("tool_choice", "auto"),
+            "tools": body.get("tools") or [],
+            "text": text or {"format": {"type": "text"}},
+            "truncation": body.get("truncation", "disabled"),
+            "store": self.should_store,
+            "usage": None,
+        }
+
+    def final(
+        self,
+        output: list[dict[str, Any]],
+        text: str,
+        calls: list[ToolCall],
+        usage: Usage | None,
+        finish: str,
+        warnings: list[str],
+    ) -> dict[str, Any]:
+        body = dict(self.skeleton, output=output, usage=_usage(usage), status="completed")
+        if finish == "length":
+            body["status"] = "incomplete"
+            body["incomplete_details"] = {"reason": "max_output_tokens"}
+        if warnings:
+            body["warnings"] = warnings
+        if self.should_store:
+            history = [
+                *self.chat.messages[self.history_start :],
+                Message(role="assistant", content=text, tool_calls=calls),
+            ]
+            conversation = self.chat.conversation or f"responses:{self.id}"
+            self.store.put(self.id, StoredResponse(history, conversation, body))
+        return body
+
+    def render(self, response: ChatResponse) -> tuple[bytes, dict[str, str]]:
+        output: list[dict[str, Any]] = []
+        if response.reasoning:
+            output.append(_reasoning_item(_new_id("rs_"), response.reasoning))
+        if response.content:
+            output.append(_message_item(_new_id("msg_"), response.content))
+        output += [_call_item(_new_id("fc_"), c) for c in response.tool_calls]
+        warnings = [*self.warnings, *response.warnings]
+        body = self.final(
+            output, response.content, response.tool_calls, response.usage, response.finish_reason, warnings
+        )
+        return dumps(body).encode(), warnings_headers(warnings)
+
+
+class ResponseStreamRenderer:
+    """Stream events → Responses SSE events (``sequence_number`` on each), one output item per run of text or
+    reasoning and one per function call."""
+
+    heartbeat = b": keep-alive\n\n"
+
+    def __init__(self, turn: _Turn) -> None:
+        self.turn = turn
+        self.seq = 0
+        self.output: list[dict[str, Any]] = []
+        self.open: str | None = None
+        self.item_id = ""
+        self.buffer: list[str] = []
+        self.text: list[str] = []
+        self.calls: list[ToolCall] = []
+        self.usage: Usage | None = None
+        self.done = False
+
+    def _ev(self, kind: str, **fields: Any) -> bytes:
+        data = {"type": kind, "sequence_number": self.seq, **fields}
+        self.seq += 1
+        return sse_event(kind, data)
+
+    def head(self) -> bytes:
+        return self._ev("response.created", response=self.turn.skeleton) + self._ev(
+            "response.in_progress", response=self.turn.skeleton
+        )
+
+    def _close(self) -> bytes:
+        if self.open is None:
+            return b""
+        text = "".join(self.buffer)
+        idx = len(self.output)
+        ids = {"item_id": self.item_id, "output_index": idx}
+        if self.open == "message":
+            part = {"type": "output_text", "text": text, "annotations": []}
+            item = _message_item(self.item_id, text)
+            out = self._ev("response.output_text.done", **ids, content_index=0, text=text, logprobs=[]) + self._ev(
+                "response.content_part.done", **ids, content_index=0, part=part
+            )
+        else:
+            item = _reasoning_item(self.item_id, text)
+            part = {"type": "summary_text", "text": text}
+            out = self._ev("response.reasoning_summary_text.done", **ids, summary_index=0, text=text) + self._ev(
+                "response.reasoning_summary_part.done", **ids, summary_index=0, part=part
+            )
+        self.output.append(item)
+        self.open = None
+        self.buffer = []
+        return out + self._ev("response.output_item.done", output_index=idx, item=item)
+
+    def _open(self, kind: str) -> bytes:
+        out = self._close()
+        idx = len(self.output)
+        if kind == "message":
+            self.item_id = _new_id("msg_")
+            out += self._ev(
+                "response.output_item.added", output_index=idx, item=_message_item(self.item_id, "", "in_progress")
+            )
+            out += self._ev(
+                "response.content_part.added",
+                item_id=self.item_id,
+                output_index=idx,
+                content_index=0,
+                part={"type": "output_text", "text": "", "annotations": []},
+            )
+        else:
+            self.item_id = _new_id("rs_")
+            out += self._ev("response.output_item.added", output_index=idx, item=_reasoning_item(self.item_id, ""))
+            out += self._ev(
+                "response.reasoning_summary_part.added",
+                item_id=self.item_id,
+                output_index=idx,
+                summary_index=0,
+                part={"type": "summary_text", "text": ""},
+            )
+        self.open = kind
+        return out
+
+    def event(self, event: StreamEvent) -> bytes:
+        if isinstance(event, TextDelta):
+            if not event.text:
+                return b""
+            out = b"" if self.open == "message" else self._open("message")
+            self.buffer.append(event.text)
+            self.text.append(event.text)
+            return out + self._ev(
+                "response.output_text.delta",
+                item_id=self.item_id,
+                output_index=len(self.output),
+                content_index=0,
+                delta=event.text,
+                logprobs=[],
+            )
+        if isinstance(event, ReasoningDelta):
+            if not event.text:
+                return b""
+            out = b"" if self.open == "reasoning" else self._open("reasoning")
+            self.buffer.append(event.text)
+            return out + self._ev(
+                "response.reasoning_summary_text.delta",
+                item_id=self.item_id,
+                output_index=len(self.output),
+                summary_index=0,
+                delta=event.text,
+            )
+        if isinstance(event, ToolCallEvent):
+            out = self._close()
+            call = event.call
+            self.calls.append(call)
+            idx = len(self.output)
+            item_id = _new_id("fc_")
+            ids = {"item_id": item_id, "output_index": idx}
+            item = _call_item(item_id, call)
+            out += self._ev(
+                "response.output_item.added", output_index=idx, item=_call_item(item_id, call, "in_progress")
+            )
+            out += self._ev("response.function_call_arguments.delta", **ids, delta=call.arguments)
+            out += self._ev("response.function_call_arguments.done", **ids, name=call.name, arguments=call.arguments)
+            self.output.append(item)
+            return out + self._ev("response.output_item.done", output_index=idx, item=item)
+        if isinstance(event, UsageEvent):
+            self.usage = event.usage if self.usage is None else self.usage + event.usage
+            return b""
+        if isinstance(event, Done):
+            self.done = True
+            out = self._close()
+            body = self.turn.final(
+                self.output,
+                "".join(self.text),
+                self.calls,
+                self.usage,
+                event.finish_reason,
+                [*self.turn.warnings, *event.warnings],
+            )
+            kind = "response.incomplete" if body["status"] == "incomplete" else "response.completed"
+            return out + self._ev(kind, response=body)
+        return b""
+
+    def error(self, exc: LLMError) -> bytes:
+        failed = dict(
+            self.turn.skeleton,
+            status="failed",
+            output=self.output,
+            error={"code": exc.code or exc.kind, "message": exc.message},
+        )
+        return self._ev("error", code=exc.code or exc.kind, message=exc.message, param=exc.param) + self._ev(
+            "response.failed", response=failed
+        )
+
+
+# ------------------------------------------------------------------------------------------------ endpoints
+
+
+class Responses:
+    def __init__(self, router: Router, timeout: float | None, store: ResponseStore) -> None:
+        self.router = router
+        self.timeout = timeout
+        self.store = store
+
+    async def __call__(self, request: Request) -> StreamingCall | CompletionCall:
+        body = await read_json(request)
+        chat, stream, warnings, previous = parse_responses_request(body, request.headers, self.store)
+        route = await self.router.resolve(chat.model)
+        chat.model = route.model
+        model = chat_model_name(body.get("model"), route.qualified)
+        turn = _Turn(body, chat, model, self.store, previous, warnings)
+        if stream:
+            return StreamingCall(route.provider, chat, ResponseStreamRenderer(turn), "openai", timeout=self.timeout)
+        return CompletionCall(route.provider, chat, turn.render, "openai", timeout=self.timeout)
+
+    async def retrieve(self, request: Request) -> Response:
+        response_id = request.path_params["response_id"]
+        item = self.store.get(response_id)
+        if item is None:
+            raise InvalidRequest(f"response {response_id!r} not found", param="response_id", code="not_found")
+        return Response(dumps(item.body), media_type="application/json")

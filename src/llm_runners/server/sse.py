@@ -1,0 +1,272 @@
+"""Running one provider call for one HTTP request: SSE framing, disconnects, deadlines, errors.
+
+Both responses here are plain ASGI apps that *own* the provider call, rather than Starlette responses fed by a
+generator, for three reasons:
+
+- **Disconnects.** A task watches ``receive()`` for ``http.disconnect`` and cancels the call at once, so a CLI
+  process is killed as soon as its caller goes away, even while the provider is silent (a generator-fed response
+  only notices on its next write).
+- **Real statuses for early errors.** The stream's first event is awaited before the response starts, so a
+  provider that fails before saying anything (rate limit, missing binary, bad model) yields a proper 4xx/5xx with
+  the front door's envelope, which the SDKs turn into typed exceptions. Errors after streaming began become an
+  error event in the front door's SSE dialect, then a clean end of the body.
+- **Speed.** Renderers hand back pre-encoded bytes; there is no per-event object layer between them and ``send``.
+
+While streaming, a heartbeat (an SSE comment, or Anthropic's ``ping`` event) goes out after ``heartbeat`` seconds
+of silence, so proxies and clients with idle timeouts keep the connection open while a CLI thinks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
+
+import anyio
+from starlette.types import Receive, Scope, Send
+
+from ..errors import LLMError, ProviderTimeout, UpstreamError
+from ..provider import Provider
+from ..types import ChatRequest, ChatResponse, StreamEvent
+from .errors import Flavor, error_body, to_llm_error
+
+__all__ = [
+    "WARNINGS_HEADER",
+    "CompletionCall",
+    "StreamRenderer",
+    "StreamingCall",
+    "dumps",
+    "sse_data",
+    "sse_event",
+    "warnings_headers",
+]
+
+log = logging.getLogger("llm_runners.server")
+
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+def dumps(obj: Any) -> str:
+    """Compact JSON, UTF-8 kept as is (smaller and faster than ASCII escapes)."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def sse_data(obj: Any) -> bytes:
+    """``data: <json>`` framing (OpenAI Chat Completions)."""
+    return b"data: " + dumps(obj).encode() + b"\n\n"
+
+
+def sse_event(event: str, obj: Any) -> bytes:
+    """``event: <name>`` + ``data: <json>`` framing (Anthropic Messages, OpenAI Responses)."""
+    return b"event: " + event.encode() + b"\ndata: " + dumps(obj).encode() + b"\n\n"
+
+
+class StreamRenderer(Protocol):
+    """Turns stream events into one wire format's SSE bytes. ``done`` is true once the final event was rendered."""
+
+    heartbeat: bytes
+    done: bool
+
+    def head(self) -> bytes:
+        """Bytes sent before the first event (role chunk, ``message_start``, ``response.created``...)."""
+        ...
+
+    def event(self, event: StreamEvent) -> bytes:
+        """The bytes for one event; ``b""`` when it renders to nothing (yet)."""
+        ...
+
+    def error(self, exc: LLMError) -> bytes:
+        """The error event(s) that end a stream which already started."""
+        ...
+
+
+def _json_headers(extra: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    headers = [(b"content-type", b"application/json")]
+    headers += [(k.lower().encode("latin-1"), v.encode("latin-1", "replace")) for k, v in extra.items()]
+    return headers
+
+
+async def _send_json(send: Send, status: int, body: bytes, headers: dict[str, str]) -> None:
+    hdrs = _json_headers(headers)
+    hdrs.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": hdrs})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_error(send: Send, exc: LLMError, flavor: Flavor) -> None:
+    await _send_json(send, exc.status, error_body(exc, flavor), exc.headers())
+
+
+class _Call:
+    """Shared plumbing: the disconnect watcher and the safe ``send``."""
+
+    def __init__(self, provider: Provider, request: ChatRequest, flavor: Flavor, timeout: float | None) -> None:
+        self.provider = provider
+        self.request = request
+        self.flavor = flavor
+        self.timeout = timeout
+        self.disconnected = False
+        self.started = False
+        self.finished = False
+        self.last_send = 0.0
+
+    async def _watch(
+        self, receive: Receive, scope: anyio.CancelScope, send: Send | None, beat: bytes, interval: float | None
+    ) -> None:
+        """Cancel ``scope`` when the client goes away; send ``beat`` after ``interval`` s of silence."""
+        while True:
+            with anyio.move_on_after(interval if interval else float("inf")):
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    self.disconnected = True
+                    scope.cancel()
+                    return
+                continue
+            idle = time.monotonic() - self.last_send >= (interval or 0)
+            if send is not None and self.started and not self.finished and idle:
+                await self._send_body(send, beat)
+
+    async def _send_body(self, send: Send, data: bytes, more: bool = True) -> None:
+        self.last_send = time.monotonic()
+        await send({"type": "http.response.body", "body": data, "more_body": more})
+
+
+class StreamingCall(_Call):
+    """ASGI app: stream ``provider.stream(request)`` as SSE through ``renderer`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        request: ChatRequest,
+        renderer: StreamRenderer,
+        flavor: Flavor,
+        *,
+        timeout: float | None = 600.0,
+        heartbeat: float | None = 15.0,
+    ) -> None:
+        super().__init__(provider, request, flavor, timeout)
+        self.renderer = renderer
+        self.heartbeat = heartbeat
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        events = self.provider.stream(self.request)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch, receive, tg.cancel_scope, send, self.renderer.heartbeat, self.heartbeat)
+                try:
+                    await self._run(events, send)
+                except OSError:  # the client went away while we were writing
+                    self.disconnected = True
+                finally:
+                    self.finished = True
+                    tg.cancel_scope.cancel()
+        finally:
+            with anyio.move_on_after(5, shield=True):
+                aclose = getattr(events, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+    async def _run(self, events: AsyncIterator[StreamEvent], send: Send) -> None:
+        renderer = self.renderer
+        error: LLMError | None = None
+        with anyio.move_on_after(self.timeout if self.timeout else float("inf")) as deadline:
+            try:
+                first = await events.__anext__()
+            except StopAsyncIteration:
+                error = UpstreamError("the provider's stream ended without any event", provider=self.provider.name)
+            except Exception as exc:
+                error = to_llm_error(exc)
+            if error is not None:
+                await _send_error(send, error, self.flavor)
+                return
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+            self.started = True
+            await self._send_body(send, renderer.head() + renderer.event(first))
+            try:
+                async for event in events:
+                    data = renderer.event(event)
+                    if data:
+                        await self._send_body(send, data)
+                if not renderer.done:
+                    error = UpstreamError(
+                        "the provider's stream ended without a final event", provider=self.provider.name
+                    )
+            except OSError:
+                raise
+            except Exception as exc:
+                error = to_llm_error(exc)
+        if deadline.cancelled_caught:
+            error = ProviderTimeout(f"no complete answer within {self.timeout:g} s", provider=self.provider.name)
+            if not self.started:
+                await _send_error(send, error, self.flavor)
+                return
+        if error is not None:
+            log.info("stream failed after it started: %r", error)
+            await self._send_body(send, renderer.error(error))
+        self.finished = True
+        await self._send_body(send, b"", more=False)
+
+
+Render = Callable[[ChatResponse], tuple[bytes, dict[str, str]]]
+
+
+class CompletionCall(_Call):
+    """ASGI app: ``provider.complete(request)`` rendered by ``render`` into a JSON body and extra headers."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        request: ChatRequest,
+        render: Render,
+        flavor: Flavor,
+        *,
+        timeout: float | None = 600.0,
+    ) -> None:
+        super().__init__(provider, request, flavor, timeout)
+        self.render = render
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        result: ChatResponse | None = None
+        error: LLMError | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watch, receive, tg.cancel_scope, None, b"", None)
+            with anyio.move_on_after(self.timeout if self.timeout else float("inf")) as deadline:
+                try:
+                    result = await self.provider.complete(self.request)
+                except Exception as exc:
+                    error = to_llm_error(exc)
+            if deadline.cancelled_caught:
+                error = ProviderTimeout(f"no answer within {self.timeout:g} s", provider=self.provider.name)
+            tg.cancel_scope.cancel()
+        if self.disconnected:
+            return
+        try:
+            if result is not None and error is None:
+                try:
+                    body, headers = self.render(result)
+                except Exception as exc:
+                    error = to_llm_error(exc)
+                else:
+                    await _send_json(send, 200, body, headers)
+                    return
+            await _send_error(send, error or UpstreamError("no answer"), self.flavor)
+        except OSError:
+            self.disconnected = True
+
+
+WARNINGS_HEADER = "x-llm-runners-warnings"
+
+
+def warnings_headers(warnings: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """Warnings for a JSON response, as one header (``; `` separated, non-ASCII replaced): headers are the one
+    place every client library lets a caller see without changing the wire format's body schema."""
+    if not warnings:
+        return {}
+    text = "; ".join(w.replace("\r", " ").replace("\n", " ") for w in warnings)
+    return {WARNINGS_HEADER: text.encode("ascii", "replace").decode("ascii")}
