@@ -1,0 +1,243 @@
+"""What the HTTP server costs, measured side by side in one run.
+
+    .venv/bin/python benchmarks/server.py [--seconds 4] [--requests 2000] [--concurrency 50]
+
+Three processes, so the load generator does not eat the CPU the server needs and the numbers are not distorted by
+one event loop serving both ends:
+
+- this one, the coordinator: measures the provider in-process, starts the others, prints the table;
+- the server: ``create_app`` over ``Router.from_settings`` with the :class:`ScriptedProvider` (the full stack as
+  deployed: auth and body-limit middleware, feature adapter, concurrency limit), under uvicorn on 127.0.0.1;
+- the client: a minimal HTTP/1.1 client on raw asyncio streams over keep-alive connections (its own per-request
+  cost is a few microseconds, far below an HTTP library's), sending pre-built requests.
+
+Printed: p50/p99 latency at concurrency 1 in-process and through the server (the difference is what the server
+adds; target <= 1 ms at p50), and requests per second at ``--concurrency`` through the server (target >= 2,000/s on
+2 cores), for JSON chat completions and for streamed ones. Each phase is bounded by ``--seconds`` and by
+``--requests``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+BODY = {"model": "scripted", "messages": [{"role": "user", "content": "hello there, how are you today?"}]}
+STREAM_BODY = {**BODY, "stream": True}
+
+
+# ------------------------------------------------------------------------------------------------ server process
+
+
+def serve(port: int) -> None:
+    import uvicorn
+
+    from llm_runners.config import ProviderSettings, Settings
+    from llm_runners.router import Router
+    from llm_runners.server.app import create_app
+
+    settings = Settings(
+        port=port,
+        providers={"scripted": ProviderSettings(options={"type": "scripted"}, max_concurrency=256, max_queue=256)},
+    )
+    app = create_app(Router.from_settings(settings), settings)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on")
+
+
+# ------------------------------------------------------------------------------------------------ client process
+
+
+def _request_bytes(port: int, body: dict[str, Any]) -> bytes:
+    payload = json.dumps(body).encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(payload)}\r\n\r\n"
+    )
+    return head.encode() + payload
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    """Read one response (Content-Length or chunked); returns the status code."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    lower = head.lower()
+    if b"transfer-encoding: chunked" in lower:
+        while True:
+            size = int((await reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                return status
+    start = lower.index(b"content-length:") + 15
+    length = int(lower[start : lower.index(b"\r\n", start)])
+    await reader.readexactly(length)
+    return status
+
+
+async def _worker(port: int, request: bytes, deadline: float, budget: list[int], out: list[float]) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    errors = 0
+    try:
+        while budget[0] > 0 and time.perf_counter() < deadline:
+            budget[0] -= 1
+            t0 = time.perf_counter()
+            writer.write(request)
+            status = await _read_response(reader)
+            out.append(time.perf_counter() - t0)
+            if status != 200:
+                errors += 1
+    finally:
+        writer.close()
+    return errors
+
+
+async def _load(port: int, stream: bool, concurrency: int, seconds: float, count: int) -> dict[str, Any]:
+    request = _request_bytes(port, STREAM_BODY if stream else BODY)
+    warm: list[float] = []
+    await _worker(port, request, time.perf_counter() + 1.0, [min(200, count)], warm)
+    latencies: list[float] = []
+    budget = [count]
+    started = time.perf_counter()
+    errors = await asyncio.gather(
+        *(_worker(port, request, started + seconds, budget, latencies) for _ in range(concurrency))
+    )
+    wall = time.perf_counter() - started
+    return {"n": len(latencies), "wall": wall, "errors": sum(errors), "latencies": latencies}
+
+
+def client(port: int, stream: bool, concurrency: int, seconds: float, count: int) -> None:
+    result = asyncio.run(_load(port, stream, concurrency, seconds, count))
+    json.dump(result, sys.stdout)
+
+
+# ------------------------------------------------------------------------------------------------ in-process
+
+
+async def _in_process(stream: bool, seconds: float, count: int) -> list[float]:
+    from llm_runners.provider import collect
+    from llm_runners.testing.scripted import ScriptedProvider
+    from llm_runners.types import ChatRequest
+
+    provider = ScriptedProvider()
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+    for i in range(count + 200):
+        if time.perf_counter() > deadline:
+            break
+        t0 = time.perf_counter()
+        request = ChatRequest.model_validate(BODY)
+        if stream:
+            await collect(provider.stream(request))
+        else:
+            await provider.complete(request)
+        if i >= 200:  # warm-up excluded, as for the server
+            latencies.append(time.perf_counter() - t0)
+    return latencies
+
+
+# ------------------------------------------------------------------------------------------------ coordinator
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"the server did not listen on {port} within {timeout} s")
+
+
+def _run_client(port: int, stream: bool, concurrency: int, seconds: float, count: int) -> dict[str, Any]:
+    argv = [
+        sys.executable,
+        __file__,
+        "--client",
+        str(port),
+        str(int(stream)),
+        str(concurrency),
+        str(seconds),
+        str(count),
+    ]
+    out = subprocess.run(argv, check=True, capture_output=True, timeout=seconds + 60)
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=4.0, help="upper bound per phase (default 4)")
+    parser.add_argument("--requests", type=int, default=2000, help="upper bound of requests per phase (default 2000)")
+    parser.add_argument("--concurrency", type=int, default=50)
+    args = parser.parse_args()
+
+    port = _free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    server = subprocess.Popen([sys.executable, __file__, "--serve", str(port)], env=env)
+    try:
+        _wait_listening(port, server)
+        rows = []
+        for stream in (False, True):
+            local = asyncio.run(_in_process(stream, args.seconds, args.requests))
+            one = _run_client(port, stream, 1, args.seconds, args.requests)
+            many = _run_client(port, stream, args.concurrency, args.seconds, args.requests * 5)
+            rows.append((stream, local, one, many))
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+    print(f"llm-runners server benchmark: ScriptedProvider, uvicorn on 127.0.0.1, {os.cpu_count()} CPUs")
+    print(f"{'':28}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>10}{'n':>8}{'errors':>8}")
+    for stream, local, one, many in rows:
+        kind = "streamed" if stream else "JSON"
+        print(f"{kind} chat completion")
+        print(f"  {'in-process, c=1':26}{_pct(local, 0.5):10.3f}{_pct(local, 0.99):10.3f}{'':>10}{len(local):8}{'':>8}")
+        for label, r in ((f"server, c=1", one), (f"server, c={args.concurrency}", many)):
+            lat = r["latencies"]
+            rate = r["n"] / r["wall"] if r["wall"] else 0.0
+            print(f"  {label:26}{_pct(lat, 0.5):10.3f}{_pct(lat, 0.99):10.3f}{rate:10.0f}{r['n']:8}{r['errors']:8}")
+        added = _pct(one["latencies"], 0.5) - _pct(local, 0.5)
+        rate = many["n"] / many["wall"]
+        print(
+            f"  added by the server at p50: {added:.3f} ms (target <= 1 ms: {'met' if added <= 1 else 'MISSED'}); "
+            f"throughput {rate:.0f}/s (target >= 2000/s: {'met' if rate >= 2000 else 'MISSED'})"
+        )
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve":
+        serve(int(sys.argv[2]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "--client":
+        _, _, port_s, stream_s, conc_s, sec_s, count_s = sys.argv
+        client(int(port_s), stream_s == "1", int(conc_s), float(sec_s), int(count_s))
+    else:
+        main()
