@@ -221,7 +221,7 @@ def main() -> None:
         kind = "streamed" if stream else "JSON"
         print(f"{kind} chat completion")
         print(f"  {'in-process, c=1':26}{_pct(local, 0.5):10.3f}{_pct(local, 0.99):10.3f}{'':>10}{len(local):8}{'':>8}")
-        for label, r in ((f"server, c=1", one), (f"server, c={args.concurrency}", many)):
+        for label, r in (("server, c=1", one), (f"server, c={args.concurrency}", many)):
             lat = r["latencies"]
             rate = r["n"] / r["wall"] if r["wall"] else 0.0
             print(f"  {label:26}{_pct(lat, 0.5):10.3f}{_pct(lat, 0.99):10.3f}{rate:10.0f}{r['n']:8}{r['errors']:8}")
