@@ -20,12 +20,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llm_runners import errors
-from llm_runners.process import (
+from llm_runners.process import (  # the guard against pid 0
     NESTING_MARKERS,
     LineFramer,
     LineTooLong,
     Process,
     ProcessSpec,
+    _group_alive,
+    _signal_group,
     build_env,
     classify_exit,
     find_binary,
@@ -134,6 +136,22 @@ async def test_bad_argv_and_missing_cwd_are_invalid_requests(tmp_path: Path) -> 
         await start(ProcessSpec(argv=["echo", "a\0b"]))
     with pytest.raises(errors.InvalidRequest, match="working directory"):
         await start(spec("ids", cwd=tmp_path / "missing"))
+
+
+async def test_instant_exit_is_handled_and_never_signals_our_own_group() -> None:
+    received: list[int] = []
+    previous = signal.signal(signal.SIGUSR1, lambda sig, frame: received.append(sig))
+    try:
+        _signal_group(0, signal.SIGUSR1)  # pid not known yet must not mean "my own group"
+        assert not _group_alive(0)
+        for _ in range(30):  # /bin/true can exit before start() returns
+            async with await start(ProcessSpec(argv=["/bin/true"])) as proc:
+                assert proc.pid > 0
+                assert await proc.wait() == 0
+        await anyio.sleep(0.05)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert received == []
 
 
 # --------------------------------------------------------------------------------------------- environment

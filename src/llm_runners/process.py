@@ -254,6 +254,8 @@ class _Protocol(asyncio.SubprocessProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.SubprocessTransport)
         self._proc._transport = transport
+        # set here, not after subprocess_exec returns: a quick child's exit callback can run before that
+        self._proc.pid = transport.get_pid()
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         if fd == 1:
@@ -657,6 +659,8 @@ def _group_alive(pgid: int) -> bool:
     ``killpg(pgid, 0)`` answers for the common case. It also succeeds for a group of zombies only: orphans whose
     new parent does not reap them (a container whose PID 1 is not an init). Only then is /proc scanned, so dead
     leftovers do not cost the whole kill grace on every run."""
+    if pgid <= 0:  # never ask about (or signal) our own group
+        return False
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -682,6 +686,8 @@ def _group_alive(pgid: int) -> bool:
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    if pgid <= 0:  # killpg(0) would signal our own process group
+        return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
 
@@ -740,7 +746,6 @@ async def start(spec: ProcessSpec) -> Process:
         raise
     transport = proc._transport
     assert transport is not None
-    proc.pid = transport.get_pid()
     stdin = transport.get_pipe_transport(0)
     assert isinstance(stdin, asyncio.WriteTransport)
     proc._stdin = stdin
