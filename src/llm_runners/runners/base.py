@@ -13,13 +13,14 @@ when it runs in the same directory as the turn that created it. With the CLI's t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Protocol
@@ -237,14 +238,16 @@ class CLIRunner(Provider):
             text: list[str] = []
             calls: list[ToolCall] = []
             try:
-                async for event in self._run(turn):
-                    if isinstance(event, TextDelta):
-                        text.append(event.text)
-                    elif isinstance(event, ToolCallEvent):
-                        calls.append(event.call)
-                    elif isinstance(event, Done):
-                        event = self._finish_done(event, turn, text, calls)
-                    yield event
+                # aclosing: a consumer that stops early must close _run too (it kills the process) at once, not at GC
+                async with contextlib.aclosing(self._run(turn)) as events:
+                    async for event in events:
+                        if isinstance(event, TextDelta):
+                            text.append(event.text)
+                        elif isinstance(event, ToolCallEvent):
+                            calls.append(event.call)
+                        elif isinstance(event, Done):
+                            event = self._finish_done(event, turn, text, calls)
+                        yield event
                 return
             except SessionNotFound:
                 if turn.resume is None or text or calls:
@@ -261,7 +264,7 @@ class CLIRunner(Provider):
             done = dataclasses.replace(done, session_id=session_id, model=model)
         return done
 
-    async def _run(self, turn: Turn) -> AsyncIterator[StreamEvent]:
+    async def _run(self, turn: Turn) -> AsyncGenerator[StreamEvent, None]:
         cleanup = [turn.assets]
         try:
             invocation = self.invocation(turn)
