@@ -210,5 +210,6 @@ def test_is_anthropic_path() -> None:
     assert is_anthropic_path("/v1/messages/")
     assert is_anthropic_path("/v1/messages/count_tokens")
     assert is_anthropic_path("/prefix/v1/messages")
+    assert is_anthropic_path("/messages") and is_anthropic_path("/messages/count_tokens")
     assert not is_anthropic_path("/v1/chat/completions")
     assert not is_anthropic_path("/v1/messagesx")

@@ -47,9 +47,10 @@ class RequestTooLarge(Exception):
 
 
 def is_anthropic_path(path: str) -> bool:
-    """``/v1/messages`` and everything under it speak Anthropic; every other path speaks OpenAI."""
+    """``/v1/messages`` (or ``/messages``, for clients without the version prefix) and everything under it speak
+    Anthropic; every other path speaks OpenAI."""
     p = path.rstrip("/")
-    return p.endswith("/v1/messages") or "/v1/messages/" in path
+    return p.endswith("/messages") or "/messages/" in p
 
 
 async def send_error(send: Send, path: str, error: LLMError, *, extra_headers: dict[str, str] | None = None) -> None:
