@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -123,9 +124,13 @@ class Responder:
         self._head_only = request.method == "HEAD"
         self.keep_alive = request.keep_alive
         self.status = 0
+        #: told the status as the head is written, before the client can see it
+        self.on_status: Callable[[int], None] | None = None
 
     def _head(self, status: int, headers: dict[str, str]) -> bytes:
         self.status = status
+        if self.on_status is not None:
+            self.on_status(status)
         lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
         lines.append("connection: keep-alive" if self.keep_alive else "connection: close")

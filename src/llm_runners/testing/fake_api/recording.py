@@ -81,6 +81,9 @@ class RecordedRequest:
     def wait_disconnected(self, timeout: float) -> bool:
         return self._disconnected.wait(timeout)
 
+    def set_status(self, status: int) -> None:
+        self.status = status
+
     def _json(self) -> dict[str, Any]:
         return self.body if isinstance(self.body, dict) else {}
 

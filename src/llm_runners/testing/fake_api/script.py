@@ -107,20 +107,17 @@ def as_reply(reply: Reply | str) -> Reply:
 
 
 def split_chunks(text: str) -> tuple[str, ...]:
-    """Split into words (each keeping its leading whitespace) so streams have several deltas; short texts are cut
-    into three pieces so that even ``"ok"``-sized answers stream in more than one chunk when they can."""
-    if not text:
-        return ()
+    """Split into words (each keeping its leading whitespace) so streams have several deltas; texts of fewer
+    than three words are cut into three even pieces, so any text of three or more characters streams in at least
+    three chunks (``"pong from fake"`` → ``pong`` / `` from`` / `` fake``)."""
     words = re.findall(r"\s*\S+", text)
-    if not words:
-        return (text,)
-    rest = text[sum(map(len, words)) :]
-    if rest:
-        words[-1] += rest
-    if len(words) >= 3 or len(text) < 3:
+    if len(words) >= 3:
+        words[-1] += text[sum(map(len, words)) :]  # trailing whitespace
         return tuple(words)
-    third = -(-len(text) // 3)
-    return tuple(text[i : i + third] for i in range(0, len(text), third))
+    size = len(text)
+    if size < 3:
+        return (text,) if text else ()
+    return tuple(text[size * i // 3 : size * (i + 1) // 3] for i in range(3))
 
 
 def split_arguments(arguments: str) -> tuple[str, ...]:

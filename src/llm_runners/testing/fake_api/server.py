@@ -318,6 +318,7 @@ class FakeModelAPI:
             _wire=route.wire,
         )
         self._record(record)
+        responder.on_status = record.set_status
         try:
             await self._answer(request, route, record, reader, responder)
         except Exception:
@@ -327,8 +328,6 @@ class FakeModelAPI:
             await responder.send_json(
                 500, {"error": {"message": "fake model API bug (see log)", "type": "server_error"}}
             )
-        finally:
-            record.status = responder.status
 
     async def _answer(
         self,
