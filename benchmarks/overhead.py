@@ -1,0 +1,142 @@
+"""What llm-runners costs on top of the CLI it wraps.
+
+Runs the same Claude Code request two ways, alternating, against the fake model API on 127.0.0.1:
+
+  direct   the exact argv, stdin, environment and working directory the claude_code runner would use, started with
+           plain ``asyncio.create_subprocess_exec`` and read to the end;
+  runner   ``ClaudeCodeRunner.complete()``: prompt rendering, session bookkeeping, the process layer, the
+           stream-json parser and the collected ChatResponse.
+
+It prints every pair and the ratio of the medians (target <= 1.02). The real CLI phones home, so the benchmark
+re-executes itself inside a loopback-only network namespace (``unshare -n``) with a throw-away HOME.
+
+    .venv/bin/python benchmarks/overhead.py [--runs 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CLAUDE = ROOT / "tests" / "clis" / "node_modules" / ".bin" / "claude"
+
+
+def _isolated() -> bool:
+    return [name for _, name in socket.if_nameindex()] == ["lo"]
+
+
+def _reexec_isolated() -> None:
+    unshare = ["unshare", "-n"] if os.geteuid() == 0 else ["unshare", "-rn"]
+    argv = [*unshare, "sh", "-c", 'ip link set lo up && exec "$@"', "sh", sys.executable, *sys.argv]
+    os.execvp(argv[0], argv)
+
+
+async def _direct(argv: list[str], stdin: bytes | None, env: dict[str, str], cwd: Path) -> tuple[float, int]:
+    start = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=cwd,
+        start_new_session=True,
+    )
+    out, _ = await proc.communicate(stdin or b"")
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0 or b"pong" not in out:
+        raise SystemExit(f"direct claude run failed (exit {proc.returncode}): {out[-500:]!r}")
+    return elapsed, len(out)
+
+
+async def main(runs: int) -> None:
+    from llm_runners import process
+    from llm_runners.runners.claude_code import ClaudeCodeRunner
+    from llm_runners.sessions import SessionStore
+    from llm_runners.testing.fake_api import FakeModelAPI
+    from llm_runners.types import ChatRequest, Message
+
+    if not CLAUDE.exists():
+        raise SystemExit(f"{CLAUDE} is missing: run scripts/setup first")
+    with tempfile.TemporaryDirectory(prefix="llm-runners-bench-") as tmp, FakeModelAPI() as api:
+        home = Path(tmp) / "home"
+        home.mkdir()
+        env = {
+            "HOME": str(home),
+            "TMPDIR": tmp,
+            "ANTHROPIC_BASE_URL": api.url,
+            "ANTHROPIC_API_KEY": "dummy",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "DISABLE_TELEMETRY": "1",
+            "DISABLE_AUTOUPDATER": "1",
+            "DISABLE_ERROR_REPORTING": "1",
+            "CLAUDE_CODE_MAX_RETRIES": "0",
+        }
+        runner = ClaudeCodeRunner(binary=str(CLAUDE), env=env, sessions=SessionStore(), timeout=60)
+        request = ChatRequest(
+            messages=[Message(role="system", content="Be brief."), Message(role="user", content="Say pong.")]
+        )
+
+        async def direct_once() -> float:
+            turn = runner._turn(request, None, 0)
+            try:
+                inv = runner.invocation(turn)
+                child_env = process.build_env({**runner.env, **inv.env}, runner.pass_env)
+                elapsed, _ = await _direct([*inv.argv, *runner.extra_args], inv.stdin, child_env, turn.workdir)
+            finally:
+                for path in sorted(turn.assets.rglob("*"), reverse=True):
+                    path.unlink() if path.is_file() else path.rmdir()
+                turn.assets.rmdir()
+            return elapsed
+
+        async def runner_once() -> float:
+            start = time.perf_counter()
+            response = await runner.complete(request)
+            elapsed = time.perf_counter() - start
+            if "pong" not in response.content:
+                raise SystemExit(f"runner answer unexpected: {response.content!r}")
+            return elapsed
+
+        # one warm-up each: the first run of a fresh HOME writes Claude's config files
+        await direct_once()
+        await runner_once()
+        direct: list[float] = []
+        wrapped: list[float] = []
+        print(f"{'run':>3}  {'direct s':>9}  {'llm-runners s':>13}")
+        for i in range(runs):
+            if i % 2 == 0:
+                d = await direct_once()
+                w = await runner_once()
+            else:
+                w = await runner_once()
+                d = await direct_once()
+            direct.append(d)
+            wrapped.append(w)
+            print(f"{i + 1:>3}  {d:>9.3f}  {w:>13.3f}")
+        version = await runner.version()
+        await runner.aclose()
+    md, mw = statistics.median(direct), statistics.median(wrapped)
+    print()
+    print(f"claude {version}, fake model API on 127.0.0.1, loopback-only namespace")
+    print(f"median direct       {md * 1000:8.1f} ms")
+    print(f"median llm-runners  {mw * 1000:8.1f} ms")
+    print(f"ratio llm-runners / direct = {mw / md:.3f}  (target <= 1.02, {runs} alternating runs)")
+    print(f"mean ratio of pairs = {statistics.mean(w / d for w, d in zip(wrapped, direct, strict=True)):.3f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=12)
+    args = parser.parse_args()
+    if not _isolated():
+        _reexec_isolated()
+    sys.path.insert(0, str(ROOT / "src"))
+    asyncio.run(main(args.runs))
