@@ -179,9 +179,23 @@ def test_anthropic_tool_result_history_reads_as_tool_role(api: FakeModelAPI, cla
             {"role": "user", "content": "read it"},
             {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {}}]},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "FILE BODY"}]},
+            {"role": "assistant", "content": "again"},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_2", "content": [{"type": "text", "text": "MORE"}]},
+                    {"type": "text", "text": "<system-reminder>x</system-reminder>"},
+                ],
+            },
         ],
     )
-    assert api.last_main_request().messages() == [("user", "read it"), ("assistant", ""), ("tool", "FILE BODY")]
+    assert api.last_main_request().messages() == [
+        ("user", "read it"),
+        ("assistant", ""),
+        ("tool", "FILE BODY"),
+        ("assistant", "again"),
+        ("user", "MORE\n<system-reminder>x</system-reminder>"),
+    ]
 
 
 def test_anthropic_count_tokens(api: FakeModelAPI, claude: anthropic.Anthropic) -> None:

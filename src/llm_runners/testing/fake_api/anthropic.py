@@ -33,10 +33,13 @@ class AnthropicMessages(WireApi):
         for message in dicts(body.get("messages")):
             content = message.get("content")
             blocks = dicts(content)
-            if blocks and all(b.get("type") == "tool_result" for b in blocks):
-                out.append(("tool", "\n".join(text_of(b.get("content")) for b in blocks)))
+            results = [b for b in blocks if b.get("type") == "tool_result"]
+            role = "tool" if results and len(results) == len(blocks) else str(message.get("role"))
+            if results:  # tool results carry their text under "content", not "text"
+                texts = (text_of(b.get("content")) if b.get("type") == "tool_result" else text_of(b) for b in blocks)
+                out.append((role, "\n".join(t for t in texts if t)))
             else:
-                out.append((str(message.get("role")), text_of(content)))
+                out.append((role, text_of(content)))
         return out
 
     def tool_names(self, body: dict[str, Any]) -> list[str]:

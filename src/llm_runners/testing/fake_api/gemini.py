@@ -53,12 +53,11 @@ class Gemini(WireApi):
         out = []
         for content in dicts(body.get("contents")):
             parts = [p for p in dicts(content.get("parts")) if not p.get("thought")]
-            responses = [p["functionResponse"] for p in parts if isinstance(p.get("functionResponse"), dict)]
-            if responses and len(responses) == len(parts):
-                out.append(("tool", "\n".join(json.dumps(r.get("response")) for r in responses)))
-            else:
-                role = content.get("role", "user")
-                out.append(("assistant" if role == "model" else str(role), text_of(parts)))
+            responses = [p for p in parts if isinstance(p.get("functionResponse"), dict)]
+            role = str(content.get("role", "user"))
+            role = "tool" if responses and len(responses) == len(parts) else "assistant" if role == "model" else role
+            texts = (json.dumps(p["functionResponse"].get("response")) if p in responses else text_of(p) for p in parts)
+            out.append((role, "\n".join(t for t in texts if t)))
         return out
 
     def tool_names(self, body: dict[str, Any]) -> list[str]:
