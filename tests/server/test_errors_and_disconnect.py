@@ -125,9 +125,11 @@ def test_client_disconnect_mid_stream_cancels_the_provider(serve: Serve, path: s
     body = {"model": "scripted", "messages": USER, "input": "x", "max_tokens": 5, "stream": True}
     with httpx2.stream("POST", s.url + path, json=body, timeout=10) as r:
         assert r.status_code == 200
-        for chunk in r.iter_raw():  # iter_lines() buffers; the raw chunks show what arrived
-            if b"first" in chunk:
-                break
+        # iter_lines() buffers, so read raw chunks; and keep the iterator open (leaving a for loop with break
+        # would close it, i.e. disconnect, before the assertion below)
+        chunks = r.iter_raw()
+        while b"first" not in next(chunks):
+            pass
         assert p.open_streams == 1
     assert wait_until(lambda: p.open_streams == 0, timeout=1.0), "provider stream still open 1 s after disconnect"
     assert p.cancelled == 1
