@@ -9,7 +9,7 @@ import importlib
 
 from .base import CLIRunner, Invocation, LineParser, Turn
 
-#: provider name -> "module:Class"; imported lazily so one broken dialect cannot take the others down
+#: provider name -> "module:Class"
 _MODULES: dict[str, str] = {
     "claude_code": "llm_runners.runners.claude_code:ClaudeCodeRunner",
     "codex": "llm_runners.runners.codex:CodexRunner",
@@ -31,54 +31,12 @@ def _load_registry() -> dict[str, type[CLIRunner]]:
     for name in _MODULES:
         try:
             out[name] = runner_class(name)
-        except (ImportError, AttributeError):
+        except (ImportError, AttributeError):  # a dialect module that is absent or broken leaves the others usable
             continue
     return out
 
 
-class _Registry(dict[str, type[CLIRunner]]):
-    """``REGISTRY``: name -> runner class, filled on first use."""
-
-    _loaded = False
-
-    def _load(self) -> None:
-        if not self._loaded:
-            self._loaded = True
-            self.update(_load_registry())
-
-    def __getitem__(self, key: str) -> type[CLIRunner]:
-        self._load()
-        return super().__getitem__(key)
-
-    def __contains__(self, key: object) -> bool:
-        self._load()
-        return super().__contains__(key)
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        self._load()
-        return super().__iter__()
-
-    def __len__(self) -> int:
-        self._load()
-        return super().__len__()
-
-    def keys(self):  # type: ignore[no-untyped-def]
-        self._load()
-        return super().keys()
-
-    def items(self):  # type: ignore[no-untyped-def]
-        self._load()
-        return super().items()
-
-    def values(self):  # type: ignore[no-untyped-def]
-        self._load()
-        return super().values()
-
-    def get(self, key: str, default: type[CLIRunner] | None = None) -> type[CLIRunner] | None:  # type: ignore[override]
-        self._load()
-        return super().get(key, default)
-
-
-REGISTRY: dict[str, type[CLIRunner]] = _Registry()
+#: provider name -> runner class, for every dialect that imports cleanly
+REGISTRY: dict[str, type[CLIRunner]] = _load_registry()
 
 __all__ = ["REGISTRY", "CLIRunner", "Invocation", "LineParser", "Turn", "runner_class"]
