@@ -18,12 +18,14 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from llm_runners.testing.fake_api import FakeModelAPI
 
 CLI_BIN_DIR = Path(__file__).resolve().parents[1] / "clis" / "node_modules" / ".bin"
 E2E_DIR = Path(__file__).resolve().parent
@@ -110,14 +112,13 @@ def tmp_home(tmp_path: Path) -> TmpHome:
 
 
 @pytest.fixture
-async def fake_api() -> AsyncIterator[object]:
+def fake_api() -> Iterator[FakeModelAPI]:
     """The project's fake model API (Anthropic, OpenAI Responses/Chat, Gemini) on 127.0.0.1, a fresh port per test.
 
-    Typed as ``object`` here so this module does not pin the fake's API; tests import ``FakeModelAPI`` for types.
+    It runs in a background thread, so sync and async tests and the CLI subprocesses all reach it; it is stopped
+    (hung connections included) when the test ends.
     """
-    from llm_runners.testing.fake_api import FakeModelAPI
-
-    async with FakeModelAPI() as api:
+    with FakeModelAPI() as api:
         yield api
 
 
