@@ -1,0 +1,451 @@
+"""Claude Code (``claude``, ``@anthropic-ai/claude-code``) as a provider.
+
+How a turn runs (facts measured on 2.1.197, see ``clis.md`` section 3):
+
+- ``claude -p --input-format stream-json --output-format stream-json --verbose --include-partial-messages``: the
+  turn goes to stdin as ONE JSON user message (text block + inline base64 image blocks), then stdin is closed and
+  the CLI answers that one turn and exits 0. Long prompts and images never touch argv, and this is the same input
+  mode a warm long-lived process would use.
+- Token streaming comes from the ``stream_event`` wrappers (``content_block_delta`` ``text_delta`` /
+  ``thinking_delta``). The complete ``assistant`` event that follows repeats the text; it is used only for a
+  message whose deltas never came (and never for the ``<synthetic>`` messages that carry API errors).
+- The ``result`` event carries usage, cost (``total_cost_usd``), ``is_error`` and ``api_error_status``. The CLI
+  exits 1 on EVERY API error with the message on stdout, so errors are classified from ``result`` whatever the exit
+  code; stderr only speaks for usage errors and ``No conversation found with session ID: …``.
+- ``--system-prompt-file`` replaces the default prompt block exactly (the billing and identity blocks stay); a file
+  keeps long system prompts off argv. ``--model`` is passed verbatim (aliases or full names).
+- Sessions: ``--session-id <uuid>`` starts one with our id, ``--resume <id>`` continues it (the CLI re-sends the
+  history upstream). An unknown id is SessionNotFound, and the base replays the history once.
+
+Safety (the leanest set that is still safe):
+- ``--tools ""``: no built-in tools at all, so the request upstream declares none (no Bash/Write, no agent list
+  system message). ``--disallowedTools`` and ``--permission-mode`` are moot when no tool exists.
+- ``--setting-sources ""``: none of the caller's user/project/local settings (hooks, permissions, env, plugins)
+  and none of their CLAUDE.md files reach the run (verified: a ``~/.claude/CLAUDE.md`` and a parent-directory
+  CLAUDE.md both disappear from the request). Unlike ``--bare`` this keeps OAuth (``claude login``) working.
+- ``--strict-mcp-config`` without ``--mcp-config``: no MCP server from ``~/.claude.json`` or ``.mcp.json`` is
+  started (verified: a user-scope stdio server is spawned without these flags).
+- ``--bare`` in addition when ``ANTHROPIC_API_KEY`` is set: it reads auth only from that key (so it would break
+  OAuth logins) but skips hooks, plugin sync, LSP and auto-memory: ~0.1 s faster per run (0.45 vs 0.54 s).
+- The phone-home switches (telemetry, auto-updater, error reporting, non-essential traffic) are on unless the
+  operator's env says otherwise: a provider must not update or report from inside a request.
+- ``allow_tools=True`` restores the default tool set with ``--permission-mode acceptEdits``: file edits in the
+  working directory go through, anything that would need an interactive approval (shell commands) is denied, as
+  ``-p`` mode cannot ask. Settings and MCP stay off either way; an operator adds them with ``extra_args``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from .. import process
+from ..errors import (
+    AuthenticationError,
+    ContextLengthExceeded,
+    LLMError,
+    ModelNotFound,
+    RateLimited,
+    SessionNotFound,
+    UpstreamError,
+    from_http_status,
+)
+from ..types import (
+    Capabilities,
+    Done,
+    FinishReason,
+    ImagePart,
+    ReasoningDelta,
+    StreamEvent,
+    TextDelta,
+    Usage,
+    UsageEvent,
+)
+from .base import CLIRunner, Invocation, Turn
+
+PROVIDER = "claude_code"
+
+#: set for every run unless the operator's env sets them: no telemetry, update or error-report traffic
+OFFLINE_ENV: dict[str, str] = {
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    "DISABLE_TELEMETRY": "1",
+    "DISABLE_AUTOUPDATER": "1",
+    "DISABLE_ERROR_REPORTING": "1",
+}
+
+#: ``ChatRequest.extra`` key: True marks a throw-away conversation (no session file, nothing to resume)
+EPHEMERAL_KEY = "ephemeral"
+
+LOGIN_HINT = "run `claude login` or set ANTHROPIC_API_KEY"
+
+_NO_SESSION = re.compile(r"No conversation found with session ID: ?(\S*)")
+_TOO_LONG = re.compile(r"prompt is too long|context.{0,20}(length|window)|too many tokens", re.I)
+_NOT_LOGGED_IN = re.compile(r"not logged in|please run /login|invalid api key", re.I)
+
+#: the synthetic assistant message's ``error`` code (when the CLI gives no HTTP status) -> error class
+_SYNTHETIC_ERRORS: dict[str, type[LLMError]] = {
+    "authentication_failed": AuthenticationError,
+    "rate_limit": RateLimited,
+    "model_not_found": ModelNotFound,
+    "server_error": UpstreamError,
+}
+
+_FINISH: dict[str, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "tool_use": "stop",  # the CLI ran its own tools; the caller's turn still ended normally
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "refusal": "content_filter",
+}
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def user_message(turn: Turn) -> dict[str, Any]:
+    """The one stream-json input line of a turn: the prompt text, then each image as ``[image n]`` + its block
+    (the rendered prompt refers to images by those placeholders)."""
+    content: list[dict[str, Any]] = [{"type": "text", "text": turn.prompt or " "}]
+    for i, image in enumerate(turn.image_parts, start=1):
+        content.append({"type": "text", "text": f"[image {i}]"})
+        content.append(image_block(image))
+    return {"type": "user", "message": {"role": "user", "content": content}}
+
+
+def image_block(image: ImagePart) -> dict[str, Any]:
+    if image.data is not None:
+        source: dict[str, Any] = {"type": "base64", "media_type": image.media_type, "data": image.base64()}
+    else:
+        source = {"type": "url", "url": image.url}
+    return {"type": "image", "source": source}
+
+
+class ClaudeCodeParser:
+    """stream-json lines of one ``claude -p`` run -> events; errors are raised from :meth:`finish`."""
+
+    def __init__(self, *, model: str | None = None, resume: str | None = None) -> None:
+        self.session_id: str | None = None
+        self.requested_model = model
+        self.resume = resume
+        #: the model the API said it served (``message_start``), else the CLI's own idea of it
+        self.api_model: str | None = None
+        self.cli_model: str | None = None
+        self.result: dict[str, Any] | None = None
+        self.synthetic_error: str | None = None
+        self.stop_reason: str | None = None
+        self.warnings: list[str] = []
+        self._streamed: set[str] = set()  # ids of messages whose text arrived as deltas
+        self._current: str | None = None
+
+    # ------------------------------------------------------------------------------------------ lines
+    def feed(self, line: bytes) -> Iterable[StreamEvent]:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return ()
+        if not isinstance(event, dict):
+            return ()
+        sid = event.get("session_id")
+        if isinstance(sid, str) and sid:
+            self.session_id = sid
+        kind = event.get("type")
+        if kind == "stream_event":
+            inner = event.get("event")
+            return self._stream_event(inner) if isinstance(inner, dict) else ()
+        if kind == "assistant":
+            return self._assistant(event.get("message"), event.get("error"))
+        if kind == "system":
+            self._system(event)
+        elif kind == "result":
+            self.result = event
+        return ()
+
+    def _stream_event(self, event: dict[str, Any]) -> Iterable[StreamEvent]:
+        etype = event.get("type")
+        if etype == "content_block_delta":
+            delta = event.get("delta")
+            if not isinstance(delta, dict):
+                return ()
+            if self._current is not None:
+                self._streamed.add(self._current)
+            if delta.get("type") == "text_delta" and isinstance(delta.get("text"), str) and delta["text"]:
+                return (TextDelta(delta["text"]),)
+            if delta.get("type") == "thinking_delta" and isinstance(delta.get("thinking"), str) and delta["thinking"]:
+                return (ReasoningDelta(delta["thinking"]),)
+        elif etype == "message_start":
+            message = event.get("message")
+            if isinstance(message, dict):
+                if isinstance(message.get("id"), str):
+                    self._current = message["id"]
+                if isinstance(message.get("model"), str) and message["model"]:
+                    self.api_model = message["model"]
+        elif etype == "message_delta":
+            delta = event.get("delta")
+            if isinstance(delta, dict) and isinstance(delta.get("stop_reason"), str):
+                self.stop_reason = delta["stop_reason"]
+        return ()
+
+    def _assistant(self, message: object, error: object) -> Iterable[StreamEvent]:
+        """A complete message. Its text already streamed as deltas, unless no delta of it ever came."""
+        if not isinstance(message, dict):
+            return ()
+        if message.get("model") == "<synthetic>" or isinstance(error, str):
+            if isinstance(error, str):
+                self.synthetic_error = error
+            return ()  # an API error dressed as a message: reported from `result`, never as answer text
+        if message.get("id") in self._streamed:
+            return ()
+        if isinstance(message.get("id"), str):
+            self._streamed.add(message["id"])
+        content = message.get("content")
+        events: list[StreamEvent] = []
+        for block in content if isinstance(content, list) else ():
+            if isinstance(block, dict) and block.get("type") == "text" and block.get("text"):
+                events.append(TextDelta(str(block["text"])))
+            elif isinstance(block, dict) and block.get("type") == "thinking" and block.get("thinking"):
+                events.append(ReasoningDelta(str(block["thinking"])))
+        if isinstance(message.get("model"), str):
+            self.api_model = message["model"]
+        return events
+
+    def _system(self, event: dict[str, Any]) -> None:
+        subtype = event.get("subtype")
+        if subtype == "init" and isinstance(event.get("model"), str):
+            self.cli_model = event["model"]
+        elif subtype == "api_retry":
+            status = event.get("error_status")
+            self.warnings.append(
+                f"claude retried the model API (attempt {event.get('attempt')}/{event.get('max_retries')}"
+                + (f", HTTP {status}" if status is not None else "")
+                + (f", {event['error']}" if isinstance(event.get("error"), str) else "")
+                + ")"
+            )
+
+    # ------------------------------------------------------------------------------------------ exit
+    def finish(self, returncode: int, stderr: str) -> Iterable[StreamEvent]:
+        result = self.result
+        missing = _NO_SESSION.search(stderr) or _NO_SESSION.search(" ".join(self._result_errors()))
+        if missing:
+            raise SessionNotFound(
+                f"claude: no conversation found with session ID {missing.group(1) or self.resume}",
+                provider=PROVIDER,
+                detail=stderr or None,
+            )
+        if result is None:
+            if returncode == 0:
+                raise UpstreamError("claude exited without a result event", provider=PROVIDER, detail=stderr or None)
+            raise process.classify_exit(returncode, stderr, provider=PROVIDER)
+        if result.get("is_error") is True or str(result.get("subtype", "success")) != "success":
+            raise self._error(result, stderr)
+        events: list[StreamEvent] = []
+        usage = self._usage(result)
+        if usage is not None:
+            events.append(UsageEvent(usage))
+        stop = result.get("stop_reason") if isinstance(result.get("stop_reason"), str) else self.stop_reason
+        denials = result.get("permission_denials")
+        if isinstance(denials, list) and denials:
+            names = sorted({str(d.get("tool_name")) for d in denials if isinstance(d, dict)})
+            self.warnings.append(f"claude was denied tool permission for: {', '.join(names)}")
+        events.append(
+            Done(
+                finish_reason=_FINISH.get(stop or "", "stop"),
+                model=self.api_model or self._usage_model() or self.cli_model or self.requested_model,
+                session_id=self.session_id,
+                warnings=tuple(self.warnings),
+            )
+        )
+        return events
+
+    def _result_errors(self) -> list[str]:
+        errors = self.result.get("errors") if self.result else None
+        return [str(e) for e in errors] if isinstance(errors, list) else []
+
+    def _usage_model(self) -> str | None:
+        usage = self.result.get("modelUsage") if self.result else None
+        if isinstance(usage, dict) and usage:
+            return str(next(iter(usage)))
+        return None
+
+    @staticmethod
+    def _usage(result: dict[str, Any]) -> Usage | None:
+        """The CLI's own numbers. Anthropic's ``input_tokens`` excludes cache reads and writes; ``Usage`` counts
+        the whole prompt, with the cache reads as ``cached_tokens`` (a subset), as the OpenAI formats do."""
+        usage = result.get("usage")
+        if not isinstance(usage, dict):
+            return None
+        cache_read = _int(usage.get("cache_read_input_tokens"))
+        cost = result.get("total_cost_usd")
+        return Usage(
+            input_tokens=_int(usage.get("input_tokens")) + cache_read + _int(usage.get("cache_creation_input_tokens")),
+            output_tokens=_int(usage.get("output_tokens")),
+            cached_tokens=cache_read,
+            cost_usd=float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None,
+        )
+
+    def _error(self, result: dict[str, Any], stderr: str) -> LLMError:
+        text = result.get("result")
+        message = text if isinstance(text, str) and text else "; ".join(self._result_errors())
+        message = message or f"claude reported an error ({result.get('subtype')})"
+        msg = f"claude: {message}"
+        status = result.get("api_error_status")
+        detail = json.dumps(result)[:4000] + (f"\nstderr: {stderr}" if stderr else "")
+        error: LLMError
+        if result.get("terminal_reason") == "prompt_too_long" or _TOO_LONG.search(message):
+            error = ContextLengthExceeded(msg, provider=PROVIDER)
+        elif status == 401 or (status is None and _NOT_LOGGED_IN.search(message)):
+            error = AuthenticationError(f"{msg} ({LOGIN_HINT})", provider=PROVIDER)
+        elif isinstance(status, int) and not isinstance(status, bool):
+            error = from_http_status(status, msg, provider=PROVIDER)
+        elif self.synthetic_error in _SYNTHETIC_ERRORS:
+            error = _SYNTHETIC_ERRORS[self.synthetic_error](msg, provider=PROVIDER)
+        else:  # connection refused and anything else the model API did not answer
+            error = UpstreamError(msg, provider=PROVIDER)
+        error.detail = detail
+        return error
+
+
+class ClaudeCodeRunner(CLIRunner):
+    """Claude Code in print mode with stream-json in and out: token streaming, system prompt, sessions, images."""
+
+    name: ClassVar[str] = PROVIDER
+    display_name: ClassVar[str] = "Claude Code"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        streaming=True,
+        token_streaming=True,
+        system_prompt=True,
+        images=True,
+        native_tools=False,
+        agent_tools=True,
+        sessions=True,
+        usage=True,
+        cost=True,
+    )
+    #: None: the CLI picks (it depends on the account); Done reports the model actually used
+    default_model: ClassVar[str | None] = None
+    binary_name: ClassVar[str] = "claude"
+    package: ClassVar[str] = "@anthropic-ai/claude-code"
+    pass_env: ClassVar[tuple[str, ...]] = (
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_AUTH_TOKEN",
+        "ANTHROPIC_BASE_URL",
+        "ANTHROPIC_CUSTOM_HEADERS",
+        "ANTHROPIC_MODEL",
+        "ANTHROPIC_SMALL_FAST_MODEL",
+        "ANTHROPIC_DEFAULT_OPUS_MODEL",
+        "ANTHROPIC_DEFAULT_SONNET_MODEL",
+        "ANTHROPIC_DEFAULT_HAIKU_MODEL",
+        "CLAUDE_CODE_OAUTH_TOKEN",
+        "CLAUDE_CONFIG_DIR",
+        "CLAUDE_CODE_MAX_RETRIES",
+        "CLAUDE_CODE_USE_BEDROCK",
+        "CLAUDE_CODE_USE_VERTEX",
+        "CLAUDE_CODE_USE_FOUNDRY",
+        "AWS_REGION",
+        "AWS_PROFILE",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_BEARER_TOKEN_BEDROCK",
+        "CLOUD_ML_REGION",
+        "ANTHROPIC_VERTEX_PROJECT_ID",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+    )
+    #: the CLI cannot list models: its aliases, then the full names 2.1.197 knows
+    known_models: ClassVar[tuple[str, ...]] = (
+        "default",
+        "opus",
+        "sonnet",
+        "haiku",
+        "fable",
+        "claude-opus-4-8",
+        "claude-opus-4-7",
+        "claude-opus-4-6",
+        "claude-opus-4-5",
+        "claude-opus-4-1",
+        "claude-sonnet-5",
+        "claude-sonnet-4-6",
+        "claude-sonnet-4-5",
+        "claude-haiku-4-5",
+        "claude-fable-5",
+    )
+
+    # ------------------------------------------------------------------------------------------ argv
+    def invocation(self, turn: Turn) -> Invocation:
+        argv = [
+            self.binary_path,
+            "-p",
+            "--input-format",
+            "stream-json",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--include-partial-messages",
+            "--setting-sources",
+            "",
+            "--strict-mcp-config",
+        ]
+        if self._api_key_auth():
+            argv.append("--bare")
+        if self.allow_tools:
+            argv += ["--permission-mode", "acceptEdits"]
+        else:
+            argv += ["--tools", ""]
+        if turn.model:
+            argv += ["--model", turn.model]
+        if turn.system:
+            argv += ["--system-prompt-file", str(turn.tempfile("system-prompt.md", turn.system))]
+        if turn.resume:
+            argv += ["--resume", turn.resume]
+        elif turn.request.extra.get(EPHEMERAL_KEY) is True:
+            argv.append("--no-session-persistence")
+        elif turn.session:
+            argv += ["--session-id", turn.session]
+        env = {k: v for k, v in OFFLINE_ENV.items() if k not in self.env}
+        stdin = (json.dumps(user_message(turn), ensure_ascii=False) + "\n").encode("utf-8")
+        return Invocation(argv=argv, stdin=stdin, env=env)
+
+    def new_parser(self, turn: Turn) -> ClaudeCodeParser:
+        return ClaudeCodeParser(model=turn.model, resume=turn.resume)
+
+    def _api_key_auth(self) -> bool:
+        return bool(self.env.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_API_KEY"))
+
+    # ------------------------------------------------------------------------------------------ metadata
+    def parse_version(self, output: str) -> str | None:
+        m = re.search(r"(\d+\.\d+\.\d+[\w.+-]*)\s*\(Claude Code\)", output)
+        return m.group(1) if m else super().parse_version(output)
+
+    def credentials_file(self) -> Path:
+        config = self.env.get("CLAUDE_CONFIG_DIR") or os.environ.get("CLAUDE_CONFIG_DIR")
+        base = Path(config) if config else self.home() / ".claude"
+        return base / ".credentials.json"
+
+    async def check_auth(self) -> tuple[bool | None, str | None]:
+        def has(name: str) -> bool:
+            return bool(self.env.get(name) or os.environ.get(name))
+
+        if any(
+            has(v)
+            for v in (
+                "ANTHROPIC_API_KEY",
+                "ANTHROPIC_AUTH_TOKEN",
+                "CLAUDE_CODE_OAUTH_TOKEN",
+                "CLAUDE_CODE_USE_BEDROCK",
+                "CLAUDE_CODE_USE_VERTEX",
+                "CLAUDE_CODE_USE_FOUNDRY",
+            )
+        ):
+            return True, None
+        if self.credentials_file().is_file():
+            return True, None
+        if sys.platform == "darwin":
+            return None, None  # macOS keeps the login in the keychain, which cannot be checked from here
+        return False, LOGIN_HINT
