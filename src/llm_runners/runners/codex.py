@@ -1,0 +1,446 @@
+"""Codex CLI (``codex``, ``@openai/codex``) as a provider.
+
+How a turn runs (facts measured on 0.169.0, see ``clis.md`` section 4):
+
+- ``codex exec --json --skip-git-repo-check … -`` with the prompt on stdin (``-``), never in argv. A resumed turn
+  is ``codex exec <options> resume <thread_id> -``: every exec option goes *before* ``resume``.
+- No token streaming: ``exec --json`` prints each agent message whole in one ``item.completed`` even when the API
+  streams it (verified with a fake streaming 1 s per chunk). ``item.updated`` exists only for to-do lists, and
+  ``show_raw_agent_reasoning`` or ``--experimental-json`` (an alias of ``--json``) change nothing. So text is
+  emitted the moment its item completes, and reasoning items become :class:`ReasoningDelta` the same way.
+- The system prompt goes into a file named by ``-c model_instructions_file=…``, which REPLACES the ~17 KB base
+  prompt (``-c base_instructions`` is silently ignored; ``developer_instructions`` would only add to it).
+- Tools off (the default): the shell, view_image, goals, multi-agent, request_user_input, plan, skills and
+  web-search tools are switched off and the permissions / environment-context preambles dropped, so the upstream
+  request carries our developer message, our prompt and ``tools: []``. ``allow_tools`` keeps the CLI's tools in a
+  ``workspace-write`` sandbox; ``danger-full-access`` only ever comes from the operator's ``extra_args``.
+- ``--ignore-user-config``: the caller's ``$CODEX_HOME/config.toml`` (MCP servers, profiles, hooks, its default
+  provider) is not read unless the operator opts in with ``user_config=True``; auth still comes from
+  ``$CODEX_HOME`` (``auth.json``) or the API-key variables. ``extra_args`` are appended after the prompt, where
+  both ``exec`` and ``exec resume`` accept ``-c``/``--enable``/``--disable``/``-m`` (``-s`` is not accepted there).
+- Usage: ``turn.completed`` carries the *thread's running total*, not the turn's (a resumed turn reports the
+  earlier turns again). The runner remembers the last total per thread and reports the difference; for a thread
+  it has not seen (e.g. after a restart) the total is reported as given, with a warning.
+- Errors: exit 1 in every case, the message in ``{"type":"error"}`` and ``turn.failed``; ``Reconnecting... n/5``
+  error events are retries. The HTTP status is only sometimes in the text (``unexpected status 401 …``,
+  ``exceeded retry limit, last status: 429 …``); a 500 reads "We’re currently experiencing high demand", a context
+  overflow "Codex ran out of room in the model's context window", an unknown model is the API's own message. An
+  unknown resume id exits 1 with ``no rollout found for thread id`` on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from .. import process
+from ..errors import (
+    AuthenticationError,
+    ContextLengthExceeded,
+    InvalidRequest,
+    LLMError,
+    ModelNotFound,
+    RateLimited,
+    SessionNotFound,
+    UpstreamError,
+    from_http_status,
+)
+from ..sessions import SessionStore
+from ..types import Capabilities, Done, ModelInfo, ReasoningDelta, StreamEvent, TextDelta, Usage, UsageEvent
+from .base import CLIRunner, Invocation, Turn
+
+PROVIDER = "codex"
+
+#: every run: no analytics, no plugin marketplace (both phone home), bounded connection retries (unbounded ones
+#: retry a refused connection forever)
+BASE_ARGS: tuple[str, ...] = (
+    "-c",
+    "analytics.enabled=false",
+    "--disable",
+    "plugins",
+    "--disable",
+    "unbounded_connection_retries",
+    "-c",
+    'web_search="disabled"',
+)
+
+#: tools off: every tool the CLI would offer the model, and the preambles that describe them
+NO_TOOLS_ARGS: tuple[str, ...] = (
+    "--disable",
+    "shell_tool",
+    "--disable",
+    "view_image",
+    "--disable",
+    "goals",
+    "--disable",
+    "multi_agent",
+    "-c",
+    "tools.experimental_request_user_input.enabled=false",
+    "-c",
+    "tools.update_plan.enabled=false",
+    "-c",
+    "skills.include_instructions=false",
+    "-c",
+    "include_permissions_instructions=false",
+    "-c",
+    "include_environment_context=false",
+    "-c",
+    "include_apps_instructions=false",
+)
+
+_RETRY_NOTICE = re.compile(r"^Reconnecting\.\.\.", re.I)
+_STATUS = re.compile(r"(?:unexpected status|last status:?)\s+(\d{3})\b", re.I)
+_CONTEXT = re.compile(
+    r"ran out of room in the model's context window|context[_ ]length[_ ]exceeded|exceeds the context window|"
+    r"maximum context length",
+    re.I,
+)
+_RATE = re.compile(r"rate limit|usage limit|too many requests|quota", re.I)
+_MODEL = re.compile(
+    r"model_not_found|\bmodel\b[^\n]{0,120}(?:does not exist|not found|is not supported|not available)", re.I
+)
+_AUTH = re.compile(r"unauthori[sz]ed|incorrect api key|invalid api key|not logged in|please log ?in", re.I)
+_UPSTREAM = re.compile(r"high demand|stream disconnected|connection failed|error sending request|timed out", re.I)
+_NO_ROLLOUT = re.compile(r"no rollout found for thread id", re.I)
+_MAX_REMEMBERED_THREADS = 4096
+
+
+def classify_error(message: str, *, detail: str | None = None) -> LLMError:
+    """Map a Codex error message (an ``error`` / ``turn.failed`` event) to the error tree."""
+    text = f"codex: {message.strip()}"
+    status_match = _STATUS.search(message)
+    status = int(status_match.group(1)) if status_match else None
+    retry_after = process.parse_retry_after(message)
+    error: LLMError
+    if _CONTEXT.search(message):
+        error = ContextLengthExceeded(text, provider=PROVIDER)
+    elif status == 429 or (status is None and _RATE.search(message)):
+        error = RateLimited(text, provider=PROVIDER, retry_after=retry_after)
+    elif status is None and _MODEL.search(message):
+        error = ModelNotFound(text, provider=PROVIDER)
+    elif status is not None:
+        error = from_http_status(status, text, provider=PROVIDER, retry_after=retry_after)
+    elif _AUTH.search(message):
+        error = AuthenticationError(text, provider=PROVIDER)
+    elif _UPSTREAM.search(message):
+        error = UpstreamError(text, provider=PROVIDER)
+    else:
+        error = UpstreamError(text, provider=PROVIDER)
+    error.detail = detail or message
+    return error
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _usage(raw: Mapping[str, Any]) -> Usage:
+    return Usage(
+        input_tokens=_int(raw.get("input_tokens")),
+        cached_tokens=_int(raw.get("cached_input_tokens")),
+        output_tokens=_int(raw.get("output_tokens")),
+        reasoning_tokens=_int(raw.get("reasoning_output_tokens")),
+    )
+
+
+def _minus(total: Usage, earlier: Usage) -> Usage | None:
+    """``total - earlier`` when ``total`` really is a later running total of the same thread, else None."""
+    pairs = [
+        (total.input_tokens, earlier.input_tokens),
+        (total.output_tokens, earlier.output_tokens),
+        (total.cached_tokens, earlier.cached_tokens),
+        (total.reasoning_tokens, earlier.reasoning_tokens),
+    ]
+    if any(now < before for now, before in pairs):
+        return None
+    return Usage(
+        input_tokens=total.input_tokens - earlier.input_tokens,
+        output_tokens=total.output_tokens - earlier.output_tokens,
+        cached_tokens=total.cached_tokens - earlier.cached_tokens,
+        reasoning_tokens=total.reasoning_tokens - earlier.reasoning_tokens,
+    )
+
+
+class CodexParser:
+    """``codex exec --json`` lines of one run -> events. API errors are raised from :meth:`finish`."""
+
+    def __init__(
+        self,
+        *,
+        model: str | None = None,
+        resume: str | None = None,
+        baseline: Usage | None = None,
+        remember: Callable[[str, Usage], None] | None = None,
+    ) -> None:
+        self.session_id: str | None = None
+        self.model = model
+        self.resume = resume
+        self.baseline = baseline
+        self.remember = remember
+        self.completed = False
+        self.failure: str | None = None
+        self.errors: list[str] = []  # fatal `error` events (retry notices excluded)
+        self.retries = 0
+        self.warnings: list[str] = []
+        self._emitted: dict[tuple[str, str], str] = {}  # (kind, item id) -> text already yielded
+        self._said_text = False
+
+    def feed(self, line: bytes) -> Iterable[StreamEvent]:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return ()
+        if not isinstance(event, dict):
+            return ()
+        kind = event.get("type")
+        if kind == "thread.started":
+            if isinstance(event.get("thread_id"), str):
+                self.session_id = event["thread_id"]
+        elif kind in ("item.started", "item.updated", "item.completed"):
+            item = event.get("item")
+            if isinstance(item, dict):
+                return self._item(item, final=kind == "item.completed")
+        elif kind == "turn.completed":
+            return self._turn_completed(event)
+        elif kind == "turn.failed":
+            error = event.get("error")
+            message = error.get("message") if isinstance(error, dict) else None
+            self.failure = message if isinstance(message, str) else json.dumps(error)
+        elif kind == "error":
+            message = event.get("message")
+            if isinstance(message, str):
+                if _RETRY_NOTICE.match(message):
+                    self.retries += 1
+                else:
+                    self.errors.append(message)
+        return ()
+
+    def _item(self, item: dict[str, Any], *, final: bool) -> Iterable[StreamEvent]:
+        kind = item.get("type")
+        text = item.get("text")
+        if kind == "error":
+            # e.g. "Model metadata for `x` not found. Defaulting to fallback metadata": the run goes on
+            if final and isinstance(item.get("message"), str):
+                self.warnings.append(f"codex: {item['message']}")
+            return ()
+        if kind not in ("agent_message", "reasoning") or not isinstance(text, str):
+            return ()
+        key = (kind, str(item.get("id")))
+        done = self._emitted.get(key, "")
+        if not text.startswith(done) or len(text) == len(done):
+            return ()
+        new = text[len(done) :]
+        self._emitted[key] = text
+        if kind == "reasoning":
+            return (ReasoningDelta(new),)
+        if not done and self._said_text:
+            new = "\n\n" + new  # several agent messages in one turn (around tool calls) read as paragraphs
+        self._said_text = True
+        return (TextDelta(new),)
+
+    def _turn_completed(self, event: dict[str, Any]) -> Iterable[StreamEvent]:
+        self.completed = True
+        raw = event.get("usage")
+        if not isinstance(raw, dict):
+            return ()
+        total = _usage(raw)
+        if self.remember is not None and self.session_id:
+            self.remember(self.session_id, total)
+        usage = total
+        if self.resume is not None:
+            delta = _minus(total, self.baseline) if self.baseline is not None else None
+            if delta is not None:
+                usage = delta
+            else:
+                self.warnings.append(
+                    "codex: usage is the resumed thread's running total (its earlier turns included): the runner "
+                    "did not see the thread's previous total"
+                )
+        return (UsageEvent(usage),)
+
+    def finish(self, returncode: int, stderr: str) -> Iterable[StreamEvent]:
+        if self.failure is None and self.completed and returncode == 0:
+            warnings = (*self.warnings, *(f"codex: {e}" for e in self.errors))
+            return (Done(finish_reason="stop", model=self.model, session_id=self.session_id, warnings=warnings),)
+        if self.failure is not None or self.errors:
+            message = self.failure if self.failure is not None else self.errors[-1]
+            raise classify_error(message, detail="\n".join([*self.errors, stderr]))
+        if _NO_ROLLOUT.search(stderr):
+            raise SessionNotFound(
+                f"codex: thread {self.resume!r} cannot be resumed (no rollout found in CODEX_HOME)",
+                provider=PROVIDER,
+                detail=stderr,
+            )
+        config_error = _line_with(stderr, "Error loading config")
+        if config_error:
+            raise InvalidRequest(f"codex: {config_error}", provider=PROVIDER, detail=stderr)
+        if returncode == 0:
+            raise UpstreamError("codex exited without completing the turn", provider=PROVIDER, detail=stderr)
+        raise process.classify_exit(returncode, stderr, provider=PROVIDER)
+
+
+def _line_with(text: str, marker: str) -> str | None:
+    for line in text.splitlines():
+        if marker in line:
+            return line.strip()
+    return None
+
+
+def _toml_string(value: str) -> str:
+    """A TOML basic string (JSON's escapes are a subset TOML accepts)."""
+    return json.dumps(value)
+
+
+class CodexRunner(CLIRunner):
+    """Codex ``exec --json``: whole messages (no token streaming), system prompt, sessions, images, reasoning."""
+
+    name: ClassVar[str] = "codex"
+    display_name: ClassVar[str] = "Codex CLI"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        streaming=True,
+        token_streaming=False,
+        system_prompt=True,
+        images=True,
+        native_tools=False,
+        agent_tools=True,
+        sessions=True,
+        usage=True,
+        model_listing=True,
+    )
+    #: None = the CLI's own default model (or the operator's config.toml with ``user_config=True``)
+    default_model: ClassVar[str | None] = None
+    binary_name: ClassVar[str] = "codex"
+    package: ClassVar[str] = "@openai/codex"
+    pass_env: ClassVar[tuple[str, ...]] = (
+        "CODEX_HOME",
+        "OPENAI_API_KEY",
+        "CODEX_API_KEY",
+        "OPENAI_BASE_URL",
+        "OPENAI_ORGANIZATION",
+        "OPENAI_PROJECT",
+    )
+    #: the listed (not hidden) models of Codex 0.169.0's bundled catalog, for when ``codex debug models`` fails
+    known_models: ClassVar[tuple[str, ...]] = (
+        "gpt-6-astra",
+        "gpt-6.1-sol",
+        "gpt-6.1-terra",
+        "gpt-6-sol",
+        "gpt-6-luna",
+        "gpt-5.6-sol",
+        "gpt-5.6-terra",
+        "gpt-5.6-luna",
+        "gpt-5.5",
+    )
+
+    def __init__(
+        self,
+        *,
+        binary: str | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float = 600.0,
+        idle_timeout: float | None = 300.0,
+        allow_tools: bool = False,
+        model: str | None = None,
+        extra_args: Sequence[str] = (),
+        sessions: SessionStore | None = None,
+        user_config: bool = False,
+    ) -> None:
+        super().__init__(
+            binary=binary,
+            env=env,
+            cwd=cwd,
+            timeout=timeout,
+            idle_timeout=idle_timeout,
+            allow_tools=allow_tools,
+            model=model,
+            extra_args=extra_args,
+            sessions=sessions,
+        )
+        #: read ``$CODEX_HOME/config.toml`` (off by default: it may add MCP servers, hooks, another provider)
+        self.user_config = user_config
+        self._thread_usage: OrderedDict[str, Usage] = OrderedDict()
+
+    # ------------------------------------------------------------------------------------------ argv
+    def invocation(self, turn: Turn) -> Invocation:
+        argv = [self.binary_path, "exec", "--json", "--skip-git-repo-check"]
+        if not self.user_config:
+            argv.append("--ignore-user-config")
+        argv += BASE_ARGS
+        argv += ["-s", "workspace-write" if self.allow_tools else "read-only"]
+        if not self.allow_tools:
+            argv += NO_TOOLS_ARGS
+        if turn.system:
+            path = turn.tempfile("system-prompt.md", turn.system)
+            argv += ["-c", f"model_instructions_file={_toml_string(str(path))}"]
+        if turn.model:
+            argv += ["-m", turn.model]
+        # `--image=<file>`: `-i <file>` takes several values and would swallow the `-` prompt argument
+        argv += [f"--image={path}" for path in turn.images]
+        if turn.resume:
+            argv += ["resume", turn.resume]
+        argv.append("-")
+        return Invocation(argv=argv, stdin=turn.prompt.encode("utf-8"))
+
+    def new_parser(self, turn: Turn) -> CodexParser:
+        baseline = self._thread_usage.get(turn.resume) if turn.resume else None
+        return CodexParser(model=turn.model, resume=turn.resume, baseline=baseline, remember=self._remember_usage)
+
+    def _remember_usage(self, thread_id: str, total: Usage) -> None:
+        """Keep the thread's running total, so the next resumed turn can report only its own tokens."""
+        self._thread_usage[thread_id] = total
+        self._thread_usage.move_to_end(thread_id)
+        while len(self._thread_usage) > _MAX_REMEMBERED_THREADS:
+            self._thread_usage.popitem(last=False)
+
+    # ------------------------------------------------------------------------------------------ metadata
+    def codex_home(self) -> Path:
+        env: Mapping[str, str] = {**os.environ, **self.env}
+        return Path(env["CODEX_HOME"]) if env.get("CODEX_HOME") else self.home() / ".codex"
+
+    async def check_auth(self) -> tuple[bool | None, str | None]:
+        env: Mapping[str, str] = {**os.environ, **self.env}
+        if env.get("OPENAI_API_KEY") or env.get("CODEX_API_KEY"):
+            return True, None
+        if (self.codex_home() / "auth.json").is_file():
+            return True, None
+        return False, "run `codex login` or set OPENAI_API_KEY"
+
+    async def _catalog(self) -> list[dict[str, Any]]:
+        """The CLI's bundled model catalog (``codex debug models --bundled``: offline, no account needed)."""
+        try:
+            output = await self.run_quiet([self.binary_path, "debug", "models", "--bundled"], limit=30.0)
+            data = json.loads(output)
+        except (LLMError, ValueError):
+            return []
+        models = data.get("models") if isinstance(data, dict) else None
+        if not isinstance(models, list):
+            return []
+        return [
+            m
+            for m in models
+            if isinstance(m, dict) and isinstance(m.get("slug"), str) and m.get("visibility", "list") == "list"
+        ]
+
+    async def list_models(self) -> list[str] | None:
+        catalog = await self._catalog()
+        return [m["slug"] for m in catalog] or None
+
+    async def models(self) -> list[ModelInfo]:
+        catalog = await self._catalog()
+        if not catalog:
+            return await super().models()
+        return [
+            ModelInfo(
+                id=m["slug"],
+                provider=self.name,
+                display_name=m.get("display_name") if isinstance(m.get("display_name"), str) else None,
+                context_window=m.get("context_window") if isinstance(m.get("context_window"), int) else None,
+            )
+            for m in catalog
+        ]
