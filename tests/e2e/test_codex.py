@@ -266,3 +266,11 @@ async def test_health_and_models(tmp_home: Any, fake_api: Any, cli_bin: Any) -> 
     assert "gpt-5.5" in models and models["gpt-5.5"].context_window == 272000
     assert "codex-auto-review" not in models  # hidden models are not listed
     await runner.aclose()
+
+
+async def test_long_prompt_goes_through_stdin_intact(tmp_home: Any, fake_api: Any, cli_bin: Any) -> None:
+    prompt = "".join(f'line {i}: ünïcode ✓ "q" $X `y`\n' for i in range(12000))  # ~400 KB, beyond one argv string
+    runner = make_runner(tmp_home, fake_api, cli_bin)
+    assert (await runner.complete(ask(prompt))).content == "pong from fake"
+    assert fake_api.last_main_request().messages() == [("user", prompt)]
+    await runner.aclose()
