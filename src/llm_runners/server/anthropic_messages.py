@@ -17,6 +17,7 @@ Choices made where the wire format leaves room:
   ``claude-code:<session id>``, so each Claude Code session maps to one provider session.
 - **Warnings**: the ``x-llm-runners-warnings`` header on JSON responses; on streams a ``"warnings"`` list in the
   ``message_delta`` event.
+- ``model`` given as an array of names asks them all at once (:mod:`.multiplex`).
 - **count_tokens** is an estimate, not a tokenizer: ``ceil(characters / 4)`` over the system prompt, every text
   part, tool-call arguments, tool results and the tools' names, descriptions and JSON schemas, plus 1,600 tokens per
   image (Anthropic's cost of a ~1.15 megapixel image) and 4 per message for framing. Good for budgeting, off by
@@ -35,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import InvalidRequest, LLMError
-from ..router import Router
+from ..router import Route, Router
 from ..types import (
     ChatRequest,
     ChatResponse,
@@ -54,8 +55,9 @@ from ..types import (
     UsageEvent,
 )
 from .errors import from_validation, opt_bool, opt_dict, opt_int, opt_list, opt_number, opt_str, read_json
+from .multiplex import MultiplexCall, multiplex_models
 from .openai_chat import CONVERSATION_HEADER, chat_model_name
-from .sse import CompletionCall, StreamingCall, dumps, sse_event, warnings_headers
+from .sse import CompletionCall, Render, StreamingCall, dumps, sse_event, warnings_headers
 
 __all__ = ["AnthropicMessages", "CountTokens", "estimate_tokens", "parse_messages_request"]
 
@@ -410,8 +412,19 @@ class AnthropicMessages:
         self.router = router
         self.timeout = timeout
 
-    async def __call__(self, request: Request) -> StreamingCall | CompletionCall:
+    async def __call__(self, request: Request) -> StreamingCall | CompletionCall | MultiplexCall:
         body = await read_json(request)
+        models = multiplex_models(body)
+        if models is not None:
+            chat, _, warnings = parse_messages_request(dict(body, model=None), request.headers)
+
+            def prepare(chat: ChatRequest, asked: str, route: Route) -> Render:
+                model = chat_model_name(asked, route.qualified)
+                return lambda r: render_message(r, model, warnings)
+
+            return MultiplexCall(
+                self.router, chat, models, prepare, "anthropic", warnings=warnings, timeout=self.timeout
+            )
         chat, stream, warnings = parse_messages_request(body, request.headers)
         route = await self.router.resolve(chat.model)
         chat.model = route.model

@@ -15,6 +15,7 @@ leaves room:
 - **Warnings** (``Done.warnings``): the ``x-llm-runners-warnings`` header on JSON responses; on streams a
   ``"warnings": [...]`` field on the chunk carrying ``finish_reason`` (only when there are any).
 - Reasoning is sent as ``reasoning_content`` (the field most OpenAI-compatible servers use).
+- ``model`` given as an array of names asks them all at once (:mod:`.multiplex`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from starlette.requests import Request
 
 from ..errors import InvalidRequest, LLMError
 from ..provider import Provider
-from ..router import Router
+from ..router import Route, Router
 from ..types import (
     ChatRequest,
     ChatResponse,
@@ -58,7 +59,8 @@ from .errors import (
     opt_str,
     read_json,
 )
-from .sse import CompletionCall, StreamingCall, dumps, sse_data, warnings_headers
+from .multiplex import MultiplexCall, multiplex_models
+from .sse import CompletionCall, Render, StreamingCall, dumps, sse_data, warnings_headers
 
 __all__ = ["ChatCompletions", "parse_chat_request"]
 
@@ -391,8 +393,12 @@ class ChatCompletions:
         self.router = router
         self.timeout = timeout
 
-    async def __call__(self, request: Request) -> StreamingCall | CompletionCall:
+    async def __call__(self, request: Request) -> StreamingCall | CompletionCall | MultiplexCall:
         body = await read_json(request)
+        models = multiplex_models(body)
+        if models is not None:
+            chat, _, _ = parse_chat_request(dict(body, model=None), request.headers)
+            return MultiplexCall(self.router, chat, models, _prepare, "openai", timeout=self.timeout)
         chat, stream, include_usage = parse_chat_request(body, request.headers)
         route = await self.router.resolve(chat.model)
         chat.model = route.model
@@ -401,6 +407,11 @@ class ChatCompletions:
         if stream:
             return StreamingCall(provider, chat, ChunkRenderer(model, include_usage), "openai", timeout=self.timeout)
         return CompletionCall(provider, chat, lambda r: render_completion(r, model), "openai", timeout=self.timeout)
+
+
+def _prepare(chat: ChatRequest, asked: str, route: Route) -> Render:
+    model = chat_model_name(asked, route.qualified)
+    return lambda r: render_completion(r, model)
 
 
 def chat_model_name(asked: Any, qualified: str) -> str:

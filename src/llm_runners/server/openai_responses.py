@@ -11,7 +11,8 @@ a 400 with ``param: previous_response_id``.
 Other choices: ``developer`` and ``system`` items and ``instructions`` are system messages; non-function tools
 (``web_search``, ``custom``, …) are skipped with a warning (Codex always sends some); ``reasoning`` input items are
 skipped; ``text.format`` maps to the response format. Warnings: ``x-llm-runners-warnings`` header on JSON
-responses, ``warnings`` on the response object of ``response.completed`` when streaming.
+responses, ``warnings`` on the response object of ``response.completed`` when streaming. ``model`` given as an
+array of names asks them all at once (:mod:`.multiplex`); each entry's response is stored under its own id.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import InvalidRequest, LLMError
-from ..router import Router
+from ..router import Route, Router
 from ..types import (
     ChatRequest,
     ChatResponse,
@@ -58,8 +59,9 @@ from .errors import (
     opt_str,
     read_json,
 )
+from .multiplex import MultiplexCall, multiplex_models
 from .openai_chat import CONVERSATION_HEADER, chat_model_name
-from .sse import CompletionCall, StreamingCall, dumps, sse_event, warnings_headers
+from .sse import CompletionCall, Render, StreamingCall, dumps, sse_event, warnings_headers
 
 __all__ = ["ResponseStore", "Responses", "StoredResponse", "parse_responses_request"]
 
@@ -581,8 +583,17 @@ class Responses:
         self.timeout = timeout
         self.store = store
 
-    async def __call__(self, request: Request) -> StreamingCall | CompletionCall:
+    async def __call__(self, request: Request) -> StreamingCall | CompletionCall | MultiplexCall:
         body = await read_json(request)
+        models = multiplex_models(body)
+        if models is not None:
+            one = dict(body, model=None)
+            chat, _, warnings, previous = parse_responses_request(one, request.headers, self.store)
+
+            def prepare(chat: ChatRequest, asked: str, route: Route) -> Render:
+                return _Turn(one, chat, chat_model_name(asked, route.qualified), self.store, previous, warnings).render
+
+            return MultiplexCall(self.router, chat, models, prepare, "openai", warnings=warnings, timeout=self.timeout)
         chat, stream, warnings, previous = parse_responses_request(body, request.headers, self.store)
         route = await self.router.resolve(chat.model)
         chat.model = route.model

@@ -38,7 +38,9 @@ __all__ = [
     "CompletionCall",
     "StreamRenderer",
     "StreamingCall",
+    "Watched",
     "dumps",
+    "send_json",
     "sse_data",
     "sse_event",
     "warnings_headers",
@@ -93,7 +95,7 @@ def _json_headers(extra: dict[str, str]) -> list[tuple[bytes, bytes]]:
     return headers
 
 
-async def _send_json(send: Send, status: int, body: bytes, headers: dict[str, str]) -> None:
+async def send_json(send: Send, status: int, body: bytes, headers: dict[str, str]) -> None:
     hdrs = _json_headers(headers)
     hdrs.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": hdrs})
@@ -101,17 +103,13 @@ async def _send_json(send: Send, status: int, body: bytes, headers: dict[str, st
 
 
 async def _send_error(send: Send, exc: LLMError, flavor: Flavor) -> None:
-    await _send_json(send, exc.status, error_body(exc, flavor), exc.headers())
+    await send_json(send, exc.status, error_body(exc, flavor), exc.headers())
 
 
-class _Call:
-    """Shared plumbing: the disconnect watcher and the safe ``send``."""
+class Watched:
+    """Shared plumbing of the ASGI apps that own a provider call: the disconnect watcher and the safe ``send``."""
 
-    def __init__(self, provider: Provider, request: ChatRequest, flavor: Flavor, timeout: float | None) -> None:
-        self.provider = provider
-        self.request = request
-        self.flavor = flavor
-        self.timeout = timeout
+    def __init__(self) -> None:
         self.disconnected = False
         self.started = False
         self.finished = False
@@ -144,6 +142,17 @@ class _Call:
     async def _send_body(self, send: Send, data: bytes, more: bool = True) -> None:
         self.last_send = time.monotonic()
         await send({"type": "http.response.body", "body": data, "more_body": more})
+
+
+class _Call(Watched):
+    """One provider, one request."""
+
+    def __init__(self, provider: Provider, request: ChatRequest, flavor: Flavor, timeout: float | None) -> None:
+        super().__init__()
+        self.provider = provider
+        self.request = request
+        self.flavor = flavor
+        self.timeout = timeout
 
 
 class StreamingCall(_Call):
@@ -264,7 +273,7 @@ class CompletionCall(_Call):
                 except Exception as exc:
                     error = to_llm_error(exc)
                 else:
-                    await _send_json(send, 200, body, headers)
+                    await send_json(send, 200, body, headers)
                     return
             await _send_error(send, error or UpstreamError("no answer"), self.flavor)
         except OSError:

@@ -20,8 +20,9 @@ Server use::
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -29,7 +30,7 @@ import anyio
 from ..errors import InternalError, LLMError, ProviderTimeout
 from ..types import ChatResponse
 
-__all__ = ["ErrorInfo", "MultiplexResult", "fan_out"]
+__all__ = ["ErrorInfo", "MultiplexResult", "fan_out", "fan_out_calls"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,17 +76,26 @@ async def fan_out(
     exception that is not an :class:`LLMError` is a bug somewhere below; it becomes an ``InternalError`` result
     whose ``detail`` keeps the original for logs.
     """
-    if not models:
-        raise ValueError("fan_out needs at least one model")
-    results: list[MultiplexResult | None] = [None] * len(models)
+    return await fan_out_calls([(model, functools.partial(complete, model)) for model in models], per_model_timeout)
 
-    async def run(index: int, model: str) -> None:
+
+async def fan_out_calls(
+    calls: Sequence[tuple[str, Callable[[], Awaitable[ChatResponse]]]],
+    per_model_timeout: float | None = None,
+) -> list[MultiplexResult]:
+    """:func:`fan_out` over ready-made ``(model, call)`` pairs: for a caller that prepares each entry itself (its
+    own request, its own renderer), where one model name listed twice must still be two distinct entries."""
+    if not calls:
+        raise ValueError("fan_out needs at least one model")
+    results: list[MultiplexResult | None] = [None] * len(calls)
+
+    async def run(index: int, model: str, call: Callable[[], Awaitable[ChatResponse]]) -> None:
         started = time.monotonic()
         response: ChatResponse | None = None
         error: LLMError | None = None
         try:
             with anyio.fail_after(per_model_timeout):
-                response = await complete(model)
+                response = await call()
         except LLMError as exc:
             error = exc
         except TimeoutError as exc:
@@ -98,6 +108,6 @@ async def fan_out(
         results[index] = MultiplexResult(model, time.monotonic() - started, response, error)
 
     async with anyio.create_task_group() as tg:
-        for index, model in enumerate(models):
-            tg.start_soon(run, index, model)
+        for index, (model, call) in enumerate(calls):
+            tg.start_soon(run, index, model, call)
     return [r for r in results if r is not None]
