@@ -132,9 +132,14 @@ async def _providers(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from .config import ConfigError
     from .server import serve
 
-    return serve(host=args.host, port=args.port, default_provider=args.provider, config=args.config)
+    try:
+        return serve(host=args.host, port=args.port, default_provider=args.provider, config=args.config)
+    except ConfigError as exc:  # bad settings or an unsafe bind: one line saying what to fix, no traceback
+        print(f"llm-runners serve: {exc}", file=sys.stderr)
+        return 2
 
 
 # ---------------------------------------------------------------------------------------------------- main

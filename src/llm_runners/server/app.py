@@ -21,7 +21,11 @@ anything else is logged and rendered as an ``InternalError``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+import logging
+import signal
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from types import FrameType
 from typing import Any
 
 from starlette.applications import Starlette
@@ -131,6 +135,10 @@ def create_app(router: Router, settings: Settings | None = None, *, store: Respo
     return app
 
 
+#: seconds that requests still running at shutdown may take before they are cancelled
+SHUTDOWN_GRACE = 5
+
+
 def serve(
     *,
     host: str | None = None,
@@ -139,13 +147,18 @@ def serve(
     config: str | None = None,
 ) -> int:
     """``llm-runners serve``: load settings (file + environment, then these overrides), refuse an unsafe bind,
-    build the router and run uvicorn until interrupted. With no ``[providers]`` in the settings, every runner in
-    the registry is offered with its default options (those that fail to build are skipped with a log line)."""
-    import logging
+    build the router and run uvicorn until SIGINT or SIGTERM, then shut down gracefully and return 0.
 
+    With no ``[providers]`` in the settings, every runner in the registry is offered with its default options (those
+    that fail to build are skipped with a log line). Every settings problem (a bad file, an unsafe bind, a provider
+    that cannot be built) raises :class:`~llm_runners.config.ConfigError` before anything listens.
+
+    Requests still running at shutdown get :data:`SHUTDOWN_GRACE` seconds, then are cancelled (so their CLI processes
+    are killed) rather than holding the server up forever.
+    """
     import uvicorn
 
-    from ..config import check_bind_safety, load_settings
+    from ..config import ConfigError, check_bind_safety, load_settings
 
     settings = load_settings(config)
     if host:
@@ -155,17 +168,53 @@ def serve(
     if default_provider:
         settings.default_provider = default_provider
     check_bind_safety(settings)
-    router = Router.from_settings(settings, extra=_registry_defaults(settings))
-    uvicorn.run(create_app(router, settings), host=settings.host, port=settings.port, log_level="info")
+    try:
+        router = Router.from_settings(settings, extra=_registry_defaults(settings))
+    except ConfigError:
+        raise
+    except ValueError as exc:  # an unknown provider type, bad options, a default provider that is not configured
+        raise ConfigError(f"{config or 'settings'}: {exc}") from None
+    app = create_app(router, settings)
+    with _stop_on_signals():
+        uvicorn.run(
+            app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=SHUTDOWN_GRACE
+        )
     logging.getLogger("llm_runners.server").info("server stopped")
     return 0
+
+
+class _Stopped(Exception):
+    """Raised by our handler for SIGINT / SIGTERM outside uvicorn's own handling."""
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Make SIGINT and SIGTERM a clean stop (exit status 0).
+
+    uvicorn catches both while it serves, shuts down gracefully, then re-raises the signal against the handlers it
+    found, which by default means a ``KeyboardInterrupt`` traceback or death by SIGTERM. With ours installed, that
+    re-raised signal (or one arriving before uvicorn took over) ends up here as a quiet return instead.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise _Stopped(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    except _Stopped:
+        pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _registry_defaults(settings: Settings) -> dict[str, Any]:
     if settings.providers:
         return {}
-    import logging
-
     from ..router import _optional_attr, build_provider
 
     out: dict[str, Any] = {}

@@ -1,0 +1,124 @@
+"""``llm-runners serve`` as a real subprocess: unsafe or broken settings refuse to start with one line and a
+non-zero status; a scripted provider from a TOML file serves the openai SDK; SIGINT and SIGTERM stop it cleanly."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import openai
+import pytest
+
+CLI = str(Path(sys.executable).with_name("llm-runners"))
+
+
+def _env() -> dict[str, str]:
+    """The caller's environment minus our own variables, so a developer's settings cannot change the outcome."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("LLM_RUNNERS_")}
+
+
+def _refuses(*args: str) -> str:
+    t0 = time.monotonic()
+    done = subprocess.run([CLI, *args], env=_env(), capture_output=True, text=True, timeout=30)
+    assert time.monotonic() - t0 < 15
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+def test_non_loopback_bind_without_a_key_refuses_to_start() -> None:
+    line = _refuses("serve", "--host", "0.0.0.0", "--port", "0")
+    assert line.startswith("llm-runners serve: refusing to listen on 0.0.0.0 without an API key")
+    assert "LLM_RUNNERS_API_KEYS" in line
+
+
+def test_broken_settings_refuse_to_start(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[providers.echo.options]\ntype = "nonesuch"\n')
+    line = _refuses("--config", str(config), "serve", "--port", "0")
+    assert "provider 'echo': unknown type 'nonesuch'" in line and str(config) in line
+    line = _refuses("--config", str(tmp_path / "missing.toml"), "serve", "--port", "0")
+    assert line.endswith("missing.toml: config file not found")
+
+
+class _Server:
+    """A running ``llm-runners serve`` whose stderr is drained by a thread (so it never blocks on a full pipe)."""
+
+    def __init__(self, config: Path) -> None:
+        self.proc = subprocess.Popen(
+            [CLI, "--config", str(config), "serve", "--port", "0"],
+            env=_env(),
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.url: str | None = None
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            found = re.search(r"running on (http://127\.0\.0\.1:\d+)", line)
+            if found:
+                self.url = found.group(1)
+
+    def wait_ready(self, timeout: float = 20.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, "".join(self.lines)
+            if self.url is not None:
+                try:
+                    if httpx2.get(self.url + "/health", timeout=2).status_code == 200:
+                        return self.url
+                except httpx2.TransportError:
+                    pass
+            time.sleep(0.05)
+        raise AssertionError("the server did not become healthy:\n" + "".join(self.lines))
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "llm-runners.toml"
+    path.write_text(
+        'default_provider = "echo"\n\n'
+        "[providers.echo]\nmax_concurrency = 2\n\n"
+        '[providers.echo.options]\ntype = "scripted"\nreplies = ["hello from the toml provider"]\n'
+    )
+    return path
+
+
+@pytest.fixture
+def server(config: Path) -> Iterator[_Server]:
+    s = _Server(config)
+    yield s
+    if s.proc.poll() is None:
+        s.proc.kill()
+        s.proc.wait(5)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_serve_answers_the_sdk_then_stops_cleanly(server: _Server, stop: signal.Signals) -> None:
+    url = server.wait_ready()
+    client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+    out = client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi"}])
+    assert out.choices[0].message.content == "hello from the toml provider"
+    assert out.model == "echo"
+    server.proc.send_signal(stop)
+    t0 = time.monotonic()
+    assert server.proc.wait(timeout=10) == 0, "".join(server.lines)
+    assert time.monotonic() - t0 < 5
+    server.reader.join(5)
+    assert "Traceback" not in "".join(server.lines)
