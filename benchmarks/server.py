@@ -7,7 +7,8 @@ one event loop serving both ends:
 
 - this one, the coordinator: measures the provider in-process, starts the others, prints the table;
 - the server: ``create_app`` over ``Router.from_settings`` with the :class:`ScriptedProvider` (the full stack as
-  deployed: auth and body-limit middleware, feature adapter, concurrency limit), under uvicorn on 127.0.0.1;
+  deployed: auth and body-limit middleware, feature adapter, concurrency limit), under uvicorn on 127.0.0.1 with
+  the event loop and HTTP parser it picks by itself (uvloop and httptools, project dependencies, when they import);
 - the client: a minimal HTTP/1.1 client on raw asyncio streams over keep-alive connections (its own per-request
   cost is a few microseconds, far below an HTTP library's), sending pre-built requests.
 
@@ -182,6 +183,18 @@ def _run_client(port: int, stream: bool, concurrency: int, seconds: float, count
     return result
 
 
+def _implementations() -> str:
+    """The event loop and HTTP parser uvicorn picks ("auto": uvloop and httptools when they import)."""
+    names = []
+    for fast, fallback in (("uvloop", "asyncio"), ("httptools", "h11")):
+        try:
+            __import__(fast)
+            names.append(fast)
+        except ImportError:
+            names.append(fallback)
+    return " + ".join(names)
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -215,7 +228,10 @@ def main() -> None:
             server.kill()
             server.wait()
 
-    print(f"llm-runners server benchmark: ScriptedProvider, uvicorn on 127.0.0.1, {os.cpu_count()} CPUs")
+    print(
+        f"llm-runners server benchmark: ScriptedProvider, uvicorn ({_implementations()}) on 127.0.0.1, "
+        f"{os.cpu_count()} CPUs"
+    )
     print(f"{'':28}{'p50 ms':>10}{'p99 ms':>10}{'req/s':>10}{'n':>8}{'errors':>8}")
     for stream, local, one, many in rows:
         kind = "streamed" if stream else "JSON"

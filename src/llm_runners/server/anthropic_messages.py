@@ -57,7 +57,7 @@ from ..types import (
 from .errors import from_validation, opt_bool, opt_dict, opt_int, opt_list, opt_number, opt_str, read_json
 from .multiplex import MultiplexCall, multiplex_models
 from .openai_chat import CONVERSATION_HEADER, chat_model_name
-from .sse import CompletionCall, Render, StreamingCall, dumps, sse_event, warnings_headers
+from .sse import CompletionCall, Render, StreamingCall, dumps, json_string, sse_event, warnings_headers
 
 __all__ = ["AnthropicMessages", "CountTokens", "estimate_tokens", "parse_messages_request"]
 
@@ -322,6 +322,13 @@ def render_message(response: ChatResponse, model: str, warnings: list[str]) -> t
     return dumps(body).encode(), warnings_headers([*warnings, *response.warnings])
 
 
+# what _delta({"type": "text_delta", ...}) renders, with only the index and the text left to fill in
+_TEXT_DELTA = (
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
+    b'"delta":{"type":"text_delta","text":%s}}\n\n'
+)
+
+
 class MessageStreamRenderer:
     """Stream events → Messages SSE: one content block per run of text / thinking, one per tool call."""
 
@@ -371,7 +378,7 @@ class MessageStreamRenderer:
             if not event.text:
                 return b""
             out = b"" if self.open == "text" else self._start({"type": "text", "text": ""})
-            return out + self._delta({"type": "text_delta", "text": event.text})
+            return out + _TEXT_DELTA % (self.index, json_string(event.text).encode())
         if isinstance(event, ReasoningDelta):
             if not event.text:
                 return b""

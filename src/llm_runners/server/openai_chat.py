@@ -60,7 +60,7 @@ from .errors import (
     read_json,
 )
 from .multiplex import MultiplexCall, multiplex_models
-from .sse import CompletionCall, Render, StreamingCall, dumps, sse_data, warnings_headers
+from .sse import CompletionCall, Render, StreamingCall, dumps, json_string, sse_data, warnings_headers
 
 __all__ = ["ChatCompletions", "parse_chat_request"]
 
@@ -342,6 +342,10 @@ class ChunkRenderer:
         head = dumps(self._base)[:-1]
         self._prefix = ("data: " + head + ',"choices":[{"index":0,"delta":').encode()
         self._suffix = b',"logprobs":null,"finish_reason":null}]}\n\n'
+        # the two deltas of nearly every event, with only the text to encode
+        self._content = self._prefix + b'{"content":'
+        self._reasoning = self._prefix + b'{"reasoning_content":'
+        self._end = b"}" + self._suffix
         self.include_usage = include_usage
         self.usage: Usage | None = None
         self.tool_index = 0
@@ -355,9 +359,9 @@ class ChunkRenderer:
 
     def event(self, event: StreamEvent) -> bytes:
         if isinstance(event, TextDelta):
-            return self._delta({"content": event.text}) if event.text else b""
+            return self._content + json_string(event.text).encode() + self._end if event.text else b""
         if isinstance(event, ReasoningDelta):
-            return self._delta({"reasoning_content": event.text}) if event.text else b""
+            return self._reasoning + json_string(event.text).encode() + self._end if event.text else b""
         if isinstance(event, ToolCallEvent):
             call = dict(_tool_call_dict(event.call), index=self.tool_index)
             self.tool_index += 1

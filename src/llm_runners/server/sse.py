@@ -11,6 +11,9 @@ generator, for three reasons:
   the front door's envelope, which the SDKs turn into typed exceptions. Errors after streaming began become an
   error event in the front door's SSE dialect, then a clean end of the body.
 - **Speed.** Renderers hand back pre-encoded bytes; there is no per-event object layer between them and ``send``.
+  Events the provider already has ready are rendered into one buffer and go out in one write; the buffer is written
+  as soon as the provider has to wait for its next event (so nothing is held back), or when it reaches
+  :data:`COALESCE_BYTES`. A CLI's burst of lines, or a scripted reply, costs one transport write, not one per event.
 
 While streaming, a heartbeat (an SSE comment, or Anthropic's ``ping`` event) goes out after ``heartbeat`` seconds
 of silence, so proxies and clients with idle timeouts keep the connection open while a CLI thinks.
@@ -22,8 +25,9 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol
+import types
+from collections.abc import AsyncIterator, Callable, Generator
+from typing import Any, Protocol, cast
 
 import anyio
 from starlette.types import Receive, Scope, Send
@@ -40,6 +44,7 @@ __all__ = [
     "StreamingCall",
     "Watched",
     "dumps",
+    "json_string",
     "send_json",
     "sse_data",
     "sse_event",
@@ -55,9 +60,15 @@ _SSE_HEADERS = [
 ]
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # one encoder, not one per call
+
+#: a str as a JSON string literal, quotes included (UTF-8 kept as is): for splicing one value into pre-encoded JSON
+json_string: Callable[[str], str] = json.encoder.encode_basestring
+
+
 def dumps(obj: Any) -> str:
     """Compact JSON, UTF-8 kept as is (smaller and faster than ASCII escapes)."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(obj)
 
 
 def sse_data(obj: Any) -> bytes:
@@ -193,6 +204,7 @@ class StreamingCall(_Call):
     async def _run(self, events: AsyncIterator[StreamEvent], send: Send) -> None:
         renderer = self.renderer
         error: LLMError | None = None
+        pending = b""  # rendered, not yet written: everything the provider had ready at once goes in one write
         with anyio.move_on_after(self.timeout if self.timeout else float("inf")) as deadline:
             try:
                 first = await events.__anext__()
@@ -205,12 +217,23 @@ class StreamingCall(_Call):
                 return
             await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
             self.started = True
-            await self._send_body(send, renderer.head() + renderer.event(first))
+            pending = renderer.head() + renderer.event(first)
             try:
-                async for event in events:
-                    data = renderer.event(event)
-                    if data:
-                        await self._send_body(send, data)
+                while True:
+                    step = events.__anext__().__await__()
+                    try:
+                        waiting = step.send(None)  # run the provider up to its next event or its next wait
+                    except StopIteration as ready:  # the next event was already there: it joins the same write
+                        pending += renderer.event(ready.value)
+                        if len(pending) >= COALESCE_BYTES:
+                            await self._send_body(send, pending)
+                            pending = b""
+                        continue
+                    if pending:  # the provider has to wait: what is rendered goes out now
+                        await self._flush_while_suspended(step, send, pending)
+                        pending = b""
+                    pending = renderer.event(await _resume(step, waiting))
+            except StopAsyncIteration:
                 if not renderer.done:
                     error = UpstreamError(
                         "the provider's stream ended without a final event", provider=self.provider.name
@@ -226,9 +249,59 @@ class StreamingCall(_Call):
                 return
         if error is not None:
             log.info("stream failed after it started: %r", error)
-            await self._send_body(send, renderer.error(error))
+            pending += renderer.error(error)
         self.finished = True
-        await self._send_body(send, b"", more=False)
+        await self._send_body(send, pending, more=False)
+
+    async def _flush_while_suspended(self, step: _Step, send: Send, data: bytes) -> None:
+        """Write ``data`` while ``step`` (the provider's next event) is suspended half-way. If the write fails
+        (client gone, deadline, cancellation), the step is cancelled and run to its end before the error goes on,
+        so the provider's generator is left finished and clean, never stuck in the middle of an ``await``."""
+        try:
+            await self._send_body(send, data)
+        except BaseException:
+            await _abandon(step)
+            raise
+
+
+#: rendered bytes kept for one write at most (a provider that produces faster than this still streams)
+COALESCE_BYTES = 64 * 1024
+
+_Step = Generator[Any, Any, StreamEvent]
+
+
+@types.coroutine
+def _resume(step: _Step, waiting: Any) -> _Step:
+    """The rest of ``await step`` after its first ``send(None)`` returned ``waiting`` (the future it waits on):
+    what ``yield from`` would do, minus the first step already taken. Cancellation and other exceptions the task
+    receives are passed into the step, as an ordinary ``await`` would."""
+    while True:
+        try:
+            sent = yield waiting
+        except GeneratorExit:
+            step.close()
+            raise
+        except BaseException as exc:
+            try:
+                waiting = step.throw(exc)
+            except StopIteration as done:
+                return cast(StreamEvent, done.value)
+            continue
+        try:
+            waiting = step.send(sent)
+        except StopIteration as done:
+            return cast(StreamEvent, done.value)
+
+
+async def _abandon(step: _Step) -> None:
+    """Cancel a step suspended half-way and let it finish its cleanup (bounded, shielded from our own cancel)."""
+    with anyio.CancelScope(shield=True) as scope:
+        scope.deadline = anyio.current_time() + 5
+        try:
+            waiting = step.throw(asyncio.CancelledError())
+            await _resume(step, waiting)
+        except (Exception, asyncio.CancelledError):
+            pass
 
 
 Render = Callable[[ChatResponse], tuple[bytes, dict[str, str]]]
