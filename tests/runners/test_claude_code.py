@@ -296,7 +296,7 @@ def test_allow_tools_restores_the_default_tool_set(tmp_path: Path) -> None:
         .invocation(make_turn(tmp_path, ChatRequest(messages=[Message(role="user", content="hi")])))
         .argv
     )
-    assert "--tools" not in argv
+    assert "--tools" not in argv and "--bare" not in argv  # --bare would cut the tool set to Bash, Edit, Read
     assert flag(argv, "--permission-mode") == "acceptEdits"
     assert "--strict-mcp-config" in argv  # MCP servers and settings stay off
 
