@@ -89,9 +89,10 @@ EPHEMERAL_KEY = "ephemeral"
 LOGIN_HINT = "run `claude login` or set ANTHROPIC_API_KEY"
 
 #: seconds stdin stays open after the turn's ``result`` event. 2.1.197 writes the turn's user message to its
-#: session file lazily; when stdin is already closed it exits at ``result`` and the write is lost in ~1 of 6 runs
-#: (measured: 7/40 with stdin closed up front, 3/40 closed at ``result``, 0/40 with 0.05 s or 0.1 s of grace), and
-#: the next ``--resume`` then sends the history WITHOUT that user message.
+#: session file lazily and exits at once when it finds end of input after ``result``, losing that write; the next
+#: ``--resume`` then sends the history WITHOUT the user message. Runs with a lost user entry, 40 runs each: stdin
+#: closed up front 0-8 (stream-json or text input, fresh HOME) and 20 (text input, reused HOME); closed right at
+#: ``result`` 2-3; closed 0.05 s or 0.1 s after ``result`` 0.
 SESSION_FLUSH_GRACE = 0.1
 
 _NO_SESSION = re.compile(r"No conversation found with session ID: ?(\S*)")
