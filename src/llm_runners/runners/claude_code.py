@@ -3,10 +3,10 @@
 How a turn runs (facts measured on 2.1.197, see ``clis.md`` section 3):
 
 - ``claude -p --input-format stream-json --output-format stream-json --verbose --include-partial-messages``: the
-  turn goes to stdin as ONE JSON user message (text block + inline base64 image blocks); stdin is closed shortly
-  after the turn's ``result`` event and the CLI exits 0. Long prompts and images never touch argv, and this is the
-  same input mode a warm long-lived process uses. (Closing stdin up front works too, but loses session writes:
-  see :data:`SESSION_FLUSH_GRACE`.)
+  turn goes to stdin as ONE JSON user message (text block + inline base64 image blocks); stdin is closed at once
+  and the CLI exits 0 after the turn's ``result`` event. Long prompts and images never touch argv, and this is the
+  same input mode a warm long-lived process uses. (With CLAUDE_CODE_EAGER_FLUSH, see the note on session
+  files below.)
 - Token streaming comes from the ``stream_event`` wrappers (``content_block_delta`` ``text_delta`` /
   ``thinking_delta``). The complete ``assistant`` event that follows repeats the text; it is used only for a
   message whose deltas never came (and never for the ``<synthetic>`` messages that carry API errors).
@@ -41,13 +41,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import sys
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
-
-import anyio
 
 from .. import process
 from ..errors import (
@@ -81,6 +78,8 @@ OFFLINE_ENV: dict[str, str] = {
     "DISABLE_TELEMETRY": "1",
     "DISABLE_AUTOUPDATER": "1",
     "DISABLE_ERROR_REPORTING": "1",
+    # write the turn to the session file BEFORE the `result` event (see the note on session files below)
+    "CLAUDE_CODE_EAGER_FLUSH": "1",
 }
 
 #: ``ChatRequest.extra`` key: True marks a throw-away conversation (no session file, nothing to resume)
@@ -88,12 +87,12 @@ EPHEMERAL_KEY = "ephemeral"
 
 LOGIN_HINT = "run `claude login` or set ANTHROPIC_API_KEY"
 
-#: seconds stdin stays open after the turn's ``result`` event. 2.1.197 writes the turn's user message to its
-#: session file lazily and exits at once when it finds end of input after ``result``, losing that write; the next
-#: ``--resume`` then sends the history WITHOUT the user message. Runs with a lost user entry, 40 runs each: stdin
-#: closed up front 0-8 (stream-json or text input, fresh HOME) and 20 (text input, reused HOME); closed right at
-#: ``result`` 2-3; closed 0.05 s or 0.1 s after ``result`` 0.
-SESSION_FLUSH_GRACE = 0.1
+# Session files: 2.1.197 batches its session-file writes on a 100 ms timer and exits as soon as it finds end of input
+# after `result`, so with stdin closed up front the turn's user message is lost in ~1 run of 5 (7/30 and 0-8/40
+# measured here), and the next `--resume` sends the history WITHOUT it. Keeping stdin open for 0.1 s after `result`
+# avoids it but costs every run those 0.1 s. CLAUDE_CODE_EAGER_FLUSH=1 (read from the binary: it awaits the
+# transcript flush before emitting `result`) fixes it at the source: 30/30 complete session files with stdin closed
+# up front, and no wait. So the prompt is written to stdin and stdin closed at once, like any other dialect.
 
 _NO_SESSION = re.compile(r"No conversation found with session ID: ?(\S*)")
 _TOO_LONG = re.compile(r"prompt is too long|context.{0,20}(length|window)|too many tokens", re.I)
@@ -426,44 +425,6 @@ class ClaudeCodeRunner(CLIRunner):
 
     def new_parser(self, turn: Turn) -> ClaudeCodeParser:
         return ClaudeCodeParser(model=turn.model, resume=turn.resume)
-
-    async def _run(self, turn: Turn) -> AsyncGenerator[StreamEvent, None]:
-        """The base's run with one difference: stdin stays open until the turn's ``result`` event (plus
-        :data:`SESSION_FLUSH_GRACE`), so the CLI gets to persist the turn before it sees end of input and exits.
-        Without it, one resume in ~6 loses the previous user message (see SESSION_FLUSH_GRACE)."""
-        try:
-            invocation = self.invocation(turn)
-            parser = self.new_parser(turn)
-        except BaseException:
-            shutil.rmtree(turn.assets, ignore_errors=True)
-            raise
-        spec = process.ProcessSpec(
-            argv=[*invocation.argv, *self.extra_args],
-            env={**self.env, **invocation.env},
-            pass_env=self.pass_env,
-            cwd=turn.workdir,
-            stdin=invocation.stdin,
-            keep_stdin_open=True,
-            timeout=self.timeout,
-            idle_timeout=self.idle_timeout,
-            cleanup=[turn.assets],
-            provider=self.name,
-        )
-        proc = await process.start(spec)
-        async with proc:
-            lines = proc.lines()
-            try:
-                async for line in lines:
-                    for event in parser.feed(line):
-                        yield event
-                    if parser.result is not None:
-                        await anyio.sleep(SESSION_FLUSH_GRACE)
-                        await proc.close_stdin()  # one turn per run: end of input makes the CLI exit
-            finally:
-                await lines.aclose()  # type: ignore[attr-defined]
-            returncode = await proc.wait()
-            for event in parser.finish(returncode, proc.stderr_tail()):
-                yield event
 
     def _api_key_auth(self) -> bool:
         return bool(self.env.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_API_KEY"))
