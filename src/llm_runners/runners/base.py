@@ -93,6 +93,9 @@ class Invocation:
     argv: list[str]
     stdin: bytes | None = None
     env: dict[str, str] = field(default_factory=dict)
+    #: True when the dialect already put the operator's ``extra_args`` where its CLI needs them; otherwise the base
+    #: appends them to ``argv``
+    extra_args_placed: bool = False
 
 
 class LineParser(Protocol):
@@ -256,7 +259,7 @@ class CLIRunner(Provider):
 
     def _finish_done(self, done: Done, turn: Turn, text: list[str], calls: list[ToolCall]) -> Done:
         session_id = done.session_id or turn.resume or turn.session
-        if session_id:
+        if session_id and not turn.request.extra.get("ephemeral"):
             reply = Message(role="assistant", content="".join(text), tool_calls=calls)
             self.sessions.remember(self.name, turn.request.conversation, turn.request.messages, reply, session_id)
         model = done.model or turn.model
@@ -273,7 +276,7 @@ class CLIRunner(Provider):
             shutil.rmtree(turn.assets, ignore_errors=True)
             raise
         spec = process.ProcessSpec(
-            argv=[*invocation.argv, *self.extra_args] if self.extra_args else invocation.argv,
+            argv=invocation.argv if invocation.extra_args_placed else [*invocation.argv, *self.extra_args],
             env={**self.env, **invocation.env},
             pass_env=self.pass_env,
             cwd=turn.workdir,

@@ -16,8 +16,8 @@ How a turn runs (facts measured on 0.169.0, see ``clis.md`` section 4):
   ``workspace-write`` sandbox; ``danger-full-access`` only ever comes from the operator's ``extra_args``.
 - ``--ignore-user-config``: the caller's ``$CODEX_HOME/config.toml`` (MCP servers, profiles, hooks, its default
   provider) is not read unless the operator opts in with ``user_config=True``; auth still comes from
-  ``$CODEX_HOME`` (``auth.json``) or the API-key variables. ``extra_args`` are appended after the prompt, where
-  both ``exec`` and ``exec resume`` accept ``-c``/``--enable``/``--disable``/``-m`` (``-s`` is not accepted there).
+  ``$CODEX_HOME`` (``auth.json``) or the API-key variables. ``extra_args`` go before ``resume``, as ``exec`` options
+  (``exec resume`` rejects some of them, e.g. ``-s``, after ``resume``).
 - Usage: ``turn.completed`` carries the *thread's running total*, not the turn's (a resumed turn reports the
   earlier turns again). The runner remembers the last total per thread and reports the difference; for a thread
   it has not seen (e.g. after a restart) the total is reported as given, with a warning.
@@ -382,10 +382,11 @@ class CodexRunner(CLIRunner):
             argv += ["-m", turn.model]
         # `--image=<file>`: `-i <file>` takes several values and would swallow the `-` prompt argument
         argv += [f"--image={path}" for path in turn.images]
+        argv += self.extra_args  # exec options: `exec resume` rejects some of them (e.g. -s) after `resume`
         if turn.resume:
             argv += ["resume", turn.resume]
         argv.append("-")
-        return Invocation(argv=argv, stdin=turn.prompt.encode("utf-8"))
+        return Invocation(argv=argv, stdin=turn.prompt.encode("utf-8"), extra_args_placed=True)
 
     def new_parser(self, turn: Turn) -> CodexParser:
         baseline = self._thread_usage.get(turn.resume) if turn.resume else None
