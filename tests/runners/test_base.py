@@ -11,7 +11,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import ClassVar
 
-import anyio
 import pytest
 
 from llm_runners.errors import BinaryNotFound, SessionNotFound, UpstreamError
@@ -180,10 +179,14 @@ async def test_closing_the_stream_early_kills_the_cli(standin: StandIn) -> None:
     alive = _standin_pids(standin)
     assert len(alive) == 1
     await stream.aclose()  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 1.0
-    while _standin_pids(standin) and time.monotonic() < deadline:
-        await anyio.sleep(0.02)
-    assert _standin_pids(standin) == []
+    assert _wait_gone(standin, 1.0) == []
+
+
+def _wait_gone(runner: StandIn, timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while _standin_pids(runner) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return _standin_pids(runner)
 
 
 def _standin_pids(runner: StandIn) -> list[int]:
