@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,8 @@ import anyio
 from .errors import ModelNotFound
 from .provider import Provider
 from .types import Health, ModelInfo
+from .wrappers.features import FeatureAdapter
+from .wrappers.limits import ConcurrencyLimit
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -60,20 +63,11 @@ class Route:
         return f"Route({self.name!r}, model={self.model!r})"
 
 
-def _optional_attr(module: str, attr: str) -> Any:
-    """A class from a module a colleague may not have written yet; ``None`` while it does not exist."""
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError):
-        return None
-
-
 class Router:
     """Maps model names to providers (see the module docstring).
 
-    When ``adapt`` is true and :mod:`llm_runners.wrappers.features` exists, each provider is wrapped in its
-    ``FeatureAdapter`` (``strict`` passed through), so a feature a provider lacks is emulated, warned about or
-    rejected instead of silently dropped.
+    When ``adapt`` is true each provider is wrapped in a ``FeatureAdapter`` (``strict`` passed through), so a
+    feature a provider lacks is emulated, warned about or rejected instead of silently dropped.
     """
 
     def __init__(
@@ -90,9 +84,8 @@ class Router:
             raise ValueError(f"default provider {default!r} is not configured (have: {', '.join(providers) or '-'})")
         if default is None and len(providers) == 1:
             default = next(iter(providers))
-        adapter = _optional_attr("llm_runners.wrappers.features", "FeatureAdapter") if adapt else None
         self.providers: dict[str, Provider] = {
-            name: (adapter(p, strict=strict) if adapter is not None else p) for name, p in providers.items()
+            name: (FeatureAdapter(p, strict=strict) if adapt else p) for name, p in providers.items()
         }
         self.default = default
         self.aliases: dict[str, str] = dict(aliases or {})
@@ -103,20 +96,20 @@ class Router:
     @classmethod
     def from_settings(cls, settings: Settings, *, extra: Mapping[str, Provider] | None = None) -> Router:
         """Build every provider named in ``settings.providers`` (see :func:`build_provider`), add ``extra``
-        (already built, e.g. scripted providers in tests), and wrap each in the concurrency limit when it exists."""
+        (already built, e.g. scripted providers in tests), and wrap each in the feature adapter and the concurrency
+        limit."""
         built: dict[str, Provider] = {}
         for name, ps in settings.providers.items():
             built[name] = build_provider(name, ps.options)
         built.update(extra or {})
-        limit = _optional_attr("llm_runners.wrappers.limits", "ConcurrencyLimit")
-        adapter = _optional_attr("llm_runners.wrappers.features", "FeatureAdapter")
         wrapped: dict[str, Provider] = {}
         for name, provider in built.items():
-            p: Provider = adapter(provider, strict=settings.strict) if adapter is not None else provider
-            if limit is not None:
-                ps = settings.provider(name)
-                p = limit(p, max_concurrency=ps.max_concurrency, max_queue=ps.max_queue)
-            wrapped[name] = p
+            ps = settings.provider(name)
+            wrapped[name] = ConcurrencyLimit(
+                FeatureAdapter(provider, strict=settings.strict),
+                max_concurrency=ps.max_concurrency,
+                max_queue=ps.max_queue,
+            )
         return cls(wrapped, settings.default_provider, settings.aliases, strict=settings.strict, adapt=False)
 
     # -- resolution ---------------------------------------------------------------------------------------------
@@ -247,12 +240,20 @@ class Router:
                 log.warning("closing %r failed: %r", provider, exc)
 
 
+#: provider types that are not CLI runners: HTTP model APIs
+HTTP_TYPES: dict[str, str] = {
+    "openai_compat": "llm_runners.http:OpenAICompatProvider",
+    "anthropic": "llm_runners.http:AnthropicProvider",
+}
+
+
 def build_provider(name: str, options: Mapping[str, Any]) -> Provider:
     """Build one provider from its settings name and constructor options.
 
     The class is found by ``options["type"]`` when given (so two differently configured entries can use one
-    runner), else by ``name``: first ``scripted`` (the test provider), then the runner registry
-    ``llm_runners.runners.REGISTRY``.
+    runner), else by ``name``: ``scripted`` (the test provider), an HTTP API type (``openai_compat``,
+    ``anthropic``), or a CLI runner from ``llm_runners.runners.REGISTRY``. ``api_key_env`` names an environment
+    variable to read the ``api_key`` from, so keys need not sit in the file.
     """
     opts = dict(options)
     kind = str(opts.pop("type", name))
@@ -261,11 +262,17 @@ def build_provider(name: str, options: Mapping[str, Any]) -> Provider:
 
         opts.setdefault("name", name)
         return ScriptedProvider(**opts)
-    # REGISTRY fills itself on first membership test or iteration (so no truthiness or .get() on it)
-    found = _optional_attr("llm_runners.runners", "REGISTRY")
-    registry: Mapping[str, type[Provider]] = found if found is not None else {}
+    key_env = opts.pop("api_key_env", None)
+    if key_env is not None:
+        opts["api_key"] = os.environ.get(str(key_env))
+    from .runners import REGISTRY  # here, not at the top: the runners import the process layer and dialects
+
+    registry: dict[str, type[Provider]] = dict(REGISTRY)
+    if kind in HTTP_TYPES:
+        module, _, attr = HTTP_TYPES[kind].partition(":")
+        registry[kind] = getattr(importlib.import_module(module), attr)
     if kind not in registry:
-        known = ", ".join(sorted([*registry, "scripted"]))
+        known = ", ".join(sorted([*registry, *HTTP_TYPES, "scripted"]))
         raise ValueError(f"provider {name!r}: unknown type {kind!r} (known: {known})")
     cls = registry[kind]
     try:

@@ -215,11 +215,11 @@ def _stop_on_signals() -> Iterator[None]:
 def _registry_defaults(settings: Settings) -> dict[str, Any]:
     if settings.providers:
         return {}
-    from ..router import _optional_attr, build_provider
+    from ..router import build_provider
+    from ..runners import REGISTRY
 
     out: dict[str, Any] = {}
-    registry = _optional_attr("llm_runners.runners", "REGISTRY")
-    for name in registry if registry is not None else ():
+    for name in REGISTRY:
         try:
             out[name] = build_provider(name, {})
         except Exception as exc:
