@@ -17,7 +17,7 @@ from llm_runners.testing.scripted import Reply, ScriptedProvider
 from llm_runners.types import ToolCall, Usage
 
 Serve = Callable[..., Served]
-TRANSCRIPT = Path("/work/shared/cli-transcripts/claude/request.json")
+TRANSCRIPT = Path(__file__).resolve().parents[1] / "fixtures" / "claude" / "request.json"
 
 
 def test_message_with_system_blocks_image_and_stop_sequences(serve: Serve) -> None:
