@@ -1,4 +1,17 @@
-"""The command line: ``llm-runners serve | chat | providers``."""
+"""The command line: ``llm-runners serve | chat | providers``.
+
+Providers are built exactly as the server builds them (:func:`llm_runners.router.build_provider`), so every entry of
+the settings file works here too: the CLI runners, HTTP APIs configured with ``type = "openai_compat"`` /
+``"anthropic"``, and ``type = "scripted"``. Every expected failure (bad settings, an unknown provider, a missing
+binary, an error from the model) is ONE line on stderr and a non-zero status, never a traceback:
+
+====  ===========================================================================
+0     the answer was printed (``chat``), the listing was printed (``providers``)
+1     the provider failed (``llm-runners: <provider>: <error kind>: <message>``)
+2     bad settings or arguments (unknown provider, unreadable config, empty prompt)
+130   interrupted (Ctrl-C): the CLI process is killed with the request
+====  ===========================================================================
+"""
 
 from __future__ import annotations
 
@@ -7,108 +20,173 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import anyio
 
 from . import __version__
 from .errors import LLMError
-from .types import ChatRequest, Done, Health, Message, ReasoningDelta, TextDelta, UsageEvent
+from .types import ChatRequest, Done, Health, Message, ReasoningDelta, TextDelta, Usage, UsageEvent
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .provider import Provider
 
 DEFAULT_CHAT_PROVIDER = "claude_code"
 
-
-def _provider_options(config: str | None, name: str) -> dict[str, Any]:
-    from .config import load_settings
-
-    settings = load_settings(config)
-    entry = settings.providers.get(name)
-    return dict(entry.options) if entry is not None else {}
+#: seconds one provider's health check may take in ``providers`` before it is reported as hanging
+HEALTH_TIMEOUT = 30.0
 
 
-def _make_runner(name: str, options: dict[str, Any]) -> Any:
-    from .runners import runner_class
+class CommandError(Exception):
+    """Bad settings or arguments: printed as one line, exit status 2."""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _settings(config: str | None) -> Settings:
+    from .config import ConfigError, load_settings
 
     try:
-        cls = runner_class(name)
-    except KeyError:
-        from .runners import REGISTRY
+        return load_settings(config)
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
 
-        raise SystemExit(f"llm-runners: unknown provider {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
-    return cls(**options)
+
+def _known(settings: Settings) -> list[str]:
+    from .runners import REGISTRY
+
+    return sorted({*REGISTRY, *settings.providers})
+
+
+def _build(name: str, settings: Settings) -> Provider:
+    """The provider ``name``: its settings table when there is one (``type`` picks the class), else the CLI runner
+    of that name with its defaults."""
+    from .router import build_provider
+    from .runners import REGISTRY
+
+    entry = settings.providers.get(name)
+    if entry is None and name not in REGISTRY:
+        raise CommandError(f"unknown provider {name!r}; known: {', '.join(_known(settings))}")
+    try:
+        return build_provider(name, entry.options if entry is not None else {})
+    except ValueError as exc:
+        raise CommandError(_one_line(str(exc))) from None
 
 
 # ---------------------------------------------------------------------------------------------------- chat
 
 
 async def _chat(args: argparse.Namespace) -> int:
-    from .config import load_settings
+    from .runners import CLIRunner
 
-    settings = load_settings(args.config)
+    settings = _settings(args.config)
     name = args.provider or settings.default_provider or DEFAULT_CHAT_PROVIDER
-    options = _provider_options(args.config, name)
-    if args.allow_tools:
-        options["allow_tools"] = True
-    if args.timeout is not None:
-        options["timeout"] = args.timeout
-    runner = _make_runner(name, options)
     prompt = args.prompt if args.prompt != "-" else sys.stdin.read()
+    if not prompt.strip():
+        raise CommandError("the prompt is empty")
+    if args.timeout is not None and args.timeout <= 0:
+        raise CommandError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    provider = _build(name, settings)
+    if isinstance(provider, CLIRunner):
+        # the runner's own limits: on expiry the process group is killed and a ProviderTimeout raised
+        provider.allow_tools = provider.allow_tools or args.allow_tools
+        if args.timeout is not None:
+            provider.timeout = args.timeout
+    elif args.allow_tools:
+        await provider.aclose()
+        raise CommandError(f"--allow-tools: {name} is not a CLI runner and has no tools of its own")
     messages = []
     if args.system:
         messages.append(Message(role="system", content=args.system))
     messages.append(Message(role="user", content=prompt))
-    request = ChatRequest(messages=messages, model=args.model)
-    out = sys.stdout
-    usage = None
-    ended_with_newline = True
+    # a one-shot question: no CLI session is remembered for a conversation that never continues
+    request = ChatRequest(messages=messages, model=args.model, extra={"ephemeral": True})
+    printer = _Printer(show_reasoning=args.show_reasoning)
     try:
-        async with runner:
-            async for event in runner.stream(request):
-                if isinstance(event, TextDelta):
-                    out.write(event.text)
-                    out.flush()
-                    ended_with_newline = event.text.endswith("\n")
-                elif isinstance(event, ReasoningDelta) and args.show_reasoning:
-                    sys.stderr.write(event.text)
-                    sys.stderr.flush()
-                elif isinstance(event, UsageEvent):
-                    usage = event.usage if usage is None else usage + event.usage
-                elif isinstance(event, Done):
-                    for warning in event.warnings:
-                        print(f"warning: {warning}", file=sys.stderr)
+        async with provider:
+            with anyio.fail_after(None if isinstance(provider, CLIRunner) else args.timeout):
+                async for event in provider.stream(request):
+                    printer.event(event)
     except LLMError as exc:
-        if not ended_with_newline:
-            out.write("\n")
-        print(f"llm-runners: {name}: {exc.kind}: {exc.message}", file=sys.stderr)
+        printer.end()
+        print(f"llm-runners: {name}: {exc.kind}: {_one_line(exc.message)}", file=sys.stderr)
         return 1
-    if not ended_with_newline:
-        out.write("\n")
-    if args.usage and usage is not None:
-        cost = f", ${usage.cost_usd:.6f}" if usage.cost_usd is not None else ""
-        print(
-            f"[{usage.input_tokens} in ({usage.cached_tokens} cached), {usage.output_tokens} out{cost}]",
-            file=sys.stderr,
-        )
+    except TimeoutError:
+        printer.end()
+        print(f"llm-runners: {name}: timeout: no complete answer within {args.timeout:g} s", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # the reader went away (`| head`): the provider stream is closed, the CLI killed
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    printer.end()
+    if args.usage and printer.usage is not None:
+        u = printer.usage
+        cost = f", ${u.cost_usd:.6f}" if u.cost_usd is not None else ""
+        print(f"[{u.input_tokens} in ({u.cached_tokens} cached), {u.output_tokens} out{cost}]", file=sys.stderr)
     return 0
+
+
+class _Printer:
+    """Writes the answer to stdout as it streams (flushed per delta), everything else to stderr."""
+
+    def __init__(self, *, show_reasoning: bool) -> None:
+        self.show_reasoning = show_reasoning
+        self.usage: Usage | None = None
+        self.ended_with_newline = True
+
+    def event(self, event: object) -> None:
+        if isinstance(event, TextDelta):
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
+            self.ended_with_newline = event.text.endswith("\n")
+        elif isinstance(event, ReasoningDelta) and self.show_reasoning:
+            sys.stderr.write(event.text)
+            sys.stderr.flush()
+        elif isinstance(event, UsageEvent):
+            self.usage = event.usage if self.usage is None else self.usage + event.usage
+        elif isinstance(event, Done):
+            for warning in event.warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+
+    def end(self) -> None:
+        """End the answer's line, so the shell prompt (or an error line) starts on its own."""
+        if not self.ended_with_newline:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            self.ended_with_newline = True
 
 
 # ---------------------------------------------------------------------------------------------------- providers
 
 
 async def _providers(args: argparse.Namespace) -> int:
-    from .runners import REGISTRY
-
-    names = sorted(REGISTRY)
+    """Every known CLI runner and every configured provider, checked concurrently."""
+    settings = _settings(args.config)
+    names = _known(settings)
     results: dict[str, Health] = {}
 
     async def check(name: str) -> None:
-        runner = _make_runner(name, _provider_options(args.config, name))
         try:
-            results[name] = await runner.health()
-        except LLMError as exc:
-            results[name] = Health(provider=name, installed=False, ready=False, reason=exc.message)
+            provider = _build(name, settings)
+        except CommandError as exc:
+            where = args.config or "the settings file"
+            results[name] = Health(
+                provider=name, installed=False, ready=False, reason=str(exc), fix=f"fix [providers.{name}] in {where}"
+            )
+            return
+        try:
+            with anyio.fail_after(HEALTH_TIMEOUT):
+                health = await provider.health()
+        except (LLMError, TimeoutError) as exc:
+            reason = exc.message if isinstance(exc, LLMError) else f"health check hung for {HEALTH_TIMEOUT:g} s"
+            health = Health(provider=name, installed=False, ready=False, reason=reason)
         finally:
-            await runner.aclose()
+            await provider.aclose()
+        # keyed by the configured name: an HTTP provider reports its type ("openai_compat") as its own name
+        results[name] = health if health.provider == name else health.model_copy(update={"provider": name})
 
     async with anyio.create_task_group() as tg:
         for name in names:
@@ -122,9 +200,9 @@ async def _providers(args: argparse.Namespace) -> int:
         print(f"{name:<14} {state:<10} {h.version or '-':<12} {h.path or '-'}")
         if not h.ready:
             if h.reason:
-                print(f"{'':<14} why: {h.reason}")
+                print(f"{'':<14} why: {_one_line(h.reason)}")
             if h.fix:
-                print(f"{'':<14} fix: {h.fix}")
+                print(f"{'':<14} fix: {_one_line(h.fix)}")
     return 0
 
 
@@ -178,6 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
+    except CommandError as exc:
+        print(f"llm-runners {args.command}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     return code
