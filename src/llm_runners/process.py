@@ -38,7 +38,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import NoReturn
+from typing import NoReturn, cast
 
 import anyio
 
@@ -252,10 +252,11 @@ class _Protocol(asyncio.SubprocessProtocol):
         self._proc = proc
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.SubprocessTransport)
-        self._proc._transport = transport
+        # cast, not isinstance: uvloop's transports (the server runs on uvloop) do not subclass asyncio's ABCs
+        proc_transport = cast(asyncio.SubprocessTransport, transport)
+        self._proc._transport = proc_transport
         # set here, not after subprocess_exec returns: a quick child's exit callback can run before that
-        self._proc.pid = transport.get_pid()
+        self._proc.pid = proc_transport.get_pid()
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         if fd == 1:
@@ -584,15 +585,15 @@ class Process:
 
     def _pause_reading(self) -> None:
         pipe = self._transport.get_pipe_transport(1) if self._transport else None
-        if isinstance(pipe, asyncio.ReadTransport):
-            pipe.pause_reading()
+        if pipe is not None:  # uvloop's pipe transports do not subclass asyncio.ReadTransport
+            cast(asyncio.ReadTransport, pipe).pause_reading()
             self._reading_paused = True
 
     def _resume_reading(self) -> None:
         pipe = self._transport.get_pipe_transport(1) if self._transport else None
         self._reading_paused = False
-        if isinstance(pipe, asyncio.ReadTransport):
-            pipe.resume_reading()
+        if pipe is not None:
+            cast(asyncio.ReadTransport, pipe).resume_reading()
 
     def _group_alive(self) -> bool:
         return _group_alive(self.pid)
@@ -746,8 +747,9 @@ async def start(spec: ProcessSpec) -> Process:
         raise
     transport = proc._transport
     assert transport is not None
-    stdin = transport.get_pipe_transport(0)
-    assert isinstance(stdin, asyncio.WriteTransport)
+    pipe = transport.get_pipe_transport(0)
+    assert pipe is not None
+    stdin = cast(asyncio.WriteTransport, pipe)  # not isinstance: uvloop's pipe transports are not asyncio's classes
     proc._stdin = stdin
     if spec.stdin:
         stdin.write(spec.stdin)
