@@ -35,9 +35,7 @@ class TextPart(_Model):
     text: str
 
 
-_DATA_URI = re.compile(
-    r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^;,]*)*?);base64,(?P<data>.*)$", re.S
-)
+_DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^;,]*)*?);base64,(?P<data>.*)$", re.S)
 
 
 class ImagePart(_Model):
@@ -310,9 +308,7 @@ class Capabilities(_Model):
 
     streaming: bool = True
     token_streaming: bool = False  # text arrives as it is generated, not once at the end
-    system_prompt: bool = (
-        True  # the system prompt replaces the CLI's own (not just prepended to the user turn)
-    )
+    system_prompt: bool = True  # the system prompt replaces the CLI's own (not just prepended to the user turn)
     images: bool = False
     native_tools: bool = False  # the caller's function tools reach the model as real tools
     agent_tools: bool = False  # the CLI's own tools (shell, files) can be turned on by the operator
