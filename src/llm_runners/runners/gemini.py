@@ -9,9 +9,20 @@ How a turn runs (facts measured on 0.61.0, see ``clis.md`` section 5):
   event with the usage (``input_tokens`` includes ``cached``). Thought parts never appear in this output, so there
   is nothing to turn into reasoning deltas.
 - The system prompt goes through ``GEMINI_SYSTEM_MD=<file>``, which replaces the whole ``systemInstruction``
-  (there is no flag). The user's global ``~/.gemini/GEMINI.md`` is still appended to it by the CLI.
-- Sessions: ``--session-id <uuid>`` starts one with our id, ``--resume <id>`` continues it. The CLI files sessions
-  per project (the working directory), which is why the base keeps one working directory per runner.
+  (there is no flag). The CLI still appends ``homedir()/.gemini/GEMINI.md`` to it, whatever the settings say.
+- A private CLI home, by default: ``homedir()`` is ``GEMINI_CLI_HOME`` (else HOME), and everything user-level lives
+  under it: GEMINI.md, settings.json (MCP servers, tools, model, hooks), extensions (their context files go into the
+  first user message), commands, skills, agents, policies, ``.env``. The runner points ``GEMINI_CLI_HOME`` at a
+  directory of its own (created on first use, removed by :meth:`GeminiRunner.aclose`) whose ``.gemini/`` holds
+  only what auth needs: symlinks to the user's login files (:data:`AUTH_FILES`; the CLI writes refreshed tokens
+  back with ``writeFile``, which follows the link), the auth lines of the user's ``.env`` (:data:`AUTH_ENV_KEYS`)
+  and a settings.json of our own that keeps the user's ``security.auth`` (the selected auth type; with
+  ``GOOGLE_GEMINI_BASE_URL`` set the CLI refuses to run without it). ``user_config=True`` uses the user's real home.
+  ``installation_id`` is not linked: it is only sent with usage statistics, which are off.
+- Sessions: ``--session-id <uuid>`` starts one with our id, ``--resume <id>`` continues it. The CLI files them in
+  the CLI home (``.gemini/projects.json`` names the project, ``.gemini/tmp/<project>/chats/session-*.jsonl`` holds
+  the chat) per project (the working directory); the base keeps one working directory and this runner one CLI home
+  per runner instance, so a resume finds its session.
 - Safety: the runner's own empty working directory gets a *workspace* ``.gemini/settings.json`` (workspace settings
   override the user's) that registers none of the CLI's tools (``tools.core: []``), blocks the user's MCP servers,
   skills and hooks, and turns usage statistics and telemetry off. The upstream request then declares no functions.
@@ -29,7 +40,9 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -44,6 +57,7 @@ from ..errors import (
     UpstreamError,
     from_http_status,
 )
+from ..sessions import SessionStore
 from ..types import Capabilities, Done, StreamEvent, TextDelta, Usage, UsageEvent
 from .base import CLIRunner, Invocation, Turn
 
@@ -67,6 +81,28 @@ TOOLS_SETTINGS: dict[str, Any] = {
     "telemetry": {"enabled": False},
     "general": {"enableAutoUpdate": False, "enableAutoUpdateNotification": False},
 }
+
+#: the login files of the user's ``~/.gemini`` that the private home links to: Google login tokens (plain, or
+#: encrypted with ``GEMINI_FORCE_ENCRYPTED_FILE_STORAGE``) and the cached account e-mail (else fetched again)
+AUTH_FILES: tuple[str, ...] = ("oauth_creds.json", "gemini-credentials.json", "google_accounts.json")
+#: the variables the private home's ``.env`` keeps from the user's ``~/.gemini/.env`` (else ``~/.env``)
+AUTH_ENV_KEYS: frozenset[str] = frozenset(
+    {
+        "GEMINI_API_KEY",
+        "GOOGLE_API_KEY",
+        "GOOGLE_CLOUD_PROJECT",
+        "GOOGLE_CLOUD_LOCATION",
+        "GOOGLE_GENAI_USE_VERTEXAI",
+        "GOOGLE_GENAI_USE_GCA",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+    }
+)
+#: a dotenv assignment (``KEY=v``, ``export KEY=v``, ``KEY: v``), as the CLI's dotenv parser reads them
+_ENV_LINE = re.compile(r"^\s*(?:export\s+)?([\w.-]+)\s*(?:=|:\s)")
+#: an API key assignment with a value
+_API_KEY_LINE = re.compile(r"^[ \t]*(?:export[ \t]+)?(?:GEMINI|GOOGLE)_API_KEY[ \t]*(?:=|:[ \t])[ \t]*\S", re.M)
+#: a JSON string (kept) or a comment (dropped): the CLI reads settings.json with comments allowed
+_JSON_COMMENT = re.compile(r'("(?:\\.|[^"\\])*")|//[^\n]*|/\*.*?\*/', re.S)
 
 _EXIT_AUTH_METHOD = 41
 _EXIT_BAD_SESSION = 42
@@ -222,6 +258,90 @@ def _last_line(stderr: str, marker: str) -> str:
     return lines[-1] if lines else ""
 
 
+def read_settings(path: Path) -> dict[str, Any]:
+    """A settings.json as the CLI reads it (comments allowed), or ``{}`` when it is missing or unreadable."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(_JSON_COMMENT.sub(lambda m: m.group(1) or "", text))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def auth_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Only the ``security.auth`` part of user settings (selected, enforced or external auth type)."""
+    security = settings.get("security")
+    auth = security.get("auth") if isinstance(security, dict) else None
+    return {"security": {"auth": dict(auth)}} if isinstance(auth, dict) and auth else {}
+
+
+def auth_env(text: str) -> str:
+    """The lines of a ``.env`` file that assign one of :data:`AUTH_ENV_KEYS`, verbatim; nothing else."""
+    lines = []
+    for line in text.splitlines():
+        m = _ENV_LINE.match(line)
+        if m and m.group(1) in AUTH_ENV_KEYS:
+            lines.append(line)
+    return "".join(line + "\n" for line in lines)
+
+
+def _merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        old = out.get(key)
+        out[key] = _merged(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+    return out
+
+
+def _write_if_changed(target: Path, data: str, mode: int = 0o644) -> None:
+    """Write only when the content changed, and atomically: runs still going may be reading the file."""
+    if _read(target) == data:
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(data)
+    os.chmod(tmp, mode)
+    os.replace(tmp, target)
+
+
+def _read(path: Path) -> str:
+    """A text file's content, or "" when it is missing or unreadable."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return ""
+
+
+def user_auth_env(user_home: Path) -> str:
+    """The auth lines of the ``.env`` the CLI would read from the user's home: ``.gemini/.env``, else ``.env``."""
+    for candidate in (user_home / ".gemini" / ".env", user_home / ".env"):
+        if candidate.is_file():
+            return auth_env(_read(candidate))
+    return ""
+
+
+def prepare_cli_home(home: Path, user_home: Path, settings: Mapping[str, Any]) -> None:
+    """Lay out a private CLI home: ``<home>/.gemini/`` with ``settings`` plus the user's ``security.auth``,
+    symlinks to the user's login files, and the auth lines of the user's ``.env``. Idempotent and cheap (a few
+    stats), so it runs before every turn: a login made after the runner started is picked up.
+
+    ``user_home`` is the user's own CLI home (the directory that contains their ``.gemini``)."""
+    user_dir, own = user_home / ".gemini", home / ".gemini"
+    own.mkdir(parents=True, exist_ok=True)
+    merged = _merged(auth_settings(read_settings(user_dir / "settings.json")), settings)
+    _write_if_changed(own / "settings.json", json.dumps(merged, indent=2))
+    for name in AUTH_FILES:
+        source, link = user_dir / name, own / name
+        if source.is_file() and not os.path.lexists(link):
+            link.symlink_to(source)
+    env_text = user_auth_env(user_home)
+    if env_text:
+        _write_if_changed(own / ".env", env_text, mode=0o600)
+    else:
+        (own / ".env").unlink(missing_ok=True)
+
+
 class GeminiRunner(CLIRunner):
     """Gemini CLI in headless stream-json mode: token streaming, system prompt, sessions, images."""
 
@@ -251,6 +371,9 @@ class GeminiRunner(CLIRunner):
         "GOOGLE_CLOUD_PROJECT",
         "GOOGLE_CLOUD_LOCATION",
         "GOOGLE_APPLICATION_CREDENTIALS",
+        "GOOGLE_CLOUD_ACCESS_TOKEN",
+        "GEMINI_FORCE_ENCRYPTED_FILE_STORAGE",
+        "GEMINI_FORCE_FILE_STORAGE",
         "GEMINI_CLI_HOME",
     )
     #: the model names Gemini CLI 0.61.0 knows (it cannot list models offline)
@@ -267,6 +390,65 @@ class GeminiRunner(CLIRunner):
         "gemini-2.5-flash-lite",
     )
 
+    def __init__(
+        self,
+        *,
+        binary: str | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        timeout: float = 600.0,
+        idle_timeout: float | None = 300.0,
+        allow_tools: bool = False,
+        model: str | None = None,
+        extra_args: Sequence[str] = (),
+        sessions: SessionStore | None = None,
+        user_config: bool = False,
+        settings: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            binary=binary,
+            env=env,
+            cwd=cwd,
+            timeout=timeout,
+            idle_timeout=idle_timeout,
+            allow_tools=allow_tools,
+            model=model,
+            extra_args=extra_args,
+            sessions=sessions,
+        )
+        #: run with the user's real CLI home (GEMINI.md, settings, MCP servers, extensions, commands); off by
+        #: default: the CLI would put them into every request
+        self.user_config = user_config
+        #: the operator's own CLI settings (e.g. ``{"general": {"maxAttempts": 1}}``), merged over the runner's into
+        #: every settings file it writes: the private home's, and the workspace's unless the operator gave a ``cwd``
+        self.settings: dict[str, Any] = dict(settings or {})
+        self._cli_home: Path | None = None
+
+    # ------------------------------------------------------------------------------------------ CLI home
+    def user_cli_home(self) -> Path:
+        """The user's own CLI home, the directory holding their ``.gemini``: ``GEMINI_CLI_HOME``, else HOME."""
+        env: Mapping[str, str] = {**os.environ, **self.env}
+        return Path(env["GEMINI_CLI_HOME"]) if env.get("GEMINI_CLI_HOME") else self.home()
+
+    def cli_home(self) -> Path:
+        """The CLI home runs use: the runner's private one (made on first use, kept for the runner's lifetime so
+        sessions can be resumed, brought up to date on every call), or the user's with ``user_config``."""
+        if self.user_config:
+            return self.user_cli_home()
+        if self._cli_home is None:
+            self._cli_home = Path(tempfile.mkdtemp(prefix=f"llm-runners-{self.name}-home-"))
+        prepare_cli_home(self._cli_home, self.user_cli_home(), self.own_settings())
+        return self._cli_home
+
+    def own_settings(self) -> dict[str, Any]:
+        """The settings the runner writes: tools off (or the CLI's defaults with ``allow_tools``), no phone-home,
+        then the operator's ``settings``."""
+        return _merged(TOOLS_SETTINGS if self.allow_tools else SAFE_SETTINGS, self.settings)
+
+    def home_env(self) -> dict[str, str]:
+        """``GEMINI_CLI_HOME`` for every process of this runner (turns, ``--version``); none with ``user_config``."""
+        return {} if self.user_config else {"GEMINI_CLI_HOME": str(self.cli_home())}
+
     # ------------------------------------------------------------------------------------------ argv
     def invocation(self, turn: Turn) -> Invocation:
         argv = [self.binary_path, "-p", "", "-o", "stream-json", "-m", turn.model or self.default_model or ""]
@@ -278,7 +460,7 @@ class GeminiRunner(CLIRunner):
             argv += ["--allowed-mcp-server-names", _NO_MCP]
         if turn.images:
             argv += ["--include-directories", str(turn.assets)]
-        env = {"GEMINI_CLI_TRUST_WORKSPACE": "true"}
+        env = {"GEMINI_CLI_TRUST_WORKSPACE": "true", **self.home_env()}
         if turn.system:
             env["GEMINI_SYSTEM_MD"] = str(turn.tempfile("system.md", turn.system))
         self._write_workspace_settings(turn.workdir)
@@ -293,15 +475,7 @@ class GeminiRunner(CLIRunner):
         never into an operator's ``cwd``."""
         if self.cwd is not None:
             return
-        settings = TOOLS_SETTINGS if self.allow_tools else SAFE_SETTINGS
-        target = workdir / ".gemini" / "settings.json"
-        data = json.dumps(settings, indent=2)
-        if target.is_file() and target.read_text(encoding="utf-8") == data:
-            return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(data, encoding="utf-8")
-        tmp.replace(target)
+        _write_if_changed(workdir / ".gemini" / "settings.json", json.dumps(self.own_settings(), indent=2))
 
     @staticmethod
     def _image_references(turn: Turn) -> str:
@@ -313,15 +487,42 @@ class GeminiRunner(CLIRunner):
         return "\n\n" + " ".join("@" + str(path).replace(" ", "\\ ") for path in turn.images)
 
     # ------------------------------------------------------------------------------------------ metadata
+    async def run_quiet(self, argv: list[str], *, limit: float = 30.0) -> str:
+        """The base's helper run, with the same CLI home as the turns (the CLI reads its settings from it)."""
+        spec = process.ProcessSpec(
+            argv=argv,
+            env={**self.env, **self.home_env()},
+            pass_env=self.pass_env,
+            cwd=self.workdir,
+            timeout=limit,
+            idle_timeout=None,
+            provider=self.name,
+        )
+        out: list[bytes] = []
+        async with await process.start(spec) as proc:
+            async for line in proc.lines():
+                out.append(line)
+            await proc.wait()
+        return b"\n".join(out).decode("utf-8", "replace")
+
     async def check_auth(self) -> tuple[bool | None, str | None]:
         env: Mapping[str, str] = {**os.environ, **self.env}
         if env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY"):
             return True, None
         if env.get("GOOGLE_GENAI_USE_VERTEXAI", "").lower() in ("1", "true"):
             return True, None
-        home = Path(env["GEMINI_CLI_HOME"]) if env.get("GEMINI_CLI_HOME") else self.home()
-        if (home / ".gemini" / "oauth_creds.json").is_file():
+        user_home = self.user_cli_home()
+        if any((user_home / ".gemini" / name).is_file() for name in ("oauth_creds.json", "gemini-credentials.json")):
+            return True, None
+        if _API_KEY_LINE.search(user_auth_env(user_home)):
             return True, None
         return False, (
             "set GEMINI_API_KEY (https://aistudio.google.com/apikey) or run `gemini` once to log in with Google"
         )
+
+    async def aclose(self) -> None:
+        """Remove the private CLI home (its sessions with it; links are removed, never followed)."""
+        if self._cli_home is not None:
+            shutil.rmtree(self._cli_home, ignore_errors=True)
+            self._cli_home = None
+        await super().aclose()
