@@ -7,8 +7,11 @@ answering 429 / 500 / 400 (context) / 404 and a refused connection; the other fi
 from __future__ import annotations
 
 import json
+import stat
+import tempfile
 from pathlib import Path
 
+import anyio
 import pytest
 
 from llm_runners.errors import (
@@ -20,10 +23,25 @@ from llm_runners.errors import (
     UpstreamError,
 )
 from llm_runners.runners.base import Turn
-from llm_runners.runners.gemini import SAFE_SETTINGS, GeminiParser, GeminiRunner
+from llm_runners.runners.gemini import (
+    SAFE_SETTINGS,
+    TOOLS_SETTINGS,
+    GeminiParser,
+    GeminiRunner,
+    auth_env,
+    read_settings,
+)
 from llm_runners.types import ChatRequest, Done, TextDelta, Usage, UsageEvent
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "gemini"
+
+
+@pytest.fixture(autouse=True)
+def _private_homes_in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runners' private CLI homes (mkdtemp) land in this test's tmp_path, and HOME is a throw-away one."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path / "nohome"))
+    monkeypatch.delenv("GEMINI_CLI_HOME", raising=False)
 
 
 def run(parser: GeminiParser, lines: list[bytes], returncode: int, stderr: str = "") -> list[object]:
@@ -187,3 +205,151 @@ async def test_check_auth(tmp_path: Path) -> None:
     missing = GeminiRunner(env={"HOME": str(tmp_path), "GEMINI_API_KEY": "", "GOOGLE_API_KEY": ""})
     authenticated, fix = await missing.check_auth()
     assert authenticated is False and fix is not None and "GEMINI_API_KEY" in fix
+
+
+# ---------------------------------------------------------------------------------------------- private CLI home
+
+
+def user_home(tmp_path: Path) -> Path:
+    """A user's real home with everything the CLI would read from it."""
+    home = tmp_path / "user"
+    gemini = home / ".gemini"
+    (gemini / "extensions" / "ext").mkdir(parents=True)
+    (gemini / "commands").mkdir()
+    settings = (
+        "{\n  // the user's choice of login\n"
+        '  "security": {"auth": {"selectedType": "oauth-personal"}, "folderTrust": {"enabled": true}},\n'
+        '  "mcpServers": {"mine": {"command": "my-mcp", "trust": true}}, /* and more */\n'
+        '  "general": {"maxAttempts": 3}, "model": {"name": "x // not a comment"}\n}'
+    )
+    (gemini / "settings.json").write_text(settings)
+    (gemini / "oauth_creds.json").write_text('{"refresh_token": "r"}')
+    (gemini / "google_accounts.json").write_text('{"active": "me@example.com"}')
+    (gemini / "installation_id").write_text("inst-1")
+    (gemini / "GEMINI.md").write_text("personal memory")
+    (gemini / ".env").write_text("export GEMINI_API_KEY=k1\nGEMINI_SYSTEM_MD=/x.md\nGOOGLE_CLOUD_PROJECT: p1\n")
+    (home / ".env").write_text("GOOGLE_API_KEY=from-home-env\n")
+    return home
+
+
+def test_private_home_holds_only_what_auth_needs(tmp_path: Path) -> None:
+    home = user_home(tmp_path)
+    r = GeminiRunner(binary="/bin/true", env={"HOME": str(home)})
+    inv = r.invocation(make_turn(tmp_path))
+    private = Path(inv.env["GEMINI_CLI_HOME"])
+    assert private.is_dir() and private != home and home not in private.parents
+    own = private / ".gemini"
+    assert sorted(p.name for p in own.iterdir()) == [
+        ".env",
+        "google_accounts.json",
+        "oauth_creds.json",
+        "settings.json",
+    ]
+    for name in ("oauth_creds.json", "google_accounts.json"):
+        assert (own / name).is_symlink() and (own / name).resolve() == (home / ".gemini" / name).resolve()
+    settings = json.loads((own / "settings.json").read_text())
+    assert settings == {**SAFE_SETTINGS, "security": {"auth": {"selectedType": "oauth-personal"}}}
+    assert (own / ".env").read_text() == "export GEMINI_API_KEY=k1\nGOOGLE_CLOUD_PROJECT: p1\n"
+    assert stat.S_IMODE((own / ".env").stat().st_mode) == 0o600
+    # stable for the runner's lifetime (sessions live in it), also for --version and health
+    assert r.invocation(make_turn(tmp_path / "2")).env["GEMINI_CLI_HOME"] == str(private)
+    assert r.home_env() == {"GEMINI_CLI_HOME": str(private)}
+
+
+def test_token_refresh_writes_through_to_the_users_file_and_aclose_keeps_it(tmp_path: Path) -> None:
+    home = user_home(tmp_path)
+    r = GeminiRunner(binary="/bin/true", env={"HOME": str(home)})
+    private = r.cli_home()
+    # what the CLI does on a refresh: fs.writeFile(path), which follows the link
+    with open(private / ".gemini" / "oauth_creds.json", "w") as f:
+        f.write('{"refresh_token": "r2"}')
+    assert (home / ".gemini" / "oauth_creds.json").read_text() == '{"refresh_token": "r2"}'
+    anyio.run(r.aclose)
+    assert not private.exists()
+    assert (home / ".gemini" / "oauth_creds.json").read_text() == '{"refresh_token": "r2"}'
+    assert (home / ".gemini" / "GEMINI.md").is_file()
+
+
+def test_private_home_follows_the_user_logging_in_later(tmp_path: Path) -> None:
+    home = tmp_path / "user"
+    r = GeminiRunner(binary="/bin/true", env={"HOME": str(home)})
+    own = r.cli_home() / ".gemini"
+    assert sorted(p.name for p in own.iterdir()) == ["settings.json"]
+    assert json.loads((own / "settings.json").read_text()) == SAFE_SETTINGS
+    (home / ".gemini").mkdir(parents=True)
+    (home / ".gemini" / "oauth_creds.json").write_text("{}")
+    (home / ".env").write_text("GOOGLE_API_KEY=g\nOTHER=x\n")  # used when there is no ~/.gemini/.env
+    r.cli_home()
+    assert (own / "oauth_creds.json").is_symlink() and (own / ".env").read_text() == "GOOGLE_API_KEY=g\n"
+    (home / ".env").unlink()
+    r.cli_home()
+    assert not (own / ".env").exists()
+
+
+def test_gemini_cli_home_of_the_env_is_the_users_home(tmp_path: Path) -> None:
+    home = user_home(tmp_path)
+    r = GeminiRunner(binary="/bin/true", env={"HOME": str(tmp_path / "elsewhere"), "GEMINI_CLI_HOME": str(home)})
+    inv = r.invocation(make_turn(tmp_path))
+    assert inv.env["GEMINI_CLI_HOME"] != str(home)  # the invocation's env wins over the runner's
+    assert (Path(inv.env["GEMINI_CLI_HOME"]) / ".gemini" / "oauth_creds.json").is_symlink()
+
+
+def test_user_config_runs_in_the_users_home(tmp_path: Path) -> None:
+    home = user_home(tmp_path)
+    r = GeminiRunner(binary="/bin/true", env={"HOME": str(home)}, user_config=True)
+    inv = r.invocation(make_turn(tmp_path))
+    assert "GEMINI_CLI_HOME" not in inv.env and r.home_env() == {}
+    assert r.cli_home() == home
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("llm-runners-gemini-home-")]
+
+
+def test_operator_settings_and_allow_tools(tmp_path: Path) -> None:
+    operator = {"general": {"maxAttempts": 1}, "mcp": {"allowed": ["ops"]}}
+    r = GeminiRunner(binary="/bin/true", env={"HOME": str(tmp_path / "u")}, allow_tools=True, settings=operator)
+    turn = make_turn(tmp_path)
+    inv = r.invocation(turn)
+    expected = {
+        **TOOLS_SETTINGS,
+        "general": {**TOOLS_SETTINGS["general"], "maxAttempts": 1},
+        "mcp": {"allowed": ["ops"]},
+    }
+    assert json.loads((turn.workdir / ".gemini" / "settings.json").read_text()) == expected
+    private = Path(inv.env["GEMINI_CLI_HOME"]) / ".gemini" / "settings.json"
+    assert json.loads(private.read_text()) == expected
+
+
+def test_read_settings_and_auth_env(tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    path.write_text('{"a": "http://x//y", /* c */ "b": [1, 2] // tail\n}')
+    assert read_settings(path) == {"a": "http://x//y", "b": [1, 2]}
+    path.write_text("{broken")
+    assert read_settings(path) == {} and read_settings(tmp_path / "missing.json") == {}
+    text = "# c\nGEMINI_API_KEY='a b'\n  export GOOGLE_GENAI_USE_VERTEXAI=true\nNODE_OPTIONS=--x\nGEMINI_API_KEYS=n\n"
+    assert auth_env(text) == "GEMINI_API_KEY='a b'\n  export GOOGLE_GENAI_USE_VERTEXAI=true\n"
+
+
+@pytest.mark.anyio
+async def test_version_runs_with_the_same_cli_home(tmp_path: Path) -> None:
+    script = tmp_path / "fake-gemini"
+    script.write_text('#!/bin/sh\necho "0.61.0 $GEMINI_CLI_HOME"\n')
+    script.chmod(0o755)
+    r = GeminiRunner(binary=str(script), env={"HOME": str(tmp_path / "u")})
+    out = await r.run_quiet([str(script), "--version"])
+    assert out.strip() == f"0.61.0 {r.cli_home()}"
+    assert await r.version() == "0.61.0"
+    await r.aclose()
+
+
+@pytest.mark.anyio
+async def test_check_auth_reads_the_users_login_files_and_dotenv(tmp_path: Path) -> None:
+    home = tmp_path / "u"
+    (home / ".gemini").mkdir(parents=True)
+    env = {"HOME": str(home), "GEMINI_API_KEY": "", "GOOGLE_API_KEY": ""}
+    assert (await GeminiRunner(env=env).check_auth())[0] is False
+    (home / ".gemini" / ".env").write_text("GEMINI_API_KEY=\n")
+    assert (await GeminiRunner(env=env).check_auth())[0] is False
+    (home / ".gemini" / ".env").write_text("GEMINI_API_KEY=k\n")
+    assert await GeminiRunner(env=env).check_auth() == (True, None)
+    (home / ".gemini" / ".env").unlink()
+    (home / ".gemini" / "gemini-credentials.json").write_text("x")
+    assert await GeminiRunner(env=env).check_auth() == (True, None)

@@ -26,6 +26,8 @@ How a turn runs (facts measured on 0.61.0, see ``clis.md`` section 5):
 - Safety: the runner's own empty working directory gets a *workspace* ``.gemini/settings.json`` (workspace settings
   override the user's) that registers none of the CLI's tools (``tools.core: []``), blocks the user's MCP servers,
   skills and hooks, and turns usage statistics and telemetry off. The upstream request then declares no functions.
+  The private home's settings.json says the same, so this also holds in an operator's ``cwd`` (never written to);
+  the operator's ``settings`` option is merged over both.
 - Images: ``@<path>`` references in the prompt make the CLI read the file itself and send it as ``inlineData``
   (also with all tools off); it reads only inside the workspace, so the run's assets directory is added with
   ``--include-directories``. The CLI rewrites the reference to ``@<file name>`` in the text it sends.
