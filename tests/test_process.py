@@ -41,6 +41,13 @@ PY = [sys.executable, "-I", "-S", CHILD]
 pytestmark = pytest.mark.anyio
 
 
+@pytest.fixture(params=["asyncio", "uvloop"])
+def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, bool]]:
+    """Every process test runs on plain asyncio and on uvloop (the server's loop): uvloop's transports are not
+    asyncio's classes, and a layer that assumed they were once failed every request made through the server."""
+    return ("asyncio", {"use_uvloop": request.param == "uvloop"})
+
+
 def spec(*args: str, **kw: object) -> ProcessSpec:
     kw.setdefault("timeout", 30.0)
     kw.setdefault("kill_grace", 0.2)

@@ -704,6 +704,13 @@ def _remove_paths(paths: Sequence[Path]) -> None:
             pass
 
 
+def _checked_cwd(cwd: str | Path, provider: str | None) -> str:
+    """Checked before the spawn as well: uvloop reports a failed chdir without naming the directory."""
+    if not os.path.isdir(cwd):
+        raise InvalidRequest(f"cannot use working directory {str(cwd)!r}: not a directory", provider=provider)
+    return str(cwd)
+
+
 async def start(spec: ProcessSpec) -> Process:
     """Start the process. A binary that cannot be found or executed raises BinaryNotFound.
 
@@ -717,7 +724,7 @@ async def start(spec: ProcessSpec) -> Process:
         if any("\0" in a for a in argv):
             raise InvalidRequest("argv must not contain NUL bytes", provider=spec.provider)
         if spec.cwd is not None:
-            cwd = str(spec.cwd)  # a missing one fails in the child's chdir and is reported below
+            cwd = _checked_cwd(spec.cwd, spec.provider)
         else:
             cwd = tempfile.mkdtemp(prefix="llm-runners-")
             cleanup.append(Path(cwd))

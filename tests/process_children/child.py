@@ -40,7 +40,8 @@ def main(mode: str, args: list[str]) -> int:
                     "env": dict(os.environ),
                     "cwd": os.getcwd(),
                     "listing": os.listdir("."),
-                    "stdin_fifo": stat.S_ISFIFO(mode_bits),
+                    # a pipe (asyncio) or a socket pair (uvloop): either way not the parent's terminal or file
+                    "stdin_fifo": stat.S_ISFIFO(mode_bits) or stat.S_ISSOCK(mode_bits),
                     "stdin": sys.stdin.buffer.read().decode(),
                 }
             ),
