@@ -235,8 +235,8 @@ def user_home(tmp_path: Path) -> Path:
 def test_private_home_holds_only_what_auth_needs(tmp_path: Path) -> None:
     home = user_home(tmp_path)
     r = GeminiRunner(binary="/bin/true", env={"HOME": str(home)})
-    inv = r.invocation(make_turn(tmp_path))
-    private = Path(inv.env["GEMINI_CLI_HOME"])
+    r.invocation(make_turn(tmp_path))
+    private = Path(r.child_env()["GEMINI_CLI_HOME"])
     assert private.is_dir() and private != home and home not in private.parents
     own = private / ".gemini"
     assert sorted(p.name for p in own.iterdir()) == [
@@ -252,8 +252,7 @@ def test_private_home_holds_only_what_auth_needs(tmp_path: Path) -> None:
     assert (own / ".env").read_text() == "export GEMINI_API_KEY=k1\nGOOGLE_CLOUD_PROJECT: p1\n"
     assert stat.S_IMODE((own / ".env").stat().st_mode) == 0o600
     # stable for the runner's lifetime (sessions live in it), also for --version and health
-    assert r.invocation(make_turn(tmp_path / "2")).env["GEMINI_CLI_HOME"] == str(private)
-    assert r.home_env() == {"GEMINI_CLI_HOME": str(private)}
+    assert r.child_env()["GEMINI_CLI_HOME"] == str(private)
 
 
 def test_token_refresh_writes_through_to_the_users_file_and_aclose_keeps_it(tmp_path: Path) -> None:
@@ -289,16 +288,16 @@ def test_private_home_follows_the_user_logging_in_later(tmp_path: Path) -> None:
 def test_gemini_cli_home_of_the_env_is_the_users_home(tmp_path: Path) -> None:
     home = user_home(tmp_path)
     r = GeminiRunner(binary="/bin/true", env={"HOME": str(tmp_path / "elsewhere"), "GEMINI_CLI_HOME": str(home)})
-    inv = r.invocation(make_turn(tmp_path))
-    assert inv.env["GEMINI_CLI_HOME"] != str(home)  # the invocation's env wins over the runner's
-    assert (Path(inv.env["GEMINI_CLI_HOME"]) / ".gemini" / "oauth_creds.json").is_symlink()
+    r.invocation(make_turn(tmp_path))
+    assert r.child_env()["GEMINI_CLI_HOME"] != str(home)  # the private home wins over the operator's
+    assert (Path(r.child_env()["GEMINI_CLI_HOME"]) / ".gemini" / "oauth_creds.json").is_symlink()
 
 
 def test_user_config_runs_in_the_users_home(tmp_path: Path) -> None:
     home = user_home(tmp_path)
     r = GeminiRunner(binary="/bin/true", env={"HOME": str(home)}, user_config=True)
     inv = r.invocation(make_turn(tmp_path))
-    assert "GEMINI_CLI_HOME" not in inv.env and r.home_env() == {}
+    assert "GEMINI_CLI_HOME" not in inv.env and "GEMINI_CLI_HOME" not in r.child_env()
     assert r.cli_home() == home
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("llm-runners-gemini-home-")]
 
@@ -307,14 +306,14 @@ def test_operator_settings_and_allow_tools(tmp_path: Path) -> None:
     operator = {"general": {"maxAttempts": 1}, "mcp": {"allowed": ["ops"]}}
     r = GeminiRunner(binary="/bin/true", env={"HOME": str(tmp_path / "u")}, allow_tools=True, settings=operator)
     turn = make_turn(tmp_path)
-    inv = r.invocation(turn)
+    r.invocation(turn)
     expected = {
         **TOOLS_SETTINGS,
         "general": {**TOOLS_SETTINGS["general"], "maxAttempts": 1},
         "mcp": {"allowed": ["ops"]},
     }
     assert json.loads((turn.workdir / ".gemini" / "settings.json").read_text()) == expected
-    private = Path(inv.env["GEMINI_CLI_HOME"]) / ".gemini" / "settings.json"
+    private = Path(r.child_env()["GEMINI_CLI_HOME"]) / ".gemini" / "settings.json"
     assert json.loads(private.read_text()) == expected
 
 

@@ -20,6 +20,7 @@ import re
 import shutil
 import tempfile
 import uuid
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,8 +142,8 @@ class CLIRunner(Provider):
         self.sessions = sessions if sessions is not None else DEFAULT_STORE
         self._binary_path: str | None = None
         self._workdir: Path | None = None
-        self._owns_workdir = False
         self._version: str | None = None
+        self._owned: list[weakref.finalize[..., CLIRunner]] = []
 
     # ------------------------------------------------------------------------------------------ dialect hooks
     def invocation(self, turn: Turn) -> Invocation:
@@ -162,6 +163,18 @@ class CLIRunner(Provider):
     async def list_models(self) -> list[str] | None:
         """Models listed live by the CLI, or None when it cannot list them."""
         return None
+
+    def child_env(self) -> dict[str, str]:
+        """The variables every process of this runner gets (turns and helper runs such as ``--version``): the
+        operator's ``env``. A dialect that needs more for every process (e.g. a private CLI home) extends it."""
+        return dict(self.env)
+
+    def owned_tempdir(self, label: str) -> Path:
+        """A directory this runner owns: removed by :meth:`aclose`, or when the runner is garbage-collected or the
+        interpreter exits, whichever comes first, so a runner nobody closed leaves nothing behind in the temp dir."""
+        path = Path(tempfile.mkdtemp(prefix=f"llm-runners-{self.name}-{label}"))
+        self._owned.append(weakref.finalize(self, shutil.rmtree, str(path), True))
+        return path
 
     # ------------------------------------------------------------------------------------------ resolution
     def find_binary(self) -> str | None:
@@ -191,8 +204,7 @@ class CLIRunner(Provider):
             if self.cwd is not None:
                 self._workdir = Path(self.cwd)
             else:
-                self._workdir = Path(tempfile.mkdtemp(prefix=f"llm-runners-{self.name}-"))
-                self._owns_workdir = True
+                self._workdir = self.owned_tempdir("work-")
         return self._workdir
 
     def home(self) -> Path:
@@ -277,7 +289,7 @@ class CLIRunner(Provider):
             raise
         spec = process.ProcessSpec(
             argv=invocation.argv if invocation.extra_args_placed else [*invocation.argv, *self.extra_args],
-            env={**self.env, **invocation.env},
+            env={**self.child_env(), **invocation.env},
             pass_env=self.pass_env,
             cwd=turn.workdir,
             stdin=invocation.stdin,
@@ -310,7 +322,7 @@ class CLIRunner(Provider):
         """Run a short helper command of the CLI (``--version``, a model list) and return its stdout."""
         spec = process.ProcessSpec(
             argv=argv,
-            env=dict(self.env),
+            env=self.child_env(),
             pass_env=self.pass_env,
             cwd=self.workdir,
             timeout=limit,
@@ -366,7 +378,8 @@ class CLIRunner(Provider):
         return [ModelInfo(id=n, provider=self.name) for n in seen]
 
     async def aclose(self) -> None:
-        if self._owns_workdir and self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
+        for finalizer in self._owned:
+            finalizer()
+        self._owned.clear()
+        if self.cwd is None:
             self._workdir = None
-            self._owns_workdir = False

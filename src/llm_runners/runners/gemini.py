@@ -42,7 +42,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -438,7 +437,7 @@ class GeminiRunner(CLIRunner):
         if self.user_config:
             return self.user_cli_home()
         if self._cli_home is None:
-            self._cli_home = Path(tempfile.mkdtemp(prefix=f"llm-runners-{self.name}-home-"))
+            self._cli_home = self.owned_tempdir("home-")
         prepare_cli_home(self._cli_home, self.user_cli_home(), self.own_settings())
         return self._cli_home
 
@@ -447,9 +446,12 @@ class GeminiRunner(CLIRunner):
         then the operator's ``settings``."""
         return _merged(TOOLS_SETTINGS if self.allow_tools else SAFE_SETTINGS, self.settings)
 
-    def home_env(self) -> dict[str, str]:
+    def child_env(self) -> dict[str, str]:
         """``GEMINI_CLI_HOME`` for every process of this runner (turns, ``--version``); none with ``user_config``."""
-        return {} if self.user_config else {"GEMINI_CLI_HOME": str(self.cli_home())}
+        env = super().child_env()
+        if not self.user_config:
+            env["GEMINI_CLI_HOME"] = str(self.cli_home())
+        return env
 
     # ------------------------------------------------------------------------------------------ argv
     def invocation(self, turn: Turn) -> Invocation:
@@ -462,7 +464,7 @@ class GeminiRunner(CLIRunner):
             argv += ["--allowed-mcp-server-names", _NO_MCP]
         if turn.images:
             argv += ["--include-directories", str(turn.assets)]
-        env = {"GEMINI_CLI_TRUST_WORKSPACE": "true", **self.home_env()}
+        env = {"GEMINI_CLI_TRUST_WORKSPACE": "true"}
         if turn.system:
             env["GEMINI_SYSTEM_MD"] = str(turn.tempfile("system.md", turn.system))
         self._write_workspace_settings(turn.workdir)
@@ -489,24 +491,6 @@ class GeminiRunner(CLIRunner):
         return "\n\n" + " ".join("@" + str(path).replace(" ", "\\ ") for path in turn.images)
 
     # ------------------------------------------------------------------------------------------ metadata
-    async def run_quiet(self, argv: list[str], *, limit: float = 30.0) -> str:
-        """The base's helper run, with the same CLI home as the turns (the CLI reads its settings from it)."""
-        spec = process.ProcessSpec(
-            argv=argv,
-            env={**self.env, **self.home_env()},
-            pass_env=self.pass_env,
-            cwd=self.workdir,
-            timeout=limit,
-            idle_timeout=None,
-            provider=self.name,
-        )
-        out: list[bytes] = []
-        async with await process.start(spec) as proc:
-            async for line in proc.lines():
-                out.append(line)
-            await proc.wait()
-        return b"\n".join(out).decode("utf-8", "replace")
-
     async def check_auth(self) -> tuple[bool | None, str | None]:
         env: Mapping[str, str] = {**os.environ, **self.env}
         if env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY"):
@@ -523,8 +507,6 @@ class GeminiRunner(CLIRunner):
         )
 
     async def aclose(self) -> None:
-        """Remove the private CLI home (its sessions with it; links are removed, never followed)."""
-        if self._cli_home is not None:
-            shutil.rmtree(self._cli_home, ignore_errors=True)
-            self._cli_home = None
+        """The base removes the private CLI home (its sessions with it; links are removed, never followed)."""
+        self._cli_home = None
         await super().aclose()
