@@ -3,12 +3,15 @@
 Request → :class:`ChatRequest` (once), stream events → wire chunks (once). Choices made where the wire format
 leaves room:
 
-- ``developer`` messages are system messages; legacy ``function`` messages and non-function tools are refused
-  with a 400 naming the parameter.
-- Sampling parameters a ChatRequest has no field for (``seed``, ``presence_penalty``, ``frequency_penalty``,
+- ``developer`` messages are system messages. Refused with a 400 naming the parameter, because the caller would
+  otherwise wait for something that never comes: the legacy ``functions`` / ``function_call`` parameters and
+  ``function`` messages or assistant ``function_call`` fields (use ``tools``), non-function tools, audio output
+  (``modalities`` with ``"audio"``, ``audio``) and ``n`` other than 1.
+- Parameters a ChatRequest has no field for (``seed``, ``presence_penalty``, ``frequency_penalty``,
   ``logit_bias``, ``logprobs``, ``top_logprobs``, ``parallel_tool_calls``, ``reasoning_effort``, ``user``) travel
-  in ``ChatRequest.extra`` under their own names, so the feature adapter can warn about (or, strict, reject) the
-  ones a provider cannot honour. ``n`` other than 1 is refused.
+  in ``ChatRequest.extra`` under their own names; the feature adapter warns about (or, strict, rejects) the
+  sampling ones a provider cannot honour (``choices[].logprobs`` stays ``null``). ``store``, ``prediction``,
+  ``service_tier``, ``metadata`` and ``stream_options`` outside a stream are accepted and have no effect.
 - **Conversation key** (CLI session continuity): ``metadata.conversation_id``, else the header
   ``X-LLM-Runners-Conversation``. ``user`` is *not* used: it names a person, not a conversation, and one person's
   separate chats must not share a CLI session.
@@ -152,6 +155,11 @@ def _messages(value: Any) -> list[Message]:
         if not isinstance(msg, dict):
             raise InvalidRequest(f"{p}: expected a message object", param=p)
         role = _ROLES.get(msg.get("role"))
+        if msg.get("function_call") is not None:
+            raise InvalidRequest(
+                f"{p}.function_call: the legacy function_call is not supported; use tool_calls",
+                param=f"{p}.function_call",
+            )
         if role is None:
             raise InvalidRequest(
                 f"{p}.role: unsupported role {msg.get('role')!r} (supported: system, developer, user, assistant, tool)",
@@ -247,9 +255,24 @@ def _stop(value: Any) -> list[str]:
     raise InvalidRequest("stop: expected a string or an array of strings", param="stop")
 
 
+def _refuse_unsupported(body: dict[str, Any]) -> None:
+    """Parameters asking for something no provider here produces: a 400, never a silently different answer."""
+    for legacy in ("functions", "function_call"):
+        if body.get(legacy) is not None:
+            raise InvalidRequest(
+                f"{legacy}: the legacy functions API is not supported; use tools and tool_choice", param=legacy
+            )
+    modalities = opt_list(body, "modalities") or []
+    if any(m != "text" for m in modalities):
+        raise InvalidRequest("modalities: only text output is supported", param="modalities")
+    if body.get("audio") is not None:
+        raise InvalidRequest("audio: audio output is not supported", param="audio")
+
+
 def parse_chat_request(body: dict[str, Any], headers: Any = None) -> tuple[ChatRequest, bool, bool]:
     """Body of a Chat Completions request → (ChatRequest, stream?, include_usage?). Raises InvalidRequest."""
     model = opt_str(body, "model")
+    _refuse_unsupported(body)
     n = opt_int(body, "n")
     if n not in (None, 1):
         raise InvalidRequest("n: only n=1 is supported", param="n")

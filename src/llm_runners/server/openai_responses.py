@@ -13,6 +13,10 @@ Other choices: ``developer`` and ``system`` items and ``instructions`` are syste
 skipped; ``text.format`` maps to the response format. Warnings: ``x-llm-runners-warnings`` header on JSON
 responses, ``warnings`` on the response object of ``response.completed`` when streaming. ``model`` given as an
 array of names asks them all at once (:mod:`.multiplex`); each entry's response is stored under its own id.
+
+Failures after the stream began: an ``error`` event carrying our precise code (``timeout``, ``tool_call_missing``…),
+then ``response.failed`` whose ``error.code`` is one of OpenAI's own values, picked for what Codex does with it
+(:func:`failed_code`). ``GET /v1/responses/{id}`` for an id not in the store is a 404.
 """
 
 from __future__ import annotations
@@ -28,7 +32,18 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import InvalidRequest, LLMError
+from ..errors import (
+    AuthenticationError,
+    BinaryNotFound,
+    ContextLengthExceeded,
+    GuardrailError,
+    InvalidRequest,
+    LLMError,
+    ModelNotFound,
+    Overloaded,
+    PermissionDenied,
+    RateLimited,
+)
 from ..router import Route, Router
 from ..types import (
     ChatRequest,
@@ -567,11 +582,35 @@ class ResponseStreamRenderer:
             self.turn.skeleton,
             status="failed",
             output=self.output,
-            error={"code": exc.code or exc.kind, "message": exc.message},
+            error={"code": failed_code(exc), "message": exc.message},
         )
         return self._ev("error", code=exc.code or exc.kind, message=exc.message, param=exc.param) + self._ev(
             "response.failed", response=failed
         )
+
+
+#: ``response.failed`` codes for our error kinds: OpenAI's own ``ResponseError.code`` values (plus the two Codex
+#: also reads), chosen for what Codex does with each: ``invalid_prompt`` stops with the message, a rate limit or
+#: ``server_is_overloaded`` backs off, ``context_length_exceeded`` asks to compact, anything else is retried.
+_FAILED_CODES: tuple[tuple[type[LLMError], str], ...] = (
+    (ContextLengthExceeded, "context_length_exceeded"),
+    (RateLimited, "rate_limit_exceeded"),
+    (Overloaded, "server_is_overloaded"),
+    (InvalidRequest, "invalid_prompt"),
+    (GuardrailError, "invalid_prompt"),
+    (ModelNotFound, "invalid_prompt"),
+    (AuthenticationError, "invalid_prompt"),
+    (PermissionDenied, "invalid_prompt"),
+    (BinaryNotFound, "invalid_prompt"),
+)
+
+
+def failed_code(exc: LLMError) -> str:
+    """The ``error.code`` of a ``response.failed`` event (the ``error`` event before it keeps our precise code)."""
+    for kind, code in _FAILED_CODES:
+        if isinstance(exc, kind):
+            return code
+    return "server_error"
 
 
 # ------------------------------------------------------------------------------------------------ endpoints
@@ -607,5 +646,9 @@ class Responses:
         response_id = request.path_params["response_id"]
         item = self.store.get(response_id)
         if item is None:
-            raise InvalidRequest(f"response {response_id!r} not found", param="response_id", code="not_found")
+            raise ModelNotFound(
+                f"response {response_id!r} not found (unknown, expired from the store, or created with store=false)",
+                param="response_id",
+                code="not_found",
+            )
         return Response(dumps(item.body), media_type="application/json")

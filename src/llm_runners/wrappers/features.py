@@ -11,7 +11,11 @@
 - **response_format** reaches a provider with ``json_mode`` untouched; otherwise a JSON-only instruction is added,
   the answer is buffered, extracted, validated (with one corrective retry) and sent as one canonical JSON delta.
 - **temperature, top_p, max_tokens** the provider lacks are dropped with a warning in ``Done.warnings``, or rejected
-  with :class:`~llm_runners.errors.InvalidRequest` in strict mode; images likewise. **stop** is emulated for every
+  with :class:`~llm_runners.errors.InvalidRequest` in strict mode; images likewise. So are the sampling parameters
+  the front doors carry in ``request.extra`` (:data:`EXTRA_SAMPLING`: ``seed``, the penalties, ``logit_bias``,
+  ``logprobs``, ``top_logprobs``, ``top_k``), unless the provider lists the name in an ``extra_params`` attribute
+  (a set of the extra keys it honours); they stay in ``extra`` either way. Neutral values (``false``, ``0``
+  penalties, an empty ``logit_bias``) ask for nothing and are not reported. **stop** is emulated for every
   provider: the text is cut at the first stop sequence (the inner stream is still drained, so usage and the
   session id are not lost).
 
@@ -57,6 +61,17 @@ from ..types import (
 )
 
 _SAMPLING = ("temperature", "top_p", "max_tokens")
+
+#: sampling parameters carried in ``ChatRequest.extra``, with the values that ask for nothing
+EXTRA_SAMPLING: dict[str, tuple[object, ...]] = {
+    "seed": (),
+    "presence_penalty": (0,),
+    "frequency_penalty": (0,),
+    "logit_bias": ({},),
+    "logprobs": (False,),
+    "top_logprobs": (0,),
+    "top_k": (),
+}
 
 
 class StopCutter:
@@ -276,6 +291,19 @@ class FeatureAdapter(Provider):
                     raise InvalidRequest(f"{param} is not supported by {label}", provider=label, param=param)
                 plan.warnings.append(f"{param} is not supported by {label} and was ignored")
                 updates[param] = None
+        if request.extra:
+            honoured: frozenset[str] = getattr(self.inner, "extra_params", frozenset())
+            for param, neutral in EXTRA_SAMPLING.items():
+                value = request.extra.get(param)
+                if (
+                    value is None
+                    or param in honoured
+                    or any(value == n and (value is False) == (n is False) for n in neutral)
+                ):
+                    continue
+                if strict:
+                    raise InvalidRequest(f"{param} is not supported by {label}", provider=label, param=param)
+                plan.warnings.append(f"{param} is not supported by {label} and was ignored")
         if request.stop and not caps.stop:
             plan.stop = list(request.stop)
             updates["stop"] = []
@@ -314,7 +342,7 @@ class FeatureAdapter(Provider):
             messages = _with_system(messages, "\n\n".join(system))
         if messages is not request.messages:
             updates["messages"] = messages
-        if not updates:
+        if not updates and not plan.warnings:
             return None
         plan.request = request.model_copy(update=updates)
         return plan
