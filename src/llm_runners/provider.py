@@ -101,5 +101,6 @@ async def collect(events: AsyncIterator[StreamEvent], *, provider: str | None = 
                 provider=provider,
                 session_id=event.session_id,
                 warnings=list(event.warnings),
+                stop_sequence=event.stop_sequence,
             )
     raise UpstreamError("the provider's stream ended without a final event", provider=provider)

@@ -252,6 +252,7 @@ class ChatResponse(_Model):
     provider: str | None = None
     session_id: str | None = None
     warnings: list[str] = Field(default_factory=list)
+    stop_sequence: str | None = None  # which of ChatRequest.stop ended the answer, when one did
 
 
 # --------------------------------------------------------------------------------------------- stream events
@@ -293,6 +294,7 @@ class Done:
     session_id: str | None = None
     warnings: tuple[str, ...] = field(default=())
     type: Literal["done"] = "done"
+    stop_sequence: str | None = None  # which of ChatRequest.stop ended the answer, when one did
 
 
 StreamEvent: TypeAlias = TextDelta | ReasoningDelta | ToolCallEvent | UsageEvent | Done

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 import anthropic
 import anyio
@@ -14,7 +15,7 @@ import pytest
 from server_helpers import Served
 
 from llm_runners.errors import GuardrailError, InvalidRequest, LLMError, Overloaded, RateLimited, UpstreamError
-from llm_runners.testing.scripted import Reply, ScriptedProvider
+from llm_runners.testing.scripted import FULL_CAPABILITIES, Reply, ScriptedProvider
 from llm_runners.types import ChatRequest, Message
 from llm_runners.wrappers.features import FeatureAdapter
 
@@ -147,3 +148,22 @@ def test_raw_404_and_405_bodies(serve: Serve) -> None:
     s = serve(ScriptedProvider())
     r = httpx2.get(s.url + "/v1/messages/batches")
     assert r.status_code == 404 and json.loads(r.text)["error"]["type"] == "not_found_error"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_anthropic_reports_the_stop_sequence_that_ended_the_answer(serve: Serve, stream: bool) -> None:
+    """A provider without native stop sequences gets them emulated; the answer says which one matched, as the
+    Messages API does (``stop_reason: stop_sequence``)."""
+    caps = FULL_CAPABILITIES.model_copy(update={"stop": False})
+    s = serve(ScriptedProvider(["one two END three", "no stop here"], capabilities=caps))
+    client = anthropic.Anthropic(base_url=s.url, api_key="x", max_retries=0)
+    kwargs: dict[str, Any] = {"model": "scripted", "max_tokens": 50, "messages": USER, "stop_sequences": ["END", "X"]}
+    if stream:
+        with client.messages.stream(**kwargs) as events:
+            message = events.get_final_message()
+    else:
+        message = client.messages.create(**kwargs)
+    assert message.content[0].type == "text" and message.content[0].text == "one two "
+    assert (message.stop_reason, message.stop_sequence) == ("stop_sequence", "END")
+    plain = client.messages.create(**kwargs)
+    assert (plain.stop_reason, plain.stop_sequence) == ("end_turn", None)

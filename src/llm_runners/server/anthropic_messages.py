@@ -18,6 +18,12 @@ Choices made where the wire format leaves room:
 - **Warnings**: the ``x-llm-runners-warnings`` header on JSON responses; on streams a ``"warnings"`` list in the
   ``message_delta`` event.
 - ``model`` given as an array of names asks them all at once (:mod:`.multiplex`).
+- ``max_tokens`` is optional here (the real API requires it): a CLI has no such limit to pass, and clients that
+  omit it mean "no particular limit". Given, it must be a positive integer. ``anthropic-version`` and
+  ``anthropic-beta`` headers are accepted whatever their value.
+- ``stop_reason`` is ``stop_sequence`` with the matching ``stop_sequence`` when one of ``stop_sequences`` ended
+  the answer (emulated by the feature adapter for providers without native stop sequences).
+- Unsupported content blocks (``document``, ``search_result``, ``container_upload``…) are a 400 naming the block.
 - **count_tokens** is an estimate, not a tokenizer: ``ceil(characters / 4)`` over the system prompt, every text
   part, tool-call arguments, tool results and the tools' names, descriptions and JSON schemas, plus 1,600 tokens per
   image (Anthropic's cost of a ~1.15 megapixel image) and 4 per message for framing. Good for budgeting, off by
@@ -301,6 +307,13 @@ def _input_of(call: ToolCall) -> Any:
         return {"_raw_arguments": call.arguments}
 
 
+def _stop(finish_reason: str, stop_sequence: str | None) -> tuple[str, str | None]:
+    """``stop_reason`` and ``stop_sequence``: ``stop_sequence`` names the one that ended the answer, if any."""
+    if stop_sequence and finish_reason == "stop":
+        return "stop_sequence", stop_sequence
+    return _STOP_REASONS.get(finish_reason, "end_turn"), None
+
+
 def render_message(response: ChatResponse, model: str, warnings: list[str]) -> tuple[bytes, dict[str, str]]:
     content: list[dict[str, Any]] = []
     if response.reasoning:
@@ -309,14 +322,15 @@ def render_message(response: ChatResponse, model: str, warnings: list[str]) -> t
         content.append({"type": "text", "text": response.content})
     for call in response.tool_calls:
         content.append({"type": "tool_use", "id": call.id, "name": call.name, "input": _input_of(call)})
+    stop_reason, stop_sequence = _stop(response.finish_reason, response.stop_sequence)
     body = {
         "id": "msg_" + uuid.uuid4().hex,
         "type": "message",
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": _STOP_REASONS.get(response.finish_reason, "end_turn"),
-        "stop_sequence": None,
+        "stop_reason": stop_reason,
+        "stop_sequence": stop_sequence,
         "usage": _usage(response.usage),
     }
     return dumps(body).encode(), warnings_headers([*warnings, *response.warnings])
@@ -394,9 +408,10 @@ class MessageStreamRenderer:
             return b""
         if isinstance(event, Done):
             self.done = True
+            stop_reason, stop_sequence = _stop(event.finish_reason, event.stop_sequence)
             delta: dict[str, Any] = {
                 "type": "message_delta",
-                "delta": {"stop_reason": _STOP_REASONS.get(event.finish_reason, "end_turn"), "stop_sequence": None},
+                "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
                 "usage": _usage(self.usage),
             }
             warnings = [*self.warnings, *event.warnings]

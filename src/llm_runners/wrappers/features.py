@@ -77,12 +77,13 @@ EXTRA_SAMPLING: dict[str, tuple[object, ...]] = {
 class StopCutter:
     """Cut streamed text at the first stop sequence, holding back only a tail that could start one."""
 
-    __slots__ = ("_buf", "_stops", "stopped")
+    __slots__ = ("_buf", "_stops", "matched", "stopped")
 
     def __init__(self, stops: list[str]) -> None:
         self._stops = list(dict.fromkeys(s for s in stops if s))
         self._buf = ""
         self.stopped = False
+        self.matched: str | None = None  # the stop sequence that cut the text
 
     def _held(self, text: str) -> int:
         longest = 0
@@ -102,6 +103,7 @@ class StopCutter:
             found = text.find(stop)
             if found != -1 and (cut == -1 or found < cut):
                 cut = found
+                self.matched = stop
         if cut != -1:
             self.stopped = True
             self._buf = ""
@@ -381,12 +383,19 @@ class FeatureAdapter(Provider):
 
     def _done(self, done: Done, plan: _Plan, state: _Attempt, notes: list[str]) -> Done:
         finish = done.finish_reason
+        stop_sequence = done.stop_sequence
         if state.calls:
             finish = "tool_calls"
         elif state.cutter is not None and state.cutter.stopped:
-            finish = "stop"
+            finish, stop_sequence = "stop", state.cutter.matched
         warnings = (*done.warnings, *plan.warnings, *notes, *(state.parser.warnings if state.parser else ()))
-        return Done(finish_reason=finish, model=done.model, session_id=done.session_id, warnings=warnings)
+        return Done(
+            finish_reason=finish,
+            model=done.model,
+            session_id=done.session_id,
+            warnings=warnings,
+            stop_sequence=stop_sequence,
+        )
 
     def _failure(self, reason: str, plan: _Plan, *, retried: bool) -> LLMError:
         suffix = " (also after one corrective retry)" if retried else ""
