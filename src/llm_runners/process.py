@@ -478,6 +478,7 @@ class Process:
         try:
             lines = self._framer.feed(data)
         except LineTooLong as exc:
+            self._framer = LineFramer(spec.max_line_bytes)  # drop the runaway line's fragments now
             self._fail(
                 UpstreamError(
                     f"{self.name}: output exceeded the line limit: a stdout line of {exc.length}+ bytes is longer "
@@ -504,7 +505,8 @@ class Process:
         if fd == 1:
             if not self._stdout_eof:
                 self._stdout_eof = True
-                rest = self._framer.finish()
+                # after a failure nobody reads the rest: joining a partial line would only copy it
+                rest = self._framer.finish() if self._error is None else []
                 self._queue.extend(rest)
                 self._queued += sum(map(len, rest))
         elif fd == 0:
