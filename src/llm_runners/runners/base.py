@@ -15,19 +15,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import re
 import shutil
 import tempfile
 import uuid
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from .. import process
-from ..errors import BinaryNotFound, LLMError, SessionNotFound
+from ..errors import BinaryNotFound, LLMError, SessionNotFound, UpstreamError
 from ..prompt import images_of, render_new_messages, render_transcript
 from ..provider import Provider
 from ..sessions import DEFAULT_STORE, SessionStore
@@ -99,6 +100,52 @@ class Invocation:
     extra_args_placed: bool = False
 
 
+def json_object(line: bytes) -> dict[str, Any] | None:
+    """A stdout line as a JSON object, or None when it is anything else: not JSON, invalid UTF-8, an array or
+    scalar, or nested too deeply for the decoder (which raises RecursionError, not ValueError)."""
+    try:
+        value = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+class Unreadable:
+    """The first few stdout lines a parser could not read, clipped. An error about a CLI that printed something
+    else than its event stream (a banner, an HTML error page, a crash dump, binary noise) then quotes what it
+    printed instead of only saying that the expected event never came."""
+
+    __slots__ = ("chars", "count", "keep", "lines")
+
+    def __init__(self, *, keep: int = 3, chars: int = 120) -> None:
+        self.keep = keep
+        self.chars = chars
+        self.count = 0
+        self.lines: list[str] = []
+
+    def add(self, line: bytes) -> None:
+        self.count += 1
+        if len(self.lines) < self.keep:
+            head = line[: self.chars * 4].decode("utf-8", "replace")  # a slice: a huge line is never copied whole
+            self.lines.append(head if len(head) <= self.chars else head[: self.chars - 1] + "…")
+
+    def excerpt(self) -> str:
+        """`` (unreadable output: 'a' | 'b' | 2 more lines)``, or "" when every line was readable."""
+        if not self.count:
+            return ""
+        more = self.count - len(self.lines)
+        quoted = [repr(line) for line in self.lines] + ([f"{more} more line{'s' * (more > 1)}"] if more else [])
+        return f" (unreadable output: {' | '.join(quoted)})"
+
+    def annotate(self, error: LLMError) -> LLMError:
+        """Append the excerpt to a generic UpstreamError (a classified error already says what went wrong)."""
+        suffix = self.excerpt()
+        if suffix and type(error) is UpstreamError:
+            error.message += suffix
+            error.args = (error.message,)
+        return error
+
+
 class LineParser(Protocol):
     session_id: str | None
 
@@ -117,6 +164,14 @@ class CLIRunner(Provider):
     pass_env: ClassVar[tuple[str, ...]] = ()
     known_models: ClassVar[tuple[str, ...]] = ()
     version_args: ClassVar[tuple[str, ...]] = ("--version",)
+    #: the longest stdout line a run may print. A line is the one thing held whole in memory (its fragments, the
+    #: joined bytes and the decoded JSON: ~3x), so this bounds a run's memory. The largest legitimate lines are a
+    #: complete assistant message (128k output tokens: ~1 MB of JSON) or, with tools on, a tool result carrying a
+    #: base64 image (5 MB -> ~7 MB); 16 MiB leaves twice that.
+    max_line_bytes: int = 16 * 1024 * 1024
+    #: all stdout of one run. Lines stream through and are dropped (only answer text is kept), so this is a
+    #: runaway guard rather than a memory bound: a long tool-using turn may legitimately print tens of MB
+    max_output_bytes: int = 256 * 1024 * 1024
 
     def __init__(
         self,
@@ -295,21 +350,46 @@ class CLIRunner(Provider):
             stdin=invocation.stdin,
             timeout=self.timeout,
             idle_timeout=self.idle_timeout,
+            max_output_bytes=self.max_output_bytes,
+            max_line_bytes=self.max_line_bytes,
             cleanup=cleanup,
             provider=self.name,
         )
-        proc = await process.start(spec)
+        try:
+            proc = await process.start(spec)
+        except BinaryNotFound as exc:  # found, but it cannot run (bad interpreter, not an executable format)
+            exc.message += f". Reinstall it with `npm install -g {self.package}` or set the runner's binary path."
+            exc.args = (exc.message,)
+            raise
         async with proc:
             lines = proc.lines()
             try:
                 async for line in lines:
-                    for event in parser.feed(line):
+                    for event in self._parse(parser.feed, line):
                         yield event
             finally:
                 await lines.aclose()  # type: ignore[attr-defined]
             returncode = await proc.wait()
-            for event in parser.finish(returncode, proc.stderr_tail()):
+            stderr = proc.stderr_tail()
+            for event in self._parse(lambda _: parser.finish(returncode, stderr), None):
                 yield event
+
+    def _parse(self, step: Callable[[bytes], Iterable[StreamEvent]], line: bytes | None) -> list[StreamEvent]:
+        """One parser step. Whatever the CLI printed, what escapes is events or an LLMError: a parser that trips
+        over output it did not foresee (a KeyError, a TypeError) becomes an UpstreamError quoting the line."""
+        try:
+            return list(step(line or b""))
+        except LLMError:
+            raise
+        except Exception as exc:
+            quoted = Unreadable()
+            if line is not None:
+                quoted.add(line)
+            where = f" on the line {quoted.lines[0]!r}" if quoted.lines else " at exit"
+            raise UpstreamError(
+                f"{self.name}: unexpected output from the CLI ({type(exc).__name__}: {exc}){where}",
+                provider=self.name,
+            ) from exc
 
     # ------------------------------------------------------------------------------------------ metadata
     async def version(self) -> str | None:
@@ -327,6 +407,8 @@ class CLIRunner(Provider):
             cwd=self.workdir,
             timeout=limit,
             idle_timeout=None,
+            max_output_bytes=self.max_line_bytes,  # held whole in memory, like one line
+            max_line_bytes=self.max_line_bytes,
             provider=self.name,
         )
         out: list[bytes] = []

@@ -68,7 +68,7 @@ from ..types import (
     Usage,
     UsageEvent,
 )
-from .base import CLIRunner, Invocation, Turn
+from .base import CLIRunner, Invocation, Turn, Unreadable, json_object
 
 PROVIDER = "claude_code"
 
@@ -144,6 +144,7 @@ class ClaudeCodeParser:
 
     def __init__(self, *, model: str | None = None, resume: str | None = None) -> None:
         self.session_id: str | None = None
+        self.unreadable = Unreadable()  # lines that were no JSON object, quoted in errors
         self.requested_model = model
         self.resume = resume
         #: the model the API said it served (``message_start``), else the CLI's own idea of it
@@ -158,11 +159,9 @@ class ClaudeCodeParser:
 
     # ------------------------------------------------------------------------------------------ lines
     def feed(self, line: bytes) -> Iterable[StreamEvent]:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            return ()
-        if not isinstance(event, dict):
+        event = json_object(line)
+        if event is None:
+            self.unreadable.add(line)
             return ()
         sid = event.get("session_id")
         if isinstance(sid, str) and sid:
@@ -212,10 +211,11 @@ class ClaudeCodeParser:
             if isinstance(error, str):
                 self.synthetic_error = error
             return ()  # an API error dressed as a message: reported from `result`, never as answer text
-        if message.get("id") in self._streamed:
-            return ()
-        if isinstance(message.get("id"), str):
-            self._streamed.add(message["id"])
+        message_id = message.get("id")
+        if isinstance(message_id, str):
+            if message_id in self._streamed:
+                return ()
+            self._streamed.add(message_id)
         content = message.get("content")
         events: list[StreamEvent] = []
         for block in content if isinstance(content, list) else ():
@@ -252,8 +252,12 @@ class ClaudeCodeParser:
             )
         if result is None:
             if returncode == 0:
-                raise UpstreamError("claude exited without a result event", provider=PROVIDER, detail=stderr or None)
-            raise process.classify_exit(returncode, stderr, provider=PROVIDER)
+                raise UpstreamError(
+                    "claude exited without a result event" + self.unreadable.excerpt(),
+                    provider=PROVIDER,
+                    detail=stderr or None,
+                )
+            raise self.unreadable.annotate(process.classify_exit(returncode, stderr, provider=PROVIDER))
         if result.get("is_error") is True or str(result.get("subtype", "success")) != "success":
             raise self._error(result, stderr)
         events: list[StreamEvent] = []

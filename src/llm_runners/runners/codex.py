@@ -52,7 +52,7 @@ from ..errors import (
 )
 from ..sessions import SessionStore
 from ..types import Capabilities, Done, ModelInfo, ReasoningDelta, StreamEvent, TextDelta, Usage, UsageEvent
-from .base import CLIRunner, Invocation, Turn
+from .base import CLIRunner, Invocation, Turn, Unreadable, json_object
 
 PROVIDER = "codex"
 
@@ -178,6 +178,7 @@ class CodexParser:
         remember: Callable[[str, Usage], None] | None = None,
     ) -> None:
         self.session_id: str | None = None
+        self.unreadable = Unreadable()  # lines that were no JSON object, quoted in errors
         self.model = model
         self.resume = resume
         self.baseline = baseline
@@ -191,11 +192,9 @@ class CodexParser:
         self._said_text = False
 
     def feed(self, line: bytes) -> Iterable[StreamEvent]:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            return ()
-        if not isinstance(event, dict):
+        event = json_object(line)
+        if event is None:
+            self.unreadable.add(line)
             return ()
         kind = event.get("type")
         if kind == "thread.started":
@@ -280,8 +279,10 @@ class CodexParser:
         if config_error:
             raise InvalidRequest(f"codex: {config_error}", provider=PROVIDER, detail=stderr)
         if returncode == 0:
-            raise UpstreamError("codex exited without completing the turn", provider=PROVIDER, detail=stderr)
-        raise process.classify_exit(returncode, stderr, provider=PROVIDER)
+            raise UpstreamError(
+                "codex exited without completing the turn" + self.unreadable.excerpt(), provider=PROVIDER, detail=stderr
+            )
+        raise self.unreadable.annotate(process.classify_exit(returncode, stderr, provider=PROVIDER))
 
 
 def _line_with(text: str, marker: str) -> str | None:

@@ -60,7 +60,7 @@ from ..errors import (
 )
 from ..sessions import SessionStore
 from ..types import Capabilities, Done, StreamEvent, TextDelta, Usage, UsageEvent
-from .base import CLIRunner, Invocation, Turn
+from .base import CLIRunner, Invocation, Turn, Unreadable, json_object
 
 #: names no MCP server or context file will ever have: an allow-list holding only this blocks every MCP server
 _NO_MCP = "__llm_runners_no_mcp__"
@@ -121,6 +121,7 @@ class GeminiParser:
 
     def __init__(self, *, model: str | None = None, resume: str | None = None) -> None:
         self.session_id: str | None = None
+        self.unreadable = Unreadable()  # lines that were no JSON object, quoted in errors
         self.model = model
         self.resume = resume
         self.usage: Usage | None = None
@@ -129,11 +130,9 @@ class GeminiParser:
         self.errors: list[str] = []  # non-fatal `error` events, for messages
 
     def feed(self, line: bytes) -> Iterable[StreamEvent]:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            return ()
-        if not isinstance(event, dict):
+        event = json_object(line)
+        if event is None:
+            self.unreadable.add(line)
             return ()
         kind = event.get("type")
         if kind == "init":
@@ -185,11 +184,13 @@ class GeminiParser:
         if returncode == _EXIT_AUTH_METHOD or "Invalid auth method" in stderr:
             raise AuthenticationError(f"gemini: {_AUTH_HINT}", provider="gemini", detail=stderr)
         if returncode == 0:
-            raise UpstreamError("gemini exited without a result event", provider="gemini", detail=stderr)
+            raise UpstreamError(
+                "gemini exited without a result event" + self.unreadable.excerpt(), provider="gemini", detail=stderr
+            )
         return_status = _status_from_exit(returncode)
         if return_status is not None:
             raise classify_api_error(_last_line(stderr, "") or "API error", returncode, detail=stderr)
-        raise process.classify_exit(returncode, stderr, provider="gemini")
+        raise self.unreadable.annotate(process.classify_exit(returncode, stderr, provider="gemini"))
 
 
 def classify_api_error(message: str, returncode: int, *, detail: str | None = None) -> LLMError:
@@ -225,7 +226,7 @@ def _embedded(message: str) -> tuple[int | None, str | None, str | None]:
         return None, None, None
     try:
         data = json.loads(message[start : end + 1])
-    except ValueError:
+    except (ValueError, RecursionError):  # a deeply nested "JSON" is no API error either
         return None, None, None
     error = data.get("error") if isinstance(data, dict) else None
     if not isinstance(error, dict):
