@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import pytest
 
-from llm_runners.errors import BinaryNotFound, SessionNotFound, UpstreamError
+from llm_runners.errors import BinaryNotFound, InvalidRequest, SessionNotFound, UpstreamError
 from llm_runners.runners.base import CLIRunner, Invocation, Turn
 from llm_runners.sessions import SessionStore
 from llm_runners.types import (
@@ -212,3 +212,30 @@ async def test_missing_binary_is_a_clear_error_with_the_fix(tmp_path: Path) -> N
         await runner.complete(ChatRequest(messages=[user("u1")]))
     health = await runner.health()
     assert not health.installed and health.fix == "npm install -g standin-cli"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("model", ["--yolo", "-m", "a b", "x\0y", "", "../../etc"])
+async def test_a_model_name_cannot_smuggle_an_option_into_argv(standin: StandIn, model: str) -> None:
+    with pytest.raises(InvalidRequest, match="invalid model name"):
+        await standin.complete(ChatRequest(messages=[user("u1")], model=model))
+    assert not standin.log.exists()  # no process was started
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("model", ["claude-opus-4-8[1m]", "gpt-5.5", "fake/fake-model", "models/gemini-2.5-flash"])
+async def test_real_model_names_pass(standin: StandIn, model: str) -> None:
+    assert (await standin.complete(ChatRequest(messages=[user("u1")], model=model))).content == "answer to u1"
+
+
+@pytest.mark.anyio
+async def test_session_not_found_on_a_fresh_session_is_an_upstream_error(standin: StandIn) -> None:
+    class LosesFresh(StandIn):
+        def invocation(self, turn: Turn) -> Invocation:
+            inv = super().invocation(turn)
+            inv.argv[1:3] = ["--resume", "lost-anyway"]  # the CLI reports a missing session although none was asked
+            return inv
+
+    runner = LosesFresh(standin.log, binary=standin.binary, sessions=SessionStore())
+    with pytest.raises(UpstreamError, match="no such session"):
+        await runner.complete(ChatRequest(messages=[user("u1")]))

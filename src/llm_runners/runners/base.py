@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from .. import process
-from ..errors import BinaryNotFound, LLMError, SessionNotFound, UpstreamError
+from ..errors import BinaryNotFound, InvalidRequest, LLMError, SessionNotFound, UpstreamError
 from ..prompt import images_of, render_new_messages, render_transcript
 from ..provider import Provider
 from ..sessions import DEFAULT_STORE, SessionStore
@@ -156,6 +156,21 @@ class LineParser(Protocol):
     def finish(self, returncode: int, stderr: str) -> Iterable[StreamEvent]:
         """After exit: the remaining events ending with Done, or raise the classified LLMError."""
         ...
+
+
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@\[\]+-]{0,199}")
+
+
+def check_model_name(model: str | None, provider: str) -> None:
+    """A model name from a request ends up in a CLI's argv (``--model X``): one that starts with ``-`` would be read
+    as an option (``--yolo``), so only plain names pass."""
+    if model is not None and not _MODEL_NAME.fullmatch(model):
+        raise InvalidRequest(
+            f"{provider}: invalid model name {model[:80]!r}: letters, digits and . _ : / @ [ ] + - only, "
+            "not starting with '-'",
+            provider=provider,
+            param="model",
+        )
 
 
 class CLIRunner(Provider):
@@ -301,6 +316,7 @@ class CLIRunner(Provider):
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         binary = self.binary_path  # fail fast, before any session is claimed
         del binary
+        check_model_name(request.model, self.name)
         claim = self.sessions.claim(self.name, request.conversation, request.messages)
         resume, first_new = claim.session_id, claim.first_new
         while True:
@@ -319,8 +335,10 @@ class CLIRunner(Provider):
                             event = self._finish_done(event, turn, text, calls)
                         yield event
                 return
-            except SessionNotFound:
-                if turn.resume is None or text or calls:
+            except SessionNotFound as exc:
+                if turn.resume is None:  # nothing was resumed: whatever the CLI means, it is not the caller's fault
+                    raise UpstreamError(f"{self.name}: {exc.message}", provider=self.name, detail=exc.detail) from exc
+                if text or calls:
                     raise
                 resume, first_new = None, 0  # the CLI lost the session: replay the whole history once
 
