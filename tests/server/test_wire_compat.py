@@ -68,9 +68,10 @@ def test_sampling_params_no_provider_honours_are_warned_about(serve: Serve) -> N
         top_logprobs=2,
         frequency_penalty=0,  # neutral values ask for nothing
         presence_penalty=0.5,
+        web_search_options={},  # a search the provider cannot do is said, not silently skipped
     )
     warned = raw.headers["x-llm-runners-warnings"]
-    for name in ("seed", "logprobs", "top_logprobs", "presence_penalty"):
+    for name in ("seed", "logprobs", "top_logprobs", "presence_penalty", "web_search_options"):
         assert f"{name} is not supported" in warned
     assert "frequency_penalty" not in warned
     assert raw.parse().choices[0].message.content == "ok"

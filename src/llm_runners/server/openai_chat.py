@@ -79,6 +79,7 @@ _EXTRA_PARAMS = (
     "parallel_tool_calls",
     "reasoning_effort",
     "user",
+    "web_search_options",
 )
 _ROLES: dict[Any, Role] = {
     "system": "system",

@@ -71,6 +71,7 @@ EXTRA_SAMPLING: dict[str, tuple[object, ...]] = {
     "logprobs": (False,),
     "top_logprobs": (0,),
     "top_k": (),
+    "web_search_options": (),  # not sampling, but the same rule: a provider that cannot search must say so
 }
 
 
