@@ -10,7 +10,7 @@ Runs the same Claude Code request two ways, alternating, against the fake model 
 It prints every pair and the ratio of the medians (target <= 1.02). The real CLI phones home, so the benchmark
 re-executes itself inside a loopback-only network namespace (``unshare -n``) with a throw-away HOME.
 
-    .venv/bin/python benchmarks/overhead.py [--runs 12]
+    .venv/bin/python benchmarks/overhead.py [--runs 20]
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ async def main(runs: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=12)
+    parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
     if not _isolated():
         _reexec_isolated()
