@@ -173,6 +173,55 @@ async def test_json_answer() -> None:
     assert response.usage == Usage(input_tokens=3, output_tokens=9)
 
 
+async def test_native_stop_sequence_is_reported_streamed() -> None:
+    body = b"".join(
+        [
+            START,
+            ev("content_block_start", index=0, content_block={"type": "text", "text": ""}),
+            ev("content_block_delta", index=0, delta={"type": "text_delta", "text": "one two"}),
+            ev("content_block_stop", index=0),
+            ev(
+                "message_delta",
+                delta={"stop_reason": "stop_sequence", "stop_sequence": "THREE"},
+                usage={"output_tokens": 3},
+            ),
+            ev("message_stop"),
+        ]
+    )
+    canned = Canned(body=body)
+    events = [e async for e in canned.provider().stream(req(stop=["THREE", "FOUR"]))]
+    assert events[-1] == Done(finish_reason="stop", model="claude-x", stop_sequence="THREE")
+    assert canned.sent()["stop_sequences"] == ["THREE", "FOUR"]
+    response = await Canned(body=body).provider().complete(req(stop=["THREE"]))
+    assert response.finish_reason == "stop" and response.stop_sequence == "THREE"
+    assert response.content == "one two"
+
+
+@pytest.mark.parametrize(
+    ("reason", "sequence", "finish", "expected"),
+    [
+        ("stop_sequence", "END", "stop", "END"),
+        ("end_turn", None, "stop", None),
+        ("max_tokens", None, "length", None),
+        ("end_turn", "END", "stop", None),  # a sequence beside another reason is not what stopped the answer
+    ],
+)
+async def test_native_stop_sequence_is_reported_in_json(
+    reason: str, sequence: str | None, finish: str, expected: str | None
+) -> None:
+    message = {
+        "type": "message",
+        "model": "claude-x",
+        "stop_reason": reason,
+        "stop_sequence": sequence,
+        "content": [{"type": "text", "text": "before"}],
+        "usage": {"input_tokens": 1, "output_tokens": 1},
+    }
+    canned = Canned(body=json.dumps(message).encode(), content_type="application/json")
+    response = await canned.provider().complete(req(stop=["END"]))
+    assert response.finish_reason == finish and response.stop_sequence == expected
+
+
 @pytest.mark.parametrize(
     ("status", "etype", "message", "error"),
     [

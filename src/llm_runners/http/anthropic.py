@@ -11,7 +11,8 @@ JSON mode has no native switch here (``json_mode`` is False), so the server's em
 Streaming: ``text_delta`` -> :class:`TextDelta`, ``thinking_delta`` -> :class:`ReasoningDelta`, each
 ``tool_use`` block -> one :class:`ToolCallEvent` at its ``content_block_stop``; input usage from
 ``message_start`` and output usage from ``message_delta`` -> one :class:`UsageEvent`; ``event: error`` inside
-the stream raises the matching error.
+the stream raises the matching error. An answer the API ended on one of ``stop_sequences``
+(``stop_reason: "stop_sequence"``) finishes with ``"stop"`` and names the sequence in ``Done.stop_sequence``.
 """
 
 from __future__ import annotations
@@ -133,6 +134,7 @@ class AnthropicProvider(HTTPProvider):
         model: str | None = None
         input_tokens = cached = output_tokens = 0
         finish: FinishReason = "stop"
+        stop_sequence: str | None = None
         blocks: dict[int, dict[str, Any]] = {}  # open tool_use blocks by index
         async for sse in source:
             if not sse.data.strip():
@@ -182,15 +184,17 @@ class AnthropicProvider(HTTPProvider):
                 if closed is not None:
                     yield ToolCallEvent(_tool_call(closed))
             elif kind == "message_delta":
-                reason = (data.get("delta") or {}).get("stop_reason")
+                delta = data.get("delta") or {}
+                reason = delta.get("stop_reason")
                 if reason:
                     finish = _FINISH.get(reason, "stop")
+                    stop_sequence = _stop_sequence(reason, delta.get("stop_sequence"))
                 usage = data.get("usage") or {}
                 if usage.get("output_tokens") is not None:
                     output_tokens = int(usage["output_tokens"])  # cumulative
             elif kind == "message_stop":
                 yield UsageEvent(Usage(input_tokens=input_tokens, output_tokens=output_tokens, cached_tokens=cached))
-                yield Done(finish_reason=finish, model=model)
+                yield Done(finish_reason=finish, model=model, stop_sequence=stop_sequence)
                 return
             elif kind == "error":
                 message, code, etype = error_message(data, "the API reported an error mid-stream")
@@ -229,10 +233,20 @@ class AnthropicProvider(HTTPProvider):
                 )
             )
         )
+        reason = body.get("stop_reason") or "end_turn"
         events.append(
-            Done(finish_reason=_FINISH.get(body.get("stop_reason") or "end_turn", "stop"), model=body.get("model"))
+            Done(
+                finish_reason=_FINISH.get(reason, "stop"),
+                model=body.get("model"),
+                stop_sequence=_stop_sequence(reason, body.get("stop_sequence")),
+            )
         )
         return events
+
+
+def _stop_sequence(reason: str, sequence: Any) -> str | None:
+    """The sequence the API stopped on, when it says it stopped on one (``stop_sequence`` is null otherwise)."""
+    return sequence if reason == "stop_sequence" and isinstance(sequence, str) else None
 
 
 def _tool_call(block: dict[str, Any]) -> ToolCall:
