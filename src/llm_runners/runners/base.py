@@ -110,6 +110,11 @@ def json_object(line: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def int_or_zero(value: object) -> int:
+    """A token count from a CLI's JSON: the integer itself, 0 for anything else (absent, null, a bool, a string)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 class Unreadable:
     """The first few stdout lines a parser could not read, clipped. An error about a CLI that printed something
     else than its event stream (a banner, an HTML error page, a crash dump, binary noise) then quotes what it

@@ -68,7 +68,7 @@ from ..types import (
     Usage,
     UsageEvent,
 )
-from .base import CLIRunner, Invocation, Turn, Unreadable, json_object
+from .base import CLIRunner, Invocation, Turn, Unreadable, int_or_zero, json_object
 
 PROVIDER = "claude_code"
 
@@ -115,10 +115,6 @@ _FINISH: dict[str, FinishReason] = {
     "model_context_window_exceeded": "length",
     "refusal": "content_filter",
 }
-
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def user_message(turn: Turn) -> dict[str, Any]:
@@ -296,11 +292,13 @@ class ClaudeCodeParser:
         usage = result.get("usage")
         if not isinstance(usage, dict):
             return None
-        cache_read = _int(usage.get("cache_read_input_tokens"))
+        cache_read = int_or_zero(usage.get("cache_read_input_tokens"))
         cost = result.get("total_cost_usd")
         return Usage(
-            input_tokens=_int(usage.get("input_tokens")) + cache_read + _int(usage.get("cache_creation_input_tokens")),
-            output_tokens=_int(usage.get("output_tokens")),
+            input_tokens=int_or_zero(usage.get("input_tokens"))
+            + cache_read
+            + int_or_zero(usage.get("cache_creation_input_tokens")),
+            output_tokens=int_or_zero(usage.get("output_tokens")),
             cached_tokens=cache_read,
             cost_usd=float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None,
         )

@@ -52,7 +52,7 @@ from ..errors import (
 )
 from ..sessions import SessionStore
 from ..types import Capabilities, Done, ModelInfo, ReasoningDelta, StreamEvent, TextDelta, Usage, UsageEvent
-from .base import CLIRunner, Invocation, Turn, Unreadable, json_object
+from .base import CLIRunner, Invocation, Turn, Unreadable, int_or_zero, json_object
 
 PROVIDER = "codex"
 
@@ -135,16 +135,12 @@ def classify_error(message: str, *, detail: str | None = None) -> LLMError:
     return error
 
 
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def _usage(raw: Mapping[str, Any]) -> Usage:
     return Usage(
-        input_tokens=_int(raw.get("input_tokens")),
-        cached_tokens=_int(raw.get("cached_input_tokens")),
-        output_tokens=_int(raw.get("output_tokens")),
-        reasoning_tokens=_int(raw.get("reasoning_output_tokens")),
+        input_tokens=int_or_zero(raw.get("input_tokens")),
+        cached_tokens=int_or_zero(raw.get("cached_input_tokens")),
+        output_tokens=int_or_zero(raw.get("output_tokens")),
+        reasoning_tokens=int_or_zero(raw.get("reasoning_output_tokens")),
     )
 
 

@@ -60,7 +60,7 @@ from ..errors import (
 )
 from ..sessions import SessionStore
 from ..types import Capabilities, Done, StreamEvent, TextDelta, Usage, UsageEvent
-from .base import CLIRunner, Invocation, Turn, Unreadable, json_object
+from .base import CLIRunner, Invocation, Turn, Unreadable, int_or_zero, json_object
 
 #: names no MCP server or context file will ever have: an allow-list holding only this blocks every MCP server
 _NO_MCP = "__llm_runners_no_mcp__"
@@ -164,9 +164,9 @@ class GeminiParser:
         if not isinstance(stats, dict):
             return ()
         self.usage = Usage(
-            input_tokens=_int(stats.get("input_tokens")),
-            output_tokens=_int(stats.get("output_tokens")),
-            cached_tokens=_int(stats.get("cached")),
+            input_tokens=int_or_zero(stats.get("input_tokens")),
+            output_tokens=int_or_zero(stats.get("output_tokens")),
+            cached_tokens=int_or_zero(stats.get("cached")),
         )
         return (UsageEvent(self.usage),)
 
@@ -246,10 +246,6 @@ def _status_from_exit(returncode: int) -> int | None:
     if 144 <= returncode <= 255:
         return returncode + 256
     return None
-
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _last_line(stderr: str, marker: str) -> str:
