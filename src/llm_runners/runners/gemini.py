@@ -124,10 +124,8 @@ class GeminiParser:
         self.unreadable = Unreadable()  # lines that were no JSON object, quoted in errors
         self.model = model
         self.resume = resume
-        self.usage: Usage | None = None
         self.success = False
         self.error: str | None = None
-        self.errors: list[str] = []  # non-fatal `error` events, for messages
 
     def feed(self, line: bytes) -> Iterable[StreamEvent]:
         event = json_object(line)
@@ -147,10 +145,6 @@ class GeminiParser:
                 return (TextDelta(content),)
         elif kind == "result":
             return self._result(event)
-        elif kind == "error":
-            message = event.get("message")
-            if isinstance(message, str):
-                self.errors.append(message)
         return ()
 
     def _result(self, event: dict[str, Any]) -> Iterable[StreamEvent]:
@@ -163,12 +157,12 @@ class GeminiParser:
         stats = event.get("stats")
         if not isinstance(stats, dict):
             return ()
-        self.usage = Usage(
+        usage = Usage(
             input_tokens=int_or_zero(stats.get("input_tokens")),
             output_tokens=int_or_zero(stats.get("output_tokens")),
             cached_tokens=int_or_zero(stats.get("cached")),
         )
-        return (UsageEvent(self.usage),)
+        return (UsageEvent(usage),)
 
     def finish(self, returncode: int, stderr: str) -> Iterable[StreamEvent]:
         if self.success and returncode == 0:
