@@ -13,9 +13,11 @@ Routes (each also answers without the ``/v1`` prefix, for clients whose base URL
 ``GET|HEAD /``                           200: Claude Code probes ``HEAD /`` before every run
 =======================================  ===================================================
 
-Middleware (outermost first): API-key check, then the body-size limit. Errors never escape as a bare 500: an
-:class:`~llm_runners.errors.LLMError` is rendered with its status in the envelope of the path's wire format,
-anything else is logged and rendered as an ``InternalError``.
+Middleware (outermost first): request ids (``request-id`` / ``x-request-id``), API-key check, then the body-size
+limit. Errors never escape as a bare 500: an :class:`~llm_runners.errors.LLMError` is rendered with its status in
+the envelope of the caller's wire format (the path's; on shared routes such as ``/v1/models``, Anthropic's for a
+caller sending ``anthropic-version`` or ``x-api-key``), anything else is logged and rendered as an
+``InternalError``.
 """
 
 from __future__ import annotations
@@ -42,17 +44,19 @@ from .anthropic_messages import AnthropicMessages, CountTokens
 from .auth import APIKeyAuth
 from .errors import Flavor, error_response
 from .health import HealthEndpoints
-from .limits import BodySizeLimit, RequestTooLarge, is_anthropic_path
+from .limits import BodySizeLimit, RequestTooLarge, scope_flavor
 from .openai_chat import ChatCompletions
 from .openai_responses import Responses, ResponseStore
+from .request_id import RequestId
 
 __all__ = ["create_app", "serve"]
 
 Handler = Callable[[Request], Awaitable[Any]]
 
 
-def _guard(handler: Handler, flavor: Flavor) -> Callable[[Request], Awaitable[Any]]:
-    """Run ``handler``; any exception it raises becomes an error response in ``flavor``'s envelope."""
+def _guard(handler: Handler, flavor: Flavor | None) -> Callable[[Request], Awaitable[Any]]:
+    """Run ``handler``; any exception it raises becomes an error response in ``flavor``'s envelope (``None``: a
+    route every client may call, answered in the caller's own, see :func:`~.limits.scope_flavor`)."""
 
     async def endpoint(request: Request) -> Any:
         try:
@@ -60,7 +64,7 @@ def _guard(handler: Handler, flavor: Flavor) -> Callable[[Request], Awaitable[An
         except RequestTooLarge:
             raise  # BodySizeLimit answers 413 itself
         except Exception as exc:
-            return error_response(exc, flavor)
+            return error_response(exc, flavor or scope_flavor(request.scope))
 
     return endpoint
 
@@ -70,8 +74,8 @@ async def _root(request: Request) -> Response:
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
-    """Starlette's own 404 / 405 / 500, in the envelope of the wire format the path belongs to."""
-    flavor: Flavor = "anthropic" if is_anthropic_path(request.url.path) else "openai"
+    """Starlette's own 404 / 405 / 500, in the envelope of the caller's wire format (path, else headers)."""
+    flavor = scope_flavor(request.scope)
     if isinstance(exc, HTTPException):
         error: LLMError
         if exc.status_code == 404:
@@ -105,10 +109,10 @@ def create_app(router: Router, settings: Settings | None = None, *, store: Respo
             Route(f"{prefix}/responses/{{response_id}}", _guard(responses.retrieve, "openai"), methods=["GET"]),
             Route(f"{prefix}/messages", _guard(messages, "anthropic"), methods=["POST"]),
             Route(f"{prefix}/messages/count_tokens", _guard(count, "anthropic"), methods=["POST"]),
-            Route(f"{prefix}/models", _guard(health.models, "openai"), methods=["GET"]),
+            Route(f"{prefix}/models", _guard(health.models, None), methods=["GET"]),
         ]
     routes += [
-        Route("/health", _guard(health.health, "openai"), methods=["GET"]),
+        Route("/health", _guard(health.health, None), methods=["GET"]),
         Route("/", _root, methods=["GET", "HEAD"]),
     ]
 
@@ -120,6 +124,7 @@ def create_app(router: Router, settings: Settings | None = None, *, store: Respo
             await router.aclose()
 
     middleware = [
+        Middleware(RequestId),
         Middleware(APIKeyAuth, keys=settings.api_keys),
         Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
     ]

@@ -14,7 +14,8 @@ Exempt (answered without a key), by default only ``HEAD /``: Claude Code probes 
 nothing. ``/health`` is *not* exempt: it says which CLIs are installed and logged in, which is worth hiding from
 strangers. Pass ``exempt=`` to change the set (pairs of method and exact path).
 
-A refusal is a 401 in the caller's wire format (Anthropic envelope under ``/v1/messages``, OpenAI otherwise) with
+A refusal is a 401 in the caller's wire format (:func:`~.limits.scope_flavor`: Anthropic's envelope under
+``/v1/messages`` or from an Anthropic client on shared routes, OpenAI's otherwise) with
 ``WWW-Authenticate: Bearer``. With no keys configured the middleware passes everything through.
 """
 
@@ -93,4 +94,4 @@ class APIKeyAuth:
         else:
             message = "invalid API key"
         error = AuthenticationError(message, code="invalid_api_key")
-        await send_error(send, scope.get("path", ""), error, extra_headers={"www-authenticate": "Bearer"})
+        await send_error(send, scope, error, extra_headers={"www-authenticate": "Bearer"})

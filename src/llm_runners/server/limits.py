@@ -11,15 +11,15 @@ Two checks:
    :class:`RequestTooLarge` into the app. Whatever the app then does (a 500 page, a 400, re-raising), this
    middleware throws its answer away and sends the 413 itself, unless the app had already started a response.
 
-Errors are rendered in the wire format the caller speaks: the Anthropic envelope for ``/v1/messages`` paths, the
-OpenAI envelope everywhere else (see :func:`send_error`, which :mod:`llm_runners.server.auth` shares).
+Errors are rendered in the wire format the caller speaks (see :func:`scope_flavor` and :func:`send_error`, which
+:mod:`llm_runners.server.auth` shares).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal
 
 from ..errors import InvalidRequest, LLMError
 
@@ -31,7 +31,15 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-__all__ = ["BodySizeLimit", "PayloadTooLarge", "RequestTooLarge", "is_anthropic_path", "send_error"]
+__all__ = [
+    "BodySizeLimit",
+    "PayloadTooLarge",
+    "RequestTooLarge",
+    "is_anthropic_path",
+    "is_openai_path",
+    "scope_flavor",
+    "send_error",
+]
 
 
 class PayloadTooLarge(InvalidRequest):
@@ -53,9 +61,34 @@ def is_anthropic_path(path: str) -> bool:
     return p.endswith("/messages") or "/messages/" in p
 
 
-async def send_error(send: Send, path: str, error: LLMError, *, extra_headers: dict[str, str] | None = None) -> None:
-    """Send ``error`` as a complete JSON response in the envelope that ``path``'s wire format expects."""
-    envelope = error.anthropic_envelope() if is_anthropic_path(path) else error.openai_envelope()
+def is_openai_path(path: str) -> bool:
+    """``/v1/chat/completions`` and ``/v1/responses`` (and what is under it) speak OpenAI whoever calls."""
+    p = path.rstrip("/")
+    return p.endswith(("/chat/completions", "/responses")) or "/responses/" in p
+
+
+#: request headers only Anthropic's clients send (the SDK and Claude Code send both; OpenAI's send neither)
+_ANTHROPIC_HEADERS = (b"anthropic-version", b"x-api-key")
+
+
+def scope_flavor(scope: Mapping[str, Any]) -> Literal["openai", "anthropic"]:
+    """The wire format to answer in: the path's when it belongs to one format; on shared routes (``/v1/models``,
+    ``/health``, unknown paths) Anthropic's when the caller is clearly an Anthropic client (it sent
+    ``anthropic-version`` or ``x-api-key``), else OpenAI's."""
+    path: str = scope.get("path", "")
+    if is_anthropic_path(path):
+        return "anthropic"
+    if is_openai_path(path):
+        return "openai"
+    for name, _ in scope.get("headers", ()):
+        if name in _ANTHROPIC_HEADERS:
+            return "anthropic"
+    return "openai"
+
+
+async def send_error(send: Send, scope: Scope, error: LLMError, *, extra_headers: dict[str, str] | None = None) -> None:
+    """Send ``error`` as a complete JSON response in the envelope the caller expects (:func:`scope_flavor`)."""
+    envelope = error.anthropic_envelope() if scope_flavor(scope) == "anthropic" else error.openai_envelope()
     body = json.dumps(envelope).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     for name, value in {**error.headers(), **(extra_headers or {})}.items():
@@ -91,10 +124,9 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope.get("path", "")
         length = _content_length(scope)
         if length is not None and length > self.max_bytes:
-            await send_error(send, path, _too_large(self.max_bytes), extra_headers={"connection": "close"})
+            await send_error(send, scope, _too_large(self.max_bytes), extra_headers={"connection": "close"})
             return
 
         received = 0
@@ -127,4 +159,4 @@ class BodySizeLimit:
             if not exceeded:
                 raise
         if exceeded and not app_started:
-            await send_error(send, path, _too_large(self.max_bytes), extra_headers={"connection": "close"})
+            await send_error(send, scope, _too_large(self.max_bytes), extra_headers={"connection": "close"})
