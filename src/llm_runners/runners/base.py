@@ -253,9 +253,9 @@ class CLIRunner(Provider):
 
     # ------------------------------------------------------------------------------------------ resolution
     def find_binary(self) -> str | None:
+        """The configured binary: a path as given, else a name looked up in the runner's own PATH, then the
+        server's."""
         name = self.binary or self.binary_name
-        if os.sep in name:
-            return name if os.path.isfile(name) and os.access(name, os.X_OK) else None
         path_var = self.env.get("PATH")
         extra = path_var.split(os.pathsep) if path_var else ()
         return process.find_binary(name, extra)
