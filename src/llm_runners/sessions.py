@@ -25,6 +25,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .prompt import last_assistant_index
 from .types import ImagePart, Message, TextPart
 
 
@@ -76,11 +77,7 @@ class SessionStore:
 
     def claim(self, provider: str, conversation: str | None, messages: Sequence[Message]) -> Claim:
         """Find (and take) the session that continues ``messages``. Without one, everything is new."""
-        last = -1
-        for i in range(len(messages) - 1, -1, -1):
-            if messages[i].role == "assistant":
-                last = i
-                break
+        last = last_assistant_index(messages)
         if last < 0:
             return Claim(None, 0)
         key = history_key(provider, conversation, messages[: last + 1])

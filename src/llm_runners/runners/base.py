@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Protocol
 
 from .. import process
 from ..errors import BinaryNotFound, InvalidRequest, LLMError, SessionNotFound, UpstreamError
-from ..prompt import images_of, render_new_messages, render_transcript
+from ..prompt import conversation_messages, images_of, render_new_messages, render_transcript
 from ..provider import Provider
 from ..sessions import DEFAULT_STORE, SessionStore
 from ..types import (
@@ -290,10 +290,10 @@ class CLIRunner(Provider):
     def _turn(self, request: ChatRequest, resume: str | None, first_new: int) -> Turn:
         messages = request.messages
         if resume is not None:
-            sent = [m for m in messages[first_new:] if m.role != "system"]
+            sent = conversation_messages(messages[first_new:])
             prompt = render_new_messages(sent)
         else:
-            sent = [m for m in messages if m.role != "system"]
+            sent = conversation_messages(messages)
             prompt = render_transcript(sent)
         assets = Path(tempfile.mkdtemp(prefix=f"llm-runners-{self.name}-run-"))
         parts = images_of(sent)
