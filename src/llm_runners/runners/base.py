@@ -163,6 +163,9 @@ class LineParser(Protocol):
         ...
 
 
+#: ``ChatRequest.extra`` key: True marks a throw-away conversation (no session remembered, nothing to resume)
+EPHEMERAL_KEY = "ephemeral"
+
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@\[\]+-]{0,199}")
 
 
@@ -349,7 +352,7 @@ class CLIRunner(Provider):
 
     def _finish_done(self, done: Done, turn: Turn, text: list[str], calls: list[ToolCall]) -> Done:
         session_id = done.session_id or turn.resume or turn.session
-        if session_id and not turn.request.extra.get("ephemeral"):
+        if session_id and not turn.request.extra.get(EPHEMERAL_KEY):
             reply = Message(role="assistant", content="".join(text), tool_calls=calls)
             self.sessions.remember(self.name, turn.request.conversation, turn.request.messages, reply, session_id)
         model = done.model or turn.model

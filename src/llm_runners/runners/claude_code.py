@@ -68,7 +68,7 @@ from ..types import (
     Usage,
     UsageEvent,
 )
-from .base import CLIRunner, Invocation, Turn, Unreadable, int_or_zero, json_object
+from .base import EPHEMERAL_KEY, CLIRunner, Invocation, Turn, Unreadable, int_or_zero, json_object
 
 PROVIDER = "claude_code"
 
@@ -81,9 +81,6 @@ OFFLINE_ENV: dict[str, str] = {
     # write the turn to the session file BEFORE the `result` event (see the note on session files below)
     "CLAUDE_CODE_EAGER_FLUSH": "1",
 }
-
-#: ``ChatRequest.extra`` key: True marks a throw-away conversation (no session file, nothing to resume)
-EPHEMERAL_KEY = "ephemeral"
 
 LOGIN_HINT = "run `claude login` or set ANTHROPIC_API_KEY"
 
