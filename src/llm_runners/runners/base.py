@@ -285,6 +285,10 @@ class CLIRunner(Provider):
                 self._workdir = self.owned_tempdir("work-")
         return self._workdir
 
+    def getenv(self, name: str) -> str | None:
+        """A variable as the CLI's processes get it: from the runner's ``env``, else from the server's environment."""
+        return self.env[name] if name in self.env else os.environ.get(name)
+
     def home(self) -> Path:
         """The HOME the CLI sees (the runner's env may override it)."""
         return Path(self.env.get("HOME") or os.environ.get("HOME") or Path.home())

@@ -31,7 +31,6 @@ How a turn runs (facts measured on 0.169.0, see ``clis.md`` section 4):
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -395,12 +394,11 @@ class CodexRunner(CLIRunner):
 
     # ------------------------------------------------------------------------------------------ metadata
     def codex_home(self) -> Path:
-        env: Mapping[str, str] = {**os.environ, **self.env}
-        return Path(env["CODEX_HOME"]) if env.get("CODEX_HOME") else self.home() / ".codex"
+        codex_home = self.getenv("CODEX_HOME")
+        return Path(codex_home) if codex_home else self.home() / ".codex"
 
     async def check_auth(self) -> tuple[bool | None, str | None]:
-        env: Mapping[str, str] = {**os.environ, **self.env}
-        if env.get("OPENAI_API_KEY") or env.get("CODEX_API_KEY"):
+        if self.getenv("OPENAI_API_KEY") or self.getenv("CODEX_API_KEY"):
             return True, None
         if (self.codex_home() / "auth.json").is_file():
             return True, None

@@ -419,8 +419,8 @@ class GeminiRunner(CLIRunner):
     # ------------------------------------------------------------------------------------------ CLI home
     def user_cli_home(self) -> Path:
         """The user's own CLI home, the directory holding their ``.gemini``: ``GEMINI_CLI_HOME``, else HOME."""
-        env: Mapping[str, str] = {**os.environ, **self.env}
-        return Path(env["GEMINI_CLI_HOME"]) if env.get("GEMINI_CLI_HOME") else self.home()
+        cli_home = self.getenv("GEMINI_CLI_HOME")
+        return Path(cli_home) if cli_home else self.home()
 
     def cli_home(self) -> Path:
         """The CLI home runs use: the runner's private one (made on first use, kept for the runner's lifetime so
@@ -483,10 +483,9 @@ class GeminiRunner(CLIRunner):
 
     # ------------------------------------------------------------------------------------------ metadata
     async def check_auth(self) -> tuple[bool | None, str | None]:
-        env: Mapping[str, str] = {**os.environ, **self.env}
-        if env.get("GEMINI_API_KEY") or env.get("GOOGLE_API_KEY"):
+        if self.getenv("GEMINI_API_KEY") or self.getenv("GOOGLE_API_KEY"):
             return True, None
-        if env.get("GOOGLE_GENAI_USE_VERTEXAI", "").lower() in ("1", "true"):
+        if (self.getenv("GOOGLE_GENAI_USE_VERTEXAI") or "").lower() in ("1", "true"):
             return True, None
         user_home = self.user_cli_home()
         if any((user_home / ".gemini" / name).is_file() for name in ("oauth_creds.json", "gemini-credentials.json")):
