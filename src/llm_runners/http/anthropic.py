@@ -132,7 +132,7 @@ class AnthropicProvider(HTTPProvider):
     # -- streamed answer ----------------------------------------------------------------------------------------
     async def _events(self, source: AsyncIterator[httpx2.ServerSentEvent]) -> AsyncIterator[StreamEvent]:
         model: str | None = None
-        input_tokens = cached = output_tokens = 0
+        usage = Usage()
         finish: FinishReason = "stop"
         stop_sequence: str | None = None
         blocks: dict[int, dict[str, Any]] = {}  # open tool_use blocks by index
@@ -148,11 +148,7 @@ class AnthropicProvider(HTTPProvider):
             if kind == "message_start":
                 message = data.get("message") or {}
                 model = message.get("model") or model
-                usage = message.get("usage") or {}
-                cached = int(usage.get("cache_read_input_tokens") or 0)
-                input_tokens = int(usage.get("input_tokens") or 0) + cached
-                input_tokens += int(usage.get("cache_creation_input_tokens") or 0)
-                output_tokens = int(usage.get("output_tokens") or 0)
+                usage = _usage(message.get("usage") or {})
             elif kind == "content_block_start":
                 block = data.get("content_block") or {}
                 index = int(data.get("index", 0))
@@ -189,11 +185,11 @@ class AnthropicProvider(HTTPProvider):
                 if reason:
                     finish = _FINISH.get(reason, "stop")
                     stop_sequence = _stop_sequence(reason, delta.get("stop_sequence"))
-                usage = data.get("usage") or {}
-                if usage.get("output_tokens") is not None:
-                    output_tokens = int(usage["output_tokens"])  # cumulative
+                output_tokens = (data.get("usage") or {}).get("output_tokens")
+                if output_tokens is not None:
+                    usage = usage.model_copy(update={"output_tokens": int(output_tokens)})  # cumulative
             elif kind == "message_stop":
-                yield UsageEvent(Usage(input_tokens=input_tokens, output_tokens=output_tokens, cached_tokens=cached))
+                yield UsageEvent(usage)
                 yield Done(finish_reason=finish, model=model, stop_sequence=stop_sequence)
                 return
             elif kind == "error":
@@ -220,19 +216,7 @@ class AnthropicProvider(HTTPProvider):
                     arguments=json.dumps(block.get("input") or {}),
                 )
                 events.append(ToolCallEvent(call))
-        usage = body.get("usage") or {}
-        cached = int(usage.get("cache_read_input_tokens") or 0)
-        events.append(
-            UsageEvent(
-                Usage(
-                    input_tokens=int(usage.get("input_tokens") or 0)
-                    + cached
-                    + int(usage.get("cache_creation_input_tokens") or 0),
-                    output_tokens=int(usage.get("output_tokens") or 0),
-                    cached_tokens=cached,
-                )
-            )
-        )
+        events.append(UsageEvent(_usage(body.get("usage") or {})))
         reason = body.get("stop_reason") or "end_turn"
         events.append(
             Done(
@@ -247,6 +231,17 @@ class AnthropicProvider(HTTPProvider):
 def _stop_sequence(reason: str, sequence: Any) -> str | None:
     """The sequence the API stopped on, when it says it stopped on one (``stop_sequence`` is null otherwise)."""
     return sequence if reason == "stop_sequence" and isinstance(sequence, str) else None
+
+
+def _usage(raw: dict[str, Any]) -> Usage:
+    """This API's ``input_tokens`` excludes cache reads and writes; ``Usage`` counts the whole prompt, with the cache
+    reads as ``cached_tokens`` (a subset), as the OpenAI formats do."""
+    cached = int(raw.get("cache_read_input_tokens") or 0)
+    return Usage(
+        input_tokens=int(raw.get("input_tokens") or 0) + cached + int(raw.get("cache_creation_input_tokens") or 0),
+        output_tokens=int(raw.get("output_tokens") or 0),
+        cached_tokens=cached,
+    )
 
 
 def _tool_call(block: dict[str, Any]) -> ToolCall:
