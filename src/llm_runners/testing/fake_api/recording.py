@@ -13,9 +13,6 @@ from .wire import ApiName, WireApi
 #: ``probe``: ``HEAD /`` or ``GET /``. ``other``: anything unrecognised (answered 404).
 RequestKind = Literal["main", "router", "title", "memory", "count_tokens", "models", "probe", "other"]
 
-#: kinds that are not a turn of the conversation under test
-AUXILIARY_KINDS: frozenset[str] = frozenset({"router", "title", "memory"})
-
 _TITLE_MARK = "You are a title generator"
 _MEMORY_MARK = "managed memory extraction subagent"
 
