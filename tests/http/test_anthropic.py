@@ -6,8 +6,8 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import httpx2
 import pytest
+from canned_http import CannedResponse
 
 from llm_runners.errors import (
     AuthenticationError,
@@ -66,23 +66,11 @@ START = ev(
 )
 
 
-class Canned:
-    def __init__(self, status: int = 200, body: bytes = b"", content_type: str = "text/event-stream", **headers: str):
-        self.requests: list[httpx2.Request] = []
-        self.status, self.body, self.headers = status, body, {"content-type": content_type, **headers}
-
-    def __call__(self, request: httpx2.Request) -> httpx2.Response:
-        self.requests.append(request)
-        return httpx2.Response(self.status, content=self.body, headers=self.headers)
-
+class Canned(CannedResponse):
     def provider(self, **kw: Any) -> AnthropicProvider:
         return AnthropicProvider(
-            "http://upstream.test", api_key="sk-ant", model="claude-x", transport=httpx2.MockTransport(self), **kw
+            "http://upstream.test", api_key="sk-ant", model="claude-x", transport=self.transport(), **kw
         )
-
-    def sent(self) -> dict[str, Any]:
-        body: dict[str, Any] = json.loads(self.requests[-1].content)
-        return body
 
 
 async def test_text_thinking_and_tool_stream() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from canned_http import CannedResponse
 
 from llm_runners.errors import (
     AuthenticationError,
@@ -54,25 +55,11 @@ def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dic
     return {"model": "m1", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
 
 
-class Canned:
-    """A MockTransport answering every POST with one canned response and remembering the requests."""
-
-    def __init__(self, status: int = 200, body: bytes = b"", content_type: str = "text/event-stream", **headers: str):
-        self.requests: list[httpx2.Request] = []
-        self.status, self.body, self.headers = status, body, {"content-type": content_type, **headers}
-
-    def __call__(self, request: httpx2.Request) -> httpx2.Response:
-        self.requests.append(request)
-        return httpx2.Response(self.status, content=self.body, headers=self.headers)
-
+class Canned(CannedResponse):
     def provider(self, **kw: Any) -> OpenAICompatProvider:
         return OpenAICompatProvider(
-            "http://upstream.test/v1", api_key="sk-x", model="m0", transport=httpx2.MockTransport(self), **kw
+            "http://upstream.test/v1", api_key="sk-x", model="m0", transport=self.transport(), **kw
         )
-
-    def sent(self) -> dict[str, Any]:
-        body: dict[str, Any] = json.loads(self.requests[-1].content)
-        return body
 
 
 async def test_text_stream_with_usage_and_reasoning() -> None:
