@@ -159,6 +159,19 @@ def descendants(root: int | None = None) -> list[int]:
     return [pid for pid in found if _state(pid) not in (None, "Z")]
 
 
+def descendants_named(name: str) -> list[int]:
+    """Live descendants of this test process whose command line mentions ``name`` (e.g. ``"claude"``)."""
+    out = []
+    for pid in descendants():
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if name.encode() in cmdline:
+            out.append(pid)
+    return out
+
+
 def pid_alive(pid: int) -> bool:
     return _state(pid) not in (None, "Z")
 
@@ -193,11 +206,13 @@ class ProcessProbe:
     """The process checks above as a fixture, so test modules need not import this conftest."""
 
     descendants: Callable[..., list[int]] = descendants
+    named: Callable[[str], list[int]] = descendants_named
     pid_alive: Callable[[int], bool] = pid_alive
     wait_until_gone: Callable[..., list[int]] = wait_until_gone
 
 
 @pytest.fixture
 def procs() -> ProcessProbe:
-    """``procs.descendants()``, ``procs.pid_alive(pid)``, ``procs.wait_until_gone(pids, timeout)``."""
+    """``procs.descendants()``, ``procs.named("claude")``, ``procs.pid_alive(pid)``,
+    ``procs.wait_until_gone(pids, timeout)``."""
     return ProcessProbe()

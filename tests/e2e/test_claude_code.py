@@ -71,18 +71,6 @@ def ask(*texts: str, **kw: Any) -> ChatRequest:
     return ChatRequest(messages=[Message(role=roles[i % 2], content=t) for i, t in enumerate(texts)], **kw)  # type: ignore[arg-type]
 
 
-def claude_pids(procs: Any) -> list[int]:
-    out = []
-    for pid in procs.descendants():
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"claude" in cmdline:
-            out.append(pid)
-    return out
-
-
 # ------------------------------------------------------------------------------------------------ answers
 
 
@@ -116,7 +104,7 @@ async def test_tokens_stream_as_they_are_generated(
     async for event in runner.stream(ask("count")):
         events.append(event)
         if isinstance(event, TextDelta):
-            arrivals.append((time.monotonic(), event.text, bool(claude_pids(procs))))
+            arrivals.append((time.monotonic(), event.text, bool(procs.named("claude"))))
     assert [a[1] for a in arrivals] == chunks  # one delta per upstream chunk, none repeated by the final message
     assert "".join(a[1] for a in arrivals) == "Alpha beta gamma delta"
     assert arrivals[0][2], "the first delta must arrive while the CLI is still running"
@@ -271,8 +259,8 @@ async def test_hang_times_out_and_kills_the_cli(
     with pytest.raises(ProviderTimeout):
         await runner.complete(ask("hi"))
     assert time.monotonic() - started < 8
-    assert procs.wait_until_gone(claude_pids(procs), timeout=1.0) == []
-    assert claude_pids(procs) == []
+    assert procs.wait_until_gone(procs.named("claude"), timeout=1.0) == []
+    assert procs.named("claude") == []
     assert fake_api.last_main_request().wait_disconnected(2.0)
 
 
@@ -288,11 +276,11 @@ async def test_consumer_that_stops_reading_kills_the_cli(
             first = event
             break
     assert first is not None and first.text == " w0"
-    running = claude_pids(procs)
+    running = procs.named("claude")
     assert running, "the CLI should still be streaming"
     await stream.aclose()  # type: ignore[attr-defined]
     assert procs.wait_until_gone(running, timeout=1.0) == []
-    assert claude_pids(procs) == []
+    assert procs.named("claude") == []
 
 
 # ------------------------------------------------------------------------------------------------ health

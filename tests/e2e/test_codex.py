@@ -8,7 +8,7 @@ import base64
 import struct
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +46,6 @@ def _png(width: int, height: int) -> bytes:
 
 PNG = _png(2, 2)
 BASE_PROMPT_MARK = "You are a coding agent running in the Codex CLI"
-
-
-@pytest.fixture
-def fake_api() -> Iterator[FakeModelAPI]:
-    with FakeModelAPI() as api:
-        yield api
 
 
 def make_runner(

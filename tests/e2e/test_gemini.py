@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +23,10 @@ from llm_runners.errors import (
     UpstreamError,
 )
 from llm_runners.runners.gemini import GeminiRunner
-from llm_runners.testing.fake_api import FakeModelAPI
 from llm_runners.testing.fake_api.script import Reply
 from llm_runners.types import ChatRequest, Done, ImagePart, TextDelta, UsageEvent
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def fake_api() -> Iterator[FakeModelAPI]:
-    """Shadows the shared fixture, whose ``async with`` does not fit FakeModelAPI (a sync context manager)."""
-    with FakeModelAPI() as api:
-        yield api
 
 
 PNG = bytes.fromhex(

@@ -26,19 +26,6 @@ from llm_runners.server import create_app
 from llm_runners.testing.fake_api import FakeModelAPI, Reply
 
 
-def claude_pids(procs: Any) -> list[int]:
-    """Live claude processes started (through the server thread) by this test process."""
-    out = []
-    for pid in procs.descendants():
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"claude" in cmdline:
-            out.append(pid)
-    return out
-
-
 @pytest.fixture
 def server_url(tmp_path: Path, tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any) -> Iterator[str]:
     """Settings file -> Router.from_settings -> create_app, the path ``llm-runners serve`` takes (its limits and
@@ -144,11 +131,11 @@ def test_client_disconnect_mid_stream_kills_the_cli(server_url: str, fake_api: F
     )
     first = next(c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content)
     assert first == " w0"
-    running = claude_pids(procs)
+    running = procs.named("claude")
     assert running, "the CLI should still be streaming"
     stream.close()
     assert procs.wait_until_gone(running, timeout=1.0) == [], "the claude process outlived its client by 1 s"
-    assert claude_pids(procs) == []
+    assert procs.named("claude") == []
     assert len(fake_api.main_requests()) == 1
 
 
