@@ -287,12 +287,15 @@ class FeatureAdapter(Provider):
         system: list[str] = []
         messages = request.messages
 
+        def unsupported(param: str) -> None:
+            if strict:
+                raise InvalidRequest(f"{param} is not supported by {label}", provider=label, param=param)
+            plan.warnings.append(f"{param} is not supported by {label} and was ignored")
+
         _check_tool_choice(request)
         for param in _SAMPLING:
             if getattr(request, param) is not None and not getattr(caps, param):
-                if strict:
-                    raise InvalidRequest(f"{param} is not supported by {label}", provider=label, param=param)
-                plan.warnings.append(f"{param} is not supported by {label} and was ignored")
+                unsupported(param)
                 updates[param] = None
         if request.extra:
             honoured: frozenset[str] = getattr(self.inner, "extra_params", frozenset())
@@ -304,9 +307,7 @@ class FeatureAdapter(Provider):
                     or any(value == n and (value is False) == (n is False) for n in neutral)
                 ):
                     continue
-                if strict:
-                    raise InvalidRequest(f"{param} is not supported by {label}", provider=label, param=param)
-                plan.warnings.append(f"{param} is not supported by {label} and was ignored")
+                unsupported(param)
         if request.stop and not caps.stop:
             plan.stop = list(request.stop)
             updates["stop"] = []
