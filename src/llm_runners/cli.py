@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING
 import anyio
 
 from . import __version__
+from .config import ConfigError, Settings, load_settings
 from .errors import LLMError
 from .types import ChatRequest, Done, Health, Message, ReasoningDelta, TextDelta, Usage, UsageEvent
 
 if TYPE_CHECKING:
-    from .config import Settings
     from .provider import Provider
 
 DEFAULT_CHAT_PROVIDER = "claude_code"
@@ -47,8 +47,6 @@ def _one_line(text: str) -> str:
 
 
 def _settings(config: str | None) -> Settings:
-    from .config import ConfigError, load_settings
-
     try:
         return load_settings(config)
     except ConfigError as exc:
@@ -80,7 +78,7 @@ def _build(name: str, settings: Settings) -> Provider:
 
 
 async def _chat(args: argparse.Namespace) -> int:
-    from .runners import CLIRunner
+    from .runners.base import EPHEMERAL_KEY, CLIRunner
 
     settings = _settings(args.config)
     name = args.provider or settings.default_provider or DEFAULT_CHAT_PROVIDER
@@ -103,7 +101,7 @@ async def _chat(args: argparse.Namespace) -> int:
         messages.append(Message(role="system", content=args.system))
     messages.append(Message(role="user", content=prompt))
     # a one-shot question: no CLI session is remembered for a conversation that never continues
-    request = ChatRequest(messages=messages, model=args.model, extra={"ephemeral": True})
+    request = ChatRequest(messages=messages, model=args.model, extra={EPHEMERAL_KEY: True})
     printer = _Printer(show_reasoning=args.show_reasoning)
     try:
         async with provider:
@@ -210,7 +208,6 @@ async def _providers(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .config import ConfigError
     from .server import serve
 
     try:
