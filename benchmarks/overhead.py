@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import socket
 import statistics
 import sys
@@ -74,12 +75,8 @@ async def main(runs: int) -> None:
             "TMPDIR": tmp,
             "ANTHROPIC_BASE_URL": api.url,
             "ANTHROPIC_API_KEY": "dummy",
-            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-            "DISABLE_TELEMETRY": "1",
-            "DISABLE_AUTOUPDATER": "1",
-            "DISABLE_ERROR_REPORTING": "1",
             "CLAUDE_CODE_MAX_RETRIES": "0",
-        }
+        }  # the telemetry and update switches come from the runner's invocation, on both paths
         runner = ClaudeCodeRunner(binary=str(CLAUDE), env=env, sessions=SessionStore(), timeout=60)
         request = ChatRequest(
             messages=[Message(role="system", content="Be brief."), Message(role="user", content="Say pong.")]
@@ -89,12 +86,10 @@ async def main(runs: int) -> None:
             turn = runner._turn(request, None, 0)
             try:
                 inv = runner.invocation(turn)
-                child_env = process.build_env({**runner.env, **inv.env}, runner.pass_env)
+                child_env = process.build_env({**runner.child_env(), **inv.env}, runner.pass_env)
                 elapsed, _ = await _direct([*inv.argv, *runner.extra_args], inv.stdin, child_env, turn.workdir)
             finally:
-                for path in sorted(turn.assets.rglob("*"), reverse=True):
-                    path.unlink() if path.is_file() else path.rmdir()
-                turn.assets.rmdir()
+                shutil.rmtree(turn.assets)
             return elapsed
 
         async def runner_once() -> float:
