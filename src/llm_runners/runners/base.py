@@ -4,7 +4,8 @@ A runner is a dialect, not a program. A dialect module declares its binary, capa
 :class:`Invocation` from a :class:`Turn`, and turns stdout lines into StreamEvents with a :class:`LineParser`.
 This base resolves the binary, renders prompts, keeps session continuity, writes images and other per-run files,
 starts the process through :mod:`llm_runners.process` (the only place that starts processes), and answers
-``health()`` and ``models()``.
+``health()`` and ``models()``. With ``warm=N`` a fresh conversation may be served by a spare process started ahead
+of need (:mod:`llm_runners.runners.warm`); the default, ``warm=0``, spawns every run cold.
 
 The working directory is one empty directory per runner instance (or the operator's ``cwd``), not one per run:
 Claude Code and Gemini CLI file their sessions under the working directory, so a resume only finds its session
@@ -44,6 +45,7 @@ from ..types import (
     ToolCall,
     ToolCallEvent,
 )
+from .warm import WarmPool
 
 _EXTENSIONS = {
     "image/png": ".png",
@@ -208,6 +210,8 @@ class CLIRunner(Provider):
         model: str | None = None,
         extra_args: Sequence[str] = (),
         sessions: SessionStore | None = None,
+        warm: int = 0,
+        warm_idle: float = 300.0,
     ) -> None:
         self.binary = binary
         self.env: dict[str, str] = dict(env or {})
@@ -222,6 +226,8 @@ class CLIRunner(Provider):
         self._workdir: Path | None = None
         self._version: str | None = None
         self._owned: list[weakref.finalize[..., CLIRunner]] = []
+        #: the spare processes (``warm`` > 0), or None: every run is spawned cold
+        self.warm_pool = WarmPool(self, size=warm, idle=warm_idle) if warm else None
 
     # ------------------------------------------------------------------------------------------ dialect hooks
     def invocation(self, turn: Turn) -> Invocation:
@@ -372,7 +378,38 @@ class CLIRunner(Provider):
         except BaseException:
             shutil.rmtree(turn.assets, ignore_errors=True)
             raise
-        spec = process.ProcessSpec(
+        spec = self.process_spec(turn, invocation, cleanup)
+        warm = self.warm_pool if turn.resume is None else None  # a resumed turn always runs cold
+        key = warm.key(spec, turn) if warm is not None else None
+        proc = await warm.take(key, spec, turn) if warm is not None and key is not None else None
+        if proc is not None:
+            parser = self.new_parser(turn)  # the turn now carries the spare's session id
+        else:
+            try:
+                proc = await process.start(spec)
+            except BinaryNotFound as exc:  # found, but it cannot run (bad interpreter, not an executable format)
+                exc.message += f". Reinstall it with `npm install -g {self.package}` or set the runner's binary path."
+                exc.args = (exc.message,)
+                raise
+        async with proc:
+            lines = proc.lines()
+            try:
+                async for line in lines:
+                    for event in self._parse(parser.feed, line):
+                        yield event
+            finally:
+                await lines.aclose()  # type: ignore[attr-defined]
+            returncode = await proc.wait()
+            stderr = proc.stderr_tail()
+            events = self._parse(lambda _: parser.finish(returncode, stderr), None)
+            if warm is not None and key is not None:
+                warm.replenish(turn, key)  # before the last events: a consumer may stop reading at Done
+            for event in events:
+                yield event
+
+    def process_spec(self, turn: Turn, invocation: Invocation, cleanup: list[Path]) -> process.ProcessSpec:
+        """How a turn's process is started (a warm spare is started from the same spec, minus the prompt)."""
+        return process.ProcessSpec(
             argv=invocation.argv if invocation.extra_args_placed else [*invocation.argv, *self.extra_args],
             env={**self.child_env(), **invocation.env},
             pass_env=self.pass_env,
@@ -385,24 +422,6 @@ class CLIRunner(Provider):
             cleanup=cleanup,
             provider=self.name,
         )
-        try:
-            proc = await process.start(spec)
-        except BinaryNotFound as exc:  # found, but it cannot run (bad interpreter, not an executable format)
-            exc.message += f". Reinstall it with `npm install -g {self.package}` or set the runner's binary path."
-            exc.args = (exc.message,)
-            raise
-        async with proc:
-            lines = proc.lines()
-            try:
-                async for line in lines:
-                    for event in self._parse(parser.feed, line):
-                        yield event
-            finally:
-                await lines.aclose()  # type: ignore[attr-defined]
-            returncode = await proc.wait()
-            stderr = proc.stderr_tail()
-            for event in self._parse(lambda _: parser.finish(returncode, stderr), None):
-                yield event
 
     def _parse(self, step: Callable[[bytes], Iterable[StreamEvent]], line: bytes | None) -> list[StreamEvent]:
         """One parser step. Whatever the CLI printed, what escapes is events or an LLMError: a parser that trips
@@ -490,6 +509,8 @@ class CLIRunner(Provider):
         return [ModelInfo(id=n, provider=self.name) for n in seen]
 
     async def aclose(self) -> None:
+        if self.warm_pool is not None:
+            await self.warm_pool.aclose()  # first: the spares run in directories removed below
         for finalizer in self._owned:
             finalizer()
         self._owned.clear()

@@ -343,6 +343,8 @@ class CodexRunner(CLIRunner):
         extra_args: Sequence[str] = (),
         sessions: SessionStore | None = None,
         user_config: bool = False,
+        warm: int = 0,
+        warm_idle: float = 300.0,
     ) -> None:
         super().__init__(
             binary=binary,
@@ -354,6 +356,8 @@ class CodexRunner(CLIRunner):
             model=model,
             extra_args=extra_args,
             sessions=sessions,
+            warm=warm,
+            warm_idle=warm_idle,
         )
         #: read ``$CODEX_HOME/config.toml`` (off by default: it may add MCP servers, hooks, another provider)
         self.user_config = user_config
