@@ -1,14 +1,18 @@
 """What llm-runners costs on top of the CLI it wraps.
 
-Runs the same Claude Code request two ways, alternating, against the fake model API on 127.0.0.1:
+Runs the same Claude Code request three ways, in rotating order, against the fake model API on 127.0.0.1:
 
   direct   the exact argv, stdin, environment and working directory the claude_code runner would use, started with
            plain ``asyncio.create_subprocess_exec`` and read to the end;
   runner   ``ClaudeCodeRunner.complete()``: prompt rendering, session bookkeeping, the process layer, the
-           stream-json parser and the collected ChatResponse.
+           stream-json parser and the collected ChatResponse;
+  warm     the same with ``warm=1``: each request is handed to a spare claude started ahead of need. After each
+           warm run the benchmark waits for the replacement spare to start up, so that start-up never overlaps a
+           measured run (of any column); every warm run is checked to have been served by a spare.
 
-It prints every pair and the ratio of the medians (target <= 1.02). The real CLI phones home, so the benchmark
-re-executes itself inside a loopback-only network namespace (``unshare -n``) with a throw-away HOME.
+It prints every run, the ratio of the medians llm-runners / direct (target <= 1.02: the cold runner's overhead)
+and warm / direct (what a ready spare saves). The real CLI phones home, so the benchmark re-executes itself inside
+a loopback-only network namespace (``unshare -n``) with a throw-away HOME.
 
     .venv/bin/python benchmarks/overhead.py [--runs 20]
 """
@@ -28,6 +32,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CLAUDE = ROOT / "tests" / "clis" / "node_modules" / ".bin" / "claude"
+#: seconds left to a replacement spare to start up (~0.35 s of CPU) before the next measured run
+SPARE_SETTLE = 1.0
 
 
 def _isolated() -> bool:
@@ -92,39 +98,59 @@ async def main(runs: int) -> None:
                 shutil.rmtree(turn.assets)
             return elapsed
 
-        async def runner_once() -> float:
+        async def runner_once(which: ClaudeCodeRunner = runner) -> float:
             start = time.perf_counter()
-            response = await runner.complete(request)
+            response = await which.complete(request)
             elapsed = time.perf_counter() - start
             if "pong" not in response.content:
                 raise SystemExit(f"runner answer unexpected: {response.content!r}")
             return elapsed
 
-        # one warm-up each: the first run of a fresh HOME writes Claude's config files
+        warm = ClaudeCodeRunner(binary=str(CLAUDE), env=env, sessions=SessionStore(), timeout=60, warm=1)
+        pool = warm.warm_pool
+        assert pool is not None
+
+        async def warm_once() -> float:
+            spares = pool.pids()
+            if len(spares) != 1:
+                raise SystemExit(f"no spare ready before a warm run ({len(spares)} spares)")
+            elapsed = await runner_once(warm)
+            if any(pid in pool.pids() for pid in spares):
+                raise SystemExit("the warm run was not served by the spare")
+            await asyncio.sleep(SPARE_SETTLE)
+            if not pool.pids():
+                await asyncio.sleep(SPARE_SETTLE)  # a slow start on a busy machine
+            return elapsed
+
+        # one warm-up each: the first run of a fresh HOME writes Claude's config files; the warm runner's first
+        # run is cold and starts its first spare
         await direct_once()
         await runner_once()
+        await runner_once(warm)
+        await asyncio.sleep(SPARE_SETTLE)
         direct: list[float] = []
         wrapped: list[float] = []
-        print(f"{'run':>3}  {'direct s':>9}  {'llm-runners s':>13}")
+        warmed: list[float] = []
+        kinds = {"direct": (direct_once, direct), "runner": (runner_once, wrapped), "warm": (warm_once, warmed)}
+        order = list(kinds)
+        print(f"{'run':>3}  {'direct s':>9}  {'llm-runners s':>13}  {'warm s':>7}")
         for i in range(runs):
-            if i % 2 == 0:
-                d = await direct_once()
-                w = await runner_once()
-            else:
-                w = await runner_once()
-                d = await direct_once()
-            direct.append(d)
-            wrapped.append(w)
-            print(f"{i + 1:>3}  {d:>9.3f}  {w:>13.3f}")
+            for name in order[i % 3 :] + order[: i % 3]:  # rotate which goes first
+                once, results = kinds[name]
+                results.append(await once())
+            print(f"{i + 1:>3}  {direct[-1]:>9.3f}  {wrapped[-1]:>13.3f}  {warmed[-1]:>7.3f}")
         version = await runner.version()
         await runner.aclose()
-    md, mw = statistics.median(direct), statistics.median(wrapped)
+        await warm.aclose()
+    md, mw, mh = statistics.median(direct), statistics.median(wrapped), statistics.median(warmed)
     print()
     print(f"claude {version}, fake model API on 127.0.0.1, loopback-only namespace")
     print(f"median direct       {md * 1000:8.1f} ms")
     print(f"median llm-runners  {mw * 1000:8.1f} ms")
-    print(f"ratio llm-runners / direct = {mw / md:.3f}  (target <= 1.02, {runs} alternating runs)")
+    print(f"median warm         {mh * 1000:8.1f} ms")
+    print(f"ratio llm-runners / direct = {mw / md:.3f}  (target <= 1.02, {runs} rotating runs)")
     print(f"mean ratio of pairs = {statistics.mean(w / d for w, d in zip(wrapped, direct, strict=True)):.3f}")
+    print(f"ratio warm / direct = {mh / md:.3f}  (warm=1, a ready spare per request)")
 
 
 if __name__ == "__main__":

@@ -159,7 +159,7 @@ async def settle(runner: StandIn, spares: int | None = None) -> None:
     """Wait until pending spare starts are done and, if given, exactly ``spares`` stand-ins are alive."""
     pool = runner.warm_pool
     assert pool is not None
-    assert await until(lambda: not pool._starting and (spares is None or len(alive(runner)) == spares))
+    assert await until(lambda: not pool.pending and (spares is None or len(alive(runner)) == spares))
 
 
 async def gone(runner: StandIn, within: float = 2.0) -> list[int]:
@@ -300,7 +300,7 @@ async def test_aclose_leaves_no_process_and_no_directory(script: Path, tmpdir_ro
     assert entries(tmpdir_root) == []
     # a start still pending when aclose() comes: it kills what it started
     await runner.complete(ask("q3"))
-    assert runner.warm_pool is not None and runner.warm_pool._starting
+    assert runner.warm_pool is not None and runner.warm_pool.pending
     await runner.aclose()
     assert await gone(runner, within=1.0) == [] and entries(tmpdir_root) == []
     # the runner still works after aclose(), and refills its pool

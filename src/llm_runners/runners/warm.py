@@ -99,6 +99,11 @@ class WarmPool:
     def __len__(self) -> int:
         return len(self._spares)
 
+    @property
+    def pending(self) -> int:
+        """Spare starts under way."""
+        return len(self._starting)
+
     def pids(self) -> list[int]:
         """Process ids of the spares (for health pages and tests)."""
         return [spare.proc.pid for spare in self._spares]
