@@ -338,11 +338,17 @@ async def test_a_prompt_with_images_in_argv_is_never_warm(script: Path) -> None:
     runner = make(script)
     runner.images_in_argv = True
     try:
+        await runner.complete(ask("plain"))
+        await settle(runner, spares=1)
+        assert runner.warm_pool is not None
+        plain_spare = runner.warm_pool.pids()
         img = ImagePart(media_type="image/png", data=b"\x89PNG-bytes")
         request = ChatRequest(messages=[Message(role="user", content=[TextPart(text="see"), img])])
         assert (await runner.complete(request)).content == "answer to [image 1]"
+        assert calls(runner)[-1]["pid"] not in plain_spare
         await settle(runner)
-        assert runner.warm_pool is not None and len(runner.warm_pool) == 0  # a spare could never serve it
+        # no spare could ever serve that shape, so none was started for it and the one for plain prompts stays
+        assert runner.warm_pool.pids() == plain_spare and alive(runner) == plain_spare
     finally:
         await runner.aclose()
 

@@ -120,13 +120,16 @@ class WarmPool:
             text = text.replace(assets, _ASSETS)
             return text.replace(session, _SESSION) if session else text
 
-        named = [*spec.argv, *spec.env.values()]
+        try:
+            files = _named_files(turn.assets, [*spec.argv, *spec.env.values()])
+        except OSError:  # an unreadable asset: run cold, where the CLI reports it
+            return None
         return (
             tuple(neutral(a) for a in spec.argv),
             tuple(sorted((k, neutral(v)) for k, v in spec.env.items())),
             tuple(spec.pass_env),
             str(spec.cwd),
-            _named_files(turn.assets, named),
+            files,
         )
 
     async def take(self, key: Key, spec: process.ProcessSpec, turn: Turn) -> process.Process | None:
@@ -162,18 +165,20 @@ class WarmPool:
         self._own_loop()
         for dead in [s for s in self._spares if _exited(s.proc)]:
             self._retire(dead)
+        evict = None
         if len(self._spares) + len(self._starting) >= self.size:
-            other = next((s for s in self._spares if s.key != key), None)
-            if other is None:
+            evict = next((s for s in self._spares if s.key != key), None)
+            if evict is None:
                 return  # every slot already holds (or is starting) a spare of this shape
-            self._retire(other)
         try:
             spec, session = self._spare_spec(turn, key)
         except Exception as exc:  # the request succeeded: a spare that cannot be prepared only costs its speed-up
             log.warning("%s: no warm spare: %s", self.runner.name, exc)
             return
         if spec is None:
-            return
+            return  # this shape cannot be served warm: keep what the pool holds
+        if evict is not None:
+            self._retire(evict)
         task = asyncio.get_running_loop().create_task(self._start(spec, key, session, self._generation))
         self._starting.add(task)
         task.add_done_callback(self._starting.discard)
@@ -201,8 +206,8 @@ class WarmPool:
             return
         try:
             proc = await process.start(spec)  # owns spec.cleanup from here on, even when it fails
-        except LLMError as exc:
-            log.warning("%s: warm spare did not start: %s", self.runner.name, exc.message)
+        except Exception as exc:  # a spare that cannot start only costs its speed-up; the next cold run reports why
+            log.warning("%s: warm spare did not start: %s", self.runner.name, exc)
             return
         if generation != self._generation:  # aclose() came while it started
             await proc.kill()
