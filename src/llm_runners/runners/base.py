@@ -26,7 +26,7 @@ import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypedDict
 
 from .. import process
 from ..errors import BinaryNotFound, InvalidRequest, LLMError, SessionNotFound, UpstreamError
@@ -168,6 +168,24 @@ class LineParser(Protocol):
 #: ``ChatRequest.extra`` key: True marks a throw-away conversation (no session remembered, nothing to resume)
 EPHEMERAL_KEY = "ephemeral"
 
+
+class RunnerOptions(TypedDict, total=False):
+    """The keyword options of :class:`CLIRunner`, for dialects that add their own (``**options: Unpack[...]``)."""
+
+    binary: str | None
+    env: Mapping[str, str] | None
+    cwd: str | None
+    timeout: float
+    idle_timeout: float | None
+    allow_tools: bool
+    model: str | None
+    extra_args: Sequence[str]
+    sessions: SessionStore | None
+    user_config: bool
+    warm: int
+    warm_idle: float
+
+
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@\[\]+-]{0,199}")
 
 
@@ -189,6 +207,8 @@ class CLIRunner(Provider):
     pass_env: ClassVar[tuple[str, ...]] = ()
     known_models: ClassVar[tuple[str, ...]] = ()
     version_args: ClassVar[tuple[str, ...]] = ("--version",)
+    #: whether a spare process can wait for its prompt on stdin (see :mod:`llm_runners.runners.warm`)
+    warmable: ClassVar[bool] = True
     #: the longest stdout line a run may print. A line is the one thing held whole in memory (its fragments, the
     #: joined bytes and the decoded JSON: ~3x), so this bounds a run's memory. The largest legitimate lines are a
     #: complete assistant message (128k output tokens: ~1 MB of JSON) or, with tools on, a tool result carrying a
@@ -210,9 +230,12 @@ class CLIRunner(Provider):
         model: str | None = None,
         extra_args: Sequence[str] = (),
         sessions: SessionStore | None = None,
+        user_config: bool = False,
         warm: int = 0,
         warm_idle: float = 300.0,
     ) -> None:
+        if warm and not self.warmable:
+            raise TypeError(f"{self.name}: the CLI cannot be kept warm, so the runner takes no 'warm' option")
         self.binary = binary
         self.env: dict[str, str] = dict(env or {})
         self.cwd = cwd
@@ -222,6 +245,9 @@ class CLIRunner(Provider):
         self.model = model
         self.extra_args = list(extra_args)
         self.sessions = sessions if sessions is not None else DEFAULT_STORE
+        #: let the CLI read the user's own configuration (settings, MCP servers, instructions files); dialects
+        #: that can keep it out do so unless this is set
+        self.user_config = user_config
         self._binary_path: str | None = None
         self._workdir: Path | None = None
         self._version: str | None = None

@@ -33,9 +33,11 @@ from __future__ import annotations
 import json
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
+
+from typing_extensions import Unpack
 
 from .. import process
 from ..errors import (
@@ -49,9 +51,8 @@ from ..errors import (
     UpstreamError,
     from_http_status,
 )
-from ..sessions import SessionStore
 from ..types import Capabilities, Done, ModelInfo, ReasoningDelta, StreamEvent, TextDelta, Usage, UsageEvent
-from .base import CLIRunner, Invocation, Turn, Unreadable, int_or_zero, json_object
+from .base import CLIRunner, Invocation, RunnerOptions, Turn, Unreadable, int_or_zero, json_object
 
 PROVIDER = "codex"
 
@@ -330,37 +331,10 @@ class CodexRunner(CLIRunner):
         "gpt-5.5",
     )
 
-    def __init__(
-        self,
-        *,
-        binary: str | None = None,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        timeout: float = 600.0,
-        idle_timeout: float | None = 300.0,
-        allow_tools: bool = False,
-        model: str | None = None,
-        extra_args: Sequence[str] = (),
-        sessions: SessionStore | None = None,
-        user_config: bool = False,
-        warm: int = 0,
-        warm_idle: float = 300.0,
-    ) -> None:
-        super().__init__(
-            binary=binary,
-            env=env,
-            cwd=cwd,
-            timeout=timeout,
-            idle_timeout=idle_timeout,
-            allow_tools=allow_tools,
-            model=model,
-            extra_args=extra_args,
-            sessions=sessions,
-            warm=warm,
-            warm_idle=warm_idle,
-        )
-        #: read ``$CODEX_HOME/config.toml`` (off by default: it may add MCP servers, hooks, another provider)
-        self.user_config = user_config
+    def __init__(self, **options: Unpack[RunnerOptions]) -> None:
+        # user_config (base): read ``$CODEX_HOME/config.toml`` (off by default: it may add MCP servers, hooks,
+        # another provider)
+        super().__init__(**options)
         self._thread_usage: OrderedDict[str, Usage] = OrderedDict()
 
     # ------------------------------------------------------------------------------------------ argv

@@ -43,9 +43,11 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
+
+from typing_extensions import Unpack
 
 from .. import process
 from ..errors import (
@@ -58,9 +60,8 @@ from ..errors import (
     UpstreamError,
     from_http_status,
 )
-from ..sessions import SessionStore
 from ..types import Capabilities, Done, StreamEvent, TextDelta, Usage, UsageEvent
-from .base import CLIRunner, Invocation, Turn, Unreadable, int_or_zero, json_object
+from .base import CLIRunner, Invocation, RunnerOptions, Turn, Unreadable, int_or_zero, json_object
 
 #: names no MCP server or context file will ever have: an allow-list holding only this blocks every MCP server
 _NO_MCP = "__llm_runners_no_mcp__"
@@ -352,6 +353,9 @@ class GeminiRunner(CLIRunner):
     #: the CLI's own default Flash model in 0.61.0: fast and cheap for chat; naming it skips the router call
     default_model: ClassVar[str | None] = "gemini-3.5-flash"
     binary_name: ClassVar[str] = "gemini"
+    #: 0.61.0 waits only 0.5 s for input on stdin, then exits 42 ("No input provided via stdin"): a spare would be
+    #: gone before any request came
+    warmable: ClassVar[bool] = False
     package: ClassVar[str] = "@google/gemini-cli"
     pass_env: ClassVar[tuple[str, ...]] = (
         "GEMINI_API_KEY",
@@ -382,35 +386,10 @@ class GeminiRunner(CLIRunner):
         "gemini-2.5-flash-lite",
     )
 
-    def __init__(
-        self,
-        *,
-        binary: str | None = None,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        timeout: float = 600.0,
-        idle_timeout: float | None = 300.0,
-        allow_tools: bool = False,
-        model: str | None = None,
-        extra_args: Sequence[str] = (),
-        sessions: SessionStore | None = None,
-        user_config: bool = False,
-        settings: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(
-            binary=binary,
-            env=env,
-            cwd=cwd,
-            timeout=timeout,
-            idle_timeout=idle_timeout,
-            allow_tools=allow_tools,
-            model=model,
-            extra_args=extra_args,
-            sessions=sessions,
-        )
-        #: run with the user's real CLI home (GEMINI.md, settings, MCP servers, extensions, commands); off by
-        #: default: the CLI would put them into every request
-        self.user_config = user_config
+    def __init__(self, *, settings: Mapping[str, Any] | None = None, **options: Unpack[RunnerOptions]) -> None:
+        # user_config (base): run with the user's real CLI home (GEMINI.md, settings, MCP servers, extensions,
+        # commands); off by default: the CLI would put them into every request
+        super().__init__(**options)
         #: the operator's own CLI settings (e.g. ``{"general": {"maxAttempts": 1}}``), merged over the runner's into
         #: every settings file it writes: the private home's, and the workspace's unless the operator gave a ``cwd``
         self.settings: dict[str, Any] = dict(settings or {})
