@@ -10,19 +10,20 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 import anyio
 import pytest
 
-from llm_runners.errors import UpstreamError
 from llm_runners.runners.base import CLIRunner, Invocation, Turn
 from llm_runners.runners.codex import CodexRunner
 from llm_runners.runners.gemini import GeminiRunner
 from llm_runners.sessions import SessionStore
-from llm_runners.types import Capabilities, ChatRequest, Done, ImagePart, Message, StreamEvent, TextDelta, TextPart
+from llm_runners.types import Capabilities, ChatRequest, ImagePart, Message, TextPart
+
+from .test_base import _Parser  # the stand-in CLI speaks the same JSON lines
 
 pytestmark = pytest.mark.anyio
 
@@ -47,23 +48,6 @@ for word in ("answer", " to", " " + prompt.splitlines()[-1]):
     print(json.dumps({{"text": word}}), flush=True)
 print(json.dumps({{"done": session}}), flush=True)
 """
-
-
-class _Parser:
-    def __init__(self) -> None:
-        self.session_id: str | None = None
-
-    def feed(self, line: bytes) -> Iterable[StreamEvent]:
-        event = json.loads(line)
-        if "text" in event:
-            yield TextDelta(event["text"])
-        if "done" in event:
-            self.session_id = event["done"]
-
-    def finish(self, returncode: int, stderr: str) -> Iterable[StreamEvent]:
-        if returncode != 0:
-            raise UpstreamError(f"exit {returncode}", provider="standin")
-        return [Done(session_id=self.session_id)]
 
 
 class StandIn(CLIRunner):
