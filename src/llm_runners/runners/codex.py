@@ -35,7 +35,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from typing_extensions import Unpack
 
@@ -55,6 +55,13 @@ from ..types import Capabilities, Done, ModelInfo, ReasoningDelta, StreamEvent, 
 from .base import CLIRunner, Invocation, RunnerOptions, Turn, Unreadable, int_or_zero, json_object
 
 PROVIDER = "codex"
+
+#: how turns reach Codex: its long-lived ``app-server`` (token streaming, live threads) or one ``exec --json``
+#: process per turn
+Transport = Literal["app-server", "exec"]
+TRANSPORTS: tuple[str, ...] = ("app-server", "exec")
+DEFAULT_TRANSPORT: Transport = "exec"
+
 
 #: every run: no analytics, no plugin marketplace (both phone home), bounded connection retries (unbounded ones
 #: retry a refused connection forever)
@@ -331,9 +338,24 @@ class CodexRunner(CLIRunner):
         "gpt-5.5",
     )
 
-    def __init__(self, **options: Unpack[RunnerOptions]) -> None:
+    #: which transport this class implements (``CodexRunner(transport=...)`` picks the class)
+    transport: ClassVar[str] = "exec"
+
+    def __new__(cls, *, transport: Transport | None = None, **options: Unpack[RunnerOptions]) -> CodexRunner:
+        transport = DEFAULT_TRANSPORT if transport is None else transport
+        if transport not in TRANSPORTS:
+            raise ValueError(f"codex: transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
+        if cls is CodexRunner and transport == "app-server":
+            from .codex_app import CodexAppRunner  # here: codex_app builds on this module
+
+            return super().__new__(CodexAppRunner)
+        return super().__new__(cls)
+
+    def __init__(self, *, transport: Transport | None = None, **options: Unpack[RunnerOptions]) -> None:
         # user_config (base): read ``$CODEX_HOME/config.toml`` (off by default: it may add MCP servers, hooks,
         # another provider)
+        if transport is not None and transport != self.transport:
+            raise ValueError(f"codex: {type(self).__name__} implements transport {self.transport!r}, not {transport!r}")
         super().__init__(**options)
         self._thread_usage: OrderedDict[str, Usage] = OrderedDict()
 
