@@ -136,6 +136,7 @@ class TurnParser:
         self.usage: Usage | None = None
         self._streamed: dict[str, str] = {}  # agentMessage item id -> text yielded so far
         self._reasoned: set[str] = set()  # reasoning item ids that streamed deltas
+        self._reasoning_part: tuple[str, str, object] | None = None
         self._said_text = False
         self._error: Mapping[str, Any] | None = None
 
@@ -154,11 +155,7 @@ class TurnParser:
         if method == "item/agentMessage/delta":
             return self._text(str(params.get("itemId")), params.get("delta"))
         if method in ("item/reasoning/summaryTextDelta", "item/reasoning/textDelta"):
-            delta = params.get("delta")
-            if isinstance(delta, str) and delta:
-                self._reasoned.add(str(params.get("itemId")))
-                return [ReasoningDelta(delta)]
-            return []
+            return self._reasoning(method, params)
         if method == "item/completed":
             return self._completed(params.get("item"))
         if method == "thread/tokenUsage/updated":
@@ -191,6 +188,19 @@ class TurnParser:
             delta = "\n\n" + delta  # several agent messages in one turn (around tool calls) read as paragraphs
         self._said_text = True
         return [TextDelta(delta)]
+
+    def _reasoning(self, method: str, params: Mapping[str, Any]) -> list[StreamEvent]:
+        """A summary or raw-reasoning delta; each new part (item, kind, index) starts a new paragraph."""
+        delta = params.get("delta")
+        if not isinstance(delta, str) or not delta:
+            return []
+        item_id = str(params.get("itemId"))
+        part = (item_id, method, params.get("summaryIndex", params.get("contentIndex")))
+        if part != self._reasoning_part and self._reasoning_part is not None:
+            delta = "\n\n" + delta
+        self._reasoning_part = part
+        self._reasoned.add(item_id)
+        return [ReasoningDelta(delta)]
 
     def _completed(self, item: object) -> list[StreamEvent]:
         """A completed item: whatever of its text did not stream as deltas (a reply that came whole)."""
