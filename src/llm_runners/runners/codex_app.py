@@ -43,6 +43,7 @@ import functools
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import AsyncGenerator, Iterable, Mapping
@@ -399,9 +400,16 @@ class AppServer:
         await self.proc.kill()
 
 
+#: stderr lines every start prints (the PATH-alias warning under a temp CODEX_HOME, the bundled bubblewrap notice)
+_STARTUP_NOISE = re.compile(r"WARNING: proceeding, even though|could not find bubblewrap")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _stderr_suffix(proc: process.Process) -> str:
-    lines = [line for line in proc.stderr_tail().splitlines() if line.strip() and "WARNING: proceeding" not in line]
-    return f": {lines[-1].strip()[:300]}" if lines else ""
+    """The last stderr line that says something, for the message of a server that exited."""
+    lines = [_ANSI.sub("", line).strip() for line in proc.stderr_tail().splitlines()]
+    lines = [line for line in lines if line and not _STARTUP_NOISE.search(line)]
+    return f": {lines[-1][:300]}" if lines else ""
 
 
 class CodexAppRunner(CodexRunner):
@@ -522,31 +530,52 @@ class CodexAppRunner(CodexRunner):
             shutil.rmtree(turn.assets, ignore_errors=True)
 
     async def _run_turn(self, turn: Turn) -> AsyncGenerator[StreamEvent, None]:
-        server = await self.server()
         started = time.monotonic()
-        thread_id = await self._open_thread(server, turn)
-        async with server.lock(thread_id):
-            queue = server.subscribe(thread_id)
-            parser: TurnParser | None = None
+        server, thread_id, queue, turn_id = await self._start_turn(turn)
+        parser = TurnParser(thread_id=thread_id, turn_id=turn_id, model=turn.model)
+        try:
+            while not parser.done:
+                message = await self._next(queue, started)
+                if message is None:
+                    raise server.error or UpstreamError("codex app-server is gone", provider=PROVIDER)
+                for event in self._parse(functools.partial(_feed, parser, message), None):
+                    yield event
+        finally:
             try:
-                params: dict[str, Any] = {"threadId": thread_id, "input": self._input(turn)}
-                if turn.model:
-                    params["model"] = turn.model
-                result = await server.request("turn/start", params)
-                turn_id = result["turn"]["id"] if isinstance(result, dict) else None
-                if not isinstance(turn_id, str):
-                    raise UpstreamError(f"codex app-server: turn/start answered {result!r}", provider=PROVIDER)
-                parser = TurnParser(thread_id=thread_id, turn_id=turn_id, model=turn.model)
-                while not parser.done:
-                    message = await self._next(queue, started)
-                    if message is None:
-                        raise server.error or UpstreamError("codex app-server is gone", provider=PROVIDER)
-                    for event in self._parse(functools.partial(_feed, parser, message), None):
-                        yield event
-            finally:
-                if parser is not None and not parser.done:
+                if not parser.done and server.alive:
                     await self._interrupt(server, queue, parser)
+            finally:
                 server.unsubscribe(thread_id)
+                server.lock(thread_id).release()
+
+    async def _start_turn(self, turn: Turn) -> tuple[AppServer, str, asyncio.Queue[Mapping[str, Any] | None], str]:
+        """Open the thread and start the turn: (server, thread id, its notification queue, turn id), with the
+        thread's lock held. A server found dead on the way (it crashed while idle) is restarted once."""
+        for attempt in (1, 2):
+            server = await self.server()
+            try:
+                thread_id = await self._open_thread(server, turn)
+                lock = server.lock(thread_id)
+                await lock.acquire()
+                try:
+                    queue = server.subscribe(thread_id)
+                    params: dict[str, Any] = {"threadId": thread_id, "input": self._input(turn)}
+                    if turn.model:
+                        params["model"] = turn.model
+                    result = await server.request("turn/start", params)
+                    turn_id = result["turn"]["id"] if isinstance(result, dict) else None
+                    if not isinstance(turn_id, str):
+                        raise UpstreamError(f"codex app-server: turn/start answered {result!r}", provider=PROVIDER)
+                except BaseException:
+                    server.unsubscribe(thread_id)
+                    lock.release()
+                    raise
+                return server, thread_id, queue, turn_id
+            except LLMError:
+                if server.alive or attempt == 2:
+                    raise
+                log.warning("codex app-server had exited (%s): starting another", server.error)
+        raise AssertionError("unreachable")
 
     async def _next(self, queue: asyncio.Queue[Mapping[str, Any] | None], started: float) -> Mapping[str, Any] | None:
         """The next notification of the turn, within the idle and total timeouts."""
