@@ -26,6 +26,7 @@ from llm_runners.process import (  # the guard against pid 0
     LineTooLong,
     Process,
     ProcessSpec,
+    StderrVerdict,
     _group_alive,
     _signal_group,
     build_env,
@@ -605,3 +606,59 @@ def test_retry_after_is_parsed(text: str, seconds: float | None) -> None:
     error = classify_exit(1, text)
     assert isinstance(error, errors.RateLimited)
     assert error.retry_after == seconds
+
+
+# ------------------------------------------------------------------------------------------------ stderr watch
+
+
+def _watch_script(*steps: str) -> list[str]:
+    """A child that runs the given Python statements in order (stderr writes, sleeps, stdout prints)."""
+    return [sys.executable, "-I", "-S", "-c", "import sys, time\n" + "\n".join(steps)]
+
+
+class _Watch:
+    """Fails on a line ``failed: <why>`` after ``after`` seconds; ``gave up`` withdraws the failure."""
+
+    def __init__(self, after: float) -> None:
+        self.after = after
+        self.seen: list[bytes] = []
+
+    def __call__(self, line: bytes) -> StderrVerdict | None:
+        self.seen.append(line)
+        if line.startswith(b"failed: "):
+            return StderrVerdict(errors.RateLimited(line.decode()[8:], provider="t"), after=self.after)
+        if line == b"gave up":
+            return StderrVerdict(None)
+        return None
+
+
+async def test_stderr_watch_verdict_kills_a_retrying_child() -> None:
+    watch = _Watch(after=0.2)
+    argv = _watch_script(
+        "sys.stderr.write('noise\\nfailed: first'); sys.stderr.flush(); time.sleep(0.05)",
+        "sys.stderr.write(' try\\nfailed: second try\\n'); sys.stderr.flush()",
+        "print('working', flush=True); time.sleep(30)",
+    )
+    started = time.monotonic()
+    async with await start(ProcessSpec(argv=argv, timeout=30.0, kill_grace=0.2, stderr_watch=watch)) as proc:
+        with pytest.raises(errors.RateLimited, match="second try") as info:
+            await collect(proc)
+        assert time.monotonic() - started < 10  # not the child's 30 s
+        assert await gone_within([proc.pid])
+    assert watch.seen[:3] == [b"noise", b"failed: first try", b"failed: second try"]  # lines, split across writes
+    assert info.value.detail and "noise" in info.value.detail
+
+
+async def test_stderr_watch_withdrawn_or_outlived_verdict_changes_nothing() -> None:
+    withdrawn = _script_run(_Watch(after=0.3), "sys.stderr.write('failed: x\\ngave up\\n'); sys.stderr.flush()")
+    outlived = _script_run(_Watch(after=5.0), "sys.stderr.write('failed: y\\n'); sys.stderr.flush()")
+    for run in (withdrawn, outlived):
+        lines, code = await run
+        assert (lines, code) == ([b"done"], 0)
+
+
+async def _script_run(watch: _Watch, step: str) -> tuple[list[bytes], int]:
+    argv = _watch_script(step, "time.sleep(0.6)", "print('done', flush=True)")
+    async with await start(ProcessSpec(argv=argv, timeout=30.0, kill_grace=0.2, stderr_watch=watch)) as proc:
+        lines = await collect(proc)
+        return lines, await proc.wait()

@@ -10,6 +10,8 @@ Rules it enforces:
 - stdout read as lines with framing that copes with partial reads and multi-megabyte lines; an output cap;
 - stderr drained concurrently into a bounded tail buffer (for error messages), never blocking the child;
 - a total timeout and an idle timeout (no stdout for N s) raising ProviderTimeout after killing the group;
+- an optional stderr watch, for CLIs that log an API error and then retry it with no knob to stop them: its
+  verdict fails the run (after a grace period, unless the process ends first) and kills the group;
 - timeout, cancellation, ``aclose()`` of the line iterator and leaving the ``async with`` all kill the whole
   process group: SIGTERM, then SIGKILL after a grace period. When the main process exits on its own, whatever it
   left behind in its group is terminated too: no child outlives its request.
@@ -65,12 +67,23 @@ __all__ = [
     "LineTooLong",
     "Process",
     "ProcessSpec",
+    "StderrVerdict",
     "build_env",
     "classify_exit",
     "find_binary",
     "parse_retry_after",
     "start",
 ]
+
+
+@dataclass(frozen=True)
+class StderrVerdict:
+    """What a :attr:`ProcessSpec.stderr_watch` concluded from a stderr line: fail the run with ``error`` ``after``
+    seconds from now unless the process ends first (a later verdict replaces a pending one); ``error=None``
+    withdraws a pending failure. For CLIs that log an API error and then retry it with no knob to stop them."""
+
+    error: LLMError | None
+    after: float = 0.0
 
 
 @dataclass
@@ -100,6 +113,9 @@ class ProcessSpec:
     cleanup: list[Path] = field(default_factory=list)
     #: seconds between SIGTERM and SIGKILL
     kill_grace: float = 0.5
+    #: called with each complete stderr line as it arrives; a :class:`StderrVerdict` it returns can fail the run
+    #: (the group is killed and ``lines()`` / ``wait()`` raise the verdict's error)
+    stderr_watch: Callable[[bytes], StderrVerdict | None] | None = None
     #: for error messages
     provider: str | None = None
 
@@ -348,6 +364,8 @@ class Process:
         self._lines = _Lines(self)
         # stderr
         self._stderr = bytearray()
+        self._stderr_line = bytearray()  # the unfinished stderr line, only with a stderr_watch
+        self._verdict: asyncio.TimerHandle | None = None
         # stdin
         self._stdin: asyncio.WriteTransport | None = None
         self._stdin_closed = False
@@ -500,6 +518,28 @@ class Process:
         keep = self.spec.stderr_tail_bytes
         if len(buf) > 2 * keep:
             del buf[:-keep]
+        if self.spec.stderr_watch is not None:
+            self._watch_stderr(data)
+
+    def _watch_stderr(self, data: bytes) -> None:
+        watch, pending = self.spec.stderr_watch, self._stderr_line
+        assert watch is not None
+        *complete, rest = (bytes(pending) + data).split(b"\n")
+        pending[:] = rest[: self.spec.stderr_tail_bytes]  # a runaway line is cut, never held whole
+        for line in complete:
+            verdict = watch(line)
+            if verdict is None or self._error is not None or self._finished:
+                continue
+            if self._verdict is not None:
+                self._verdict.cancel()
+                self._verdict = None
+            if verdict.error is not None:
+                self._verdict = self._loop.call_later(max(0.0, verdict.after), self._on_verdict, verdict.error)
+
+    def _on_verdict(self, error: LLMError) -> None:
+        self._verdict = None
+        if self.returncode is None:
+            self._fail(error)
 
     def _on_pipe_lost(self, fd: int) -> None:
         if fd == 1:
@@ -639,10 +679,10 @@ class Process:
         if self._finished:
             return
         self._finished = True
-        for handle in (self._deadline, self._sweep):
+        for handle in (self._deadline, self._sweep, self._verdict):
             if handle is not None:
                 handle.cancel()
-        self._deadline = self._sweep = None
+        self._deadline = self._sweep = self._verdict = None
         if self._transport is not None:
             self._transport.close()
         self._stdout_eof = True

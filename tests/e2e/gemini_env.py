@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bait_mcp import write_bait_mcp_server
+
 USER_SETTINGS: dict[str, Any] = {"security": {"auth": {"selectedType": "gemini-api-key"}}}
 #: the runner's ``settings`` option in the e2e tests (telemetry, usage statistics, updates: the runner's own)
 RUNNER_SETTINGS: dict[str, Any] = {"general": {"maxAttempts": 1}}
@@ -22,28 +24,6 @@ RUNNER_SETTINGS: dict[str, Any] = {"general": {"maxAttempts": 1}}
 GEMINI_MD_MARKER = "USER-GEMINI-MD-MARKER-7f3a"
 EXTENSION_MARKER = "USER-EXTENSION-CONTEXT-MARKER-91c2"
 MCP_TOOL = "mcp_userbait_bait_marker_tool"
-
-#: a minimal stdio MCP server (JSON-RPC lines) offering one tool; it leaves a file behind when it is started
-_MCP_SERVER = """\
-import json, sys
-open(sys.argv[1], "w").close()
-for line in sys.stdin:
-    msg = json.loads(line)
-    if "id" not in msg:
-        continue
-    method = msg.get("method")
-    if method == "initialize":
-        result = {"protocolVersion": msg["params"].get("protocolVersion", "2025-06-18"),
-                  "capabilities": {"tools": {}}, "serverInfo": {"name": "userbait", "version": "1"}}
-        reply = {"jsonrpc": "2.0", "id": msg["id"], "result": result}
-    elif method == "tools/list":
-        tool = {"name": "bait_marker_tool", "description": "bait", "inputSchema": {"type": "object", "properties": {}}}
-        reply = {"jsonrpc": "2.0", "id": msg["id"], "result": {"tools": [tool]}}
-    else:
-        reply = {"jsonrpc": "2.0", "id": msg["id"], "error": {"code": -32601, "message": "method not found"}}
-    sys.stdout.write(json.dumps(reply) + "\\n")
-    sys.stdout.flush()
-"""
 
 
 def gemini_env(home_env: dict[str, str], base_url: str, api_key: str | None = "dummy") -> dict[str, str]:
@@ -67,8 +47,7 @@ def bait_user_config(home: Path) -> Path:
     extension.mkdir(parents=True)
     (extension / "gemini-extension.json").write_text(json.dumps({"name": "baitext", "version": "1.0.0"}))
     (extension / "GEMINI.md").write_text(f"{EXTENSION_MARKER}\n")
-    server, started = home / "bait_mcp_server.py", home / "bait-mcp-started"
-    server.write_text(_MCP_SERVER)
+    server, started = write_bait_mcp_server(home)
     settings = json.loads((gemini / "settings.json").read_text())
     # trust: without it the CLI's headless policy keeps an MCP tool out of the request
     settings["mcpServers"] = {

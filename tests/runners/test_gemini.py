@@ -22,14 +22,13 @@ from llm_runners.errors import (
     SessionNotFound,
     UpstreamError,
 )
-from llm_runners.runners.base import Turn
+from llm_runners.runners.base import Turn, read_jsonc
 from llm_runners.runners.gemini import (
     SAFE_SETTINGS,
     TOOLS_SETTINGS,
     GeminiParser,
     GeminiRunner,
     auth_env,
-    read_settings,
 )
 from llm_runners.types import ChatRequest, Done, TextDelta, Usage, UsageEvent
 
@@ -320,9 +319,9 @@ def test_operator_settings_and_allow_tools(tmp_path: Path) -> None:
 def test_read_settings_and_auth_env(tmp_path: Path) -> None:
     path = tmp_path / "s.json"
     path.write_text('{"a": "http://x//y", /* c */ "b": [1, 2] // tail\n}')
-    assert read_settings(path) == {"a": "http://x//y", "b": [1, 2]}
+    assert read_jsonc(path) == {"a": "http://x//y", "b": [1, 2]}
     path.write_text("{broken")
-    assert read_settings(path) == {} and read_settings(tmp_path / "missing.json") == {}
+    assert read_jsonc(path) == {} and read_jsonc(tmp_path / "missing.json") == {}
     text = "# c\nGEMINI_API_KEY='a b'\n  export GOOGLE_GENAI_USE_VERTEXAI=true\nNODE_OPTIONS=--x\nGEMINI_API_KEYS=n\n"
     assert auth_env(text) == "GEMINI_API_KEY='a b'\n  export GOOGLE_GENAI_USE_VERTEXAI=true\n"
 

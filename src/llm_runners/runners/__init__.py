@@ -9,9 +9,13 @@ from .base import CLIRunner, Invocation, LineParser, Turn
 from .claude_code import ClaudeCodeRunner
 from .codex import CodexRunner
 from .gemini import GeminiRunner
+from .kilo import KiloRunner
+from .opencode import OpenCodeRunner
 
 #: provider name -> runner class
-REGISTRY: dict[str, type[CLIRunner]] = {cls.name: cls for cls in (ClaudeCodeRunner, CodexRunner, GeminiRunner)}
+REGISTRY: dict[str, type[CLIRunner]] = {
+    cls.name: cls for cls in (ClaudeCodeRunner, CodexRunner, GeminiRunner, OpenCodeRunner, KiloRunner)
+}
 
 
 def runner_class(name: str) -> type[CLIRunner]:

@@ -112,6 +112,50 @@ def json_object(line: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+#: a JSON string (kept), a comment (dropped) or a comma before a closing bracket (dropped): JSONC, as the CLIs
+#: read their settings files
+_JSONC_NOISE = re.compile(r'("(?:\\.|[^"\\])*")|//[^\n]*|/\*.*?\*/|,(?=\s*[}\]])', re.S)
+
+
+def read_text(path: Path) -> str:
+    """A text file's content, or "" when it is missing or unreadable."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return ""
+
+
+def read_jsonc(path: Path) -> dict[str, Any]:
+    """A JSON settings file as the CLIs read it (comments and trailing commas allowed), or ``{}`` when it is
+    missing, unreadable or not an object."""
+    try:
+        data = json.loads(_JSONC_NOISE.sub(lambda m: m.group(1) or "", read_text(path)))
+    except (ValueError, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` merged into ``base``, objects recursively (neither is changed)."""
+    out = dict(base)
+    for key, value in over.items():
+        old = out.get(key)
+        out[key] = merged(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+    return out
+
+
+def write_if_changed(target: Path, data: str, mode: int = 0o644) -> None:
+    """Write only when the content changed, and atomically: runs still going may be reading the file."""
+    if read_text(target) == data:
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(data)
+    os.chmod(tmp, mode)
+    os.replace(tmp, target)
+
+
 def int_or_zero(value: object) -> int:
     """A token count from a CLI's JSON: the integer itself, 0 for anything else (absent, null, a bool, a string)."""
     return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -42,7 +42,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -61,7 +60,19 @@ from ..errors import (
     from_http_status,
 )
 from ..types import Capabilities, Done, StreamEvent, TextDelta, Usage, UsageEvent
-from .base import CLIRunner, Invocation, RunnerOptions, Turn, Unreadable, int_or_zero, json_object
+from .base import (
+    CLIRunner,
+    Invocation,
+    RunnerOptions,
+    Turn,
+    Unreadable,
+    int_or_zero,
+    json_object,
+    merged,
+    read_jsonc,
+    read_text,
+    write_if_changed,
+)
 
 #: names no MCP server or context file will ever have: an allow-list holding only this blocks every MCP server
 _NO_MCP = "__llm_runners_no_mcp__"
@@ -103,8 +114,6 @@ AUTH_ENV_KEYS: frozenset[str] = frozenset(
 _ENV_LINE = re.compile(r"^\s*(?:export\s+)?([\w.-]+)\s*(?:=|:\s)")
 #: an API key assignment with a value
 _API_KEY_LINE = re.compile(r"^[ \t]*(?:export[ \t]+)?(?:GEMINI|GOOGLE)_API_KEY[ \t]*(?:=|:[ \t])[ \t]*\S", re.M)
-#: a JSON string (kept) or a comment (dropped): the CLI reads settings.json with comments allowed
-_JSON_COMMENT = re.compile(r'("(?:\\.|[^"\\])*")|//[^\n]*|/\*.*?\*/', re.S)
 
 _EXIT_AUTH_METHOD = 41
 _EXIT_BAD_SESSION = 42
@@ -251,16 +260,6 @@ def _last_line(stderr: str, marker: str) -> str:
     return lines[-1] if lines else ""
 
 
-def read_settings(path: Path) -> dict[str, Any]:
-    """A settings.json as the CLI reads it (comments allowed), or ``{}`` when it is missing or unreadable."""
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(_JSON_COMMENT.sub(lambda m: m.group(1) or "", text))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def auth_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     """Only the ``security.auth`` part of user settings (selected, enforced or external auth type)."""
     security = settings.get("security")
@@ -278,39 +277,11 @@ def auth_env(text: str) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def _merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        old = out.get(key)
-        out[key] = _merged(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
-    return out
-
-
-def _write_if_changed(target: Path, data: str, mode: int = 0o644) -> None:
-    """Write only when the content changed, and atomically: runs still going may be reading the file."""
-    if _read(target) == data:
-        return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(data)
-    os.chmod(tmp, mode)
-    os.replace(tmp, target)
-
-
-def _read(path: Path) -> str:
-    """A text file's content, or "" when it is missing or unreadable."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, ValueError):
-        return ""
-
-
 def user_auth_env(user_home: Path) -> str:
     """The auth lines of the ``.env`` the CLI would read from the user's home: ``.gemini/.env``, else ``.env``."""
     for candidate in (user_home / ".gemini" / ".env", user_home / ".env"):
         if candidate.is_file():
-            return auth_env(_read(candidate))
+            return auth_env(read_text(candidate))
     return ""
 
 
@@ -322,15 +293,15 @@ def prepare_cli_home(home: Path, user_home: Path, settings: Mapping[str, Any]) -
     ``user_home`` is the user's own CLI home (the directory that contains their ``.gemini``)."""
     user_dir, own = user_home / ".gemini", home / ".gemini"
     own.mkdir(parents=True, exist_ok=True)
-    merged = _merged(auth_settings(read_settings(user_dir / "settings.json")), settings)
-    _write_if_changed(own / "settings.json", json.dumps(merged, indent=2))
+    settings_json = merged(auth_settings(read_jsonc(user_dir / "settings.json")), settings)
+    write_if_changed(own / "settings.json", json.dumps(settings_json, indent=2))
     for name in AUTH_FILES:
         source, link = user_dir / name, own / name
         if source.is_file() and not os.path.lexists(link):
             link.symlink_to(source)
     env_text = user_auth_env(user_home)
     if env_text:
-        _write_if_changed(own / ".env", env_text, mode=0o600)
+        write_if_changed(own / ".env", env_text, mode=0o600)
     else:
         (own / ".env").unlink(missing_ok=True)
 
@@ -414,7 +385,7 @@ class GeminiRunner(CLIRunner):
     def own_settings(self) -> dict[str, Any]:
         """The settings the runner writes: tools off (or the CLI's defaults with ``allow_tools``), no phone-home,
         then the operator's ``settings``."""
-        return _merged(TOOLS_SETTINGS if self.allow_tools else SAFE_SETTINGS, self.settings)
+        return merged(TOOLS_SETTINGS if self.allow_tools else SAFE_SETTINGS, self.settings)
 
     def child_env(self) -> dict[str, str]:
         """``GEMINI_CLI_HOME`` for every process of this runner (turns, ``--version``); none with ``user_config``."""
@@ -449,7 +420,7 @@ class GeminiRunner(CLIRunner):
         never into an operator's ``cwd``."""
         if self.cwd is not None:
             return
-        _write_if_changed(workdir / ".gemini" / "settings.json", json.dumps(self.own_settings(), indent=2))
+        write_if_changed(workdir / ".gemini" / "settings.json", json.dumps(self.own_settings(), indent=2))
 
     @staticmethod
     def _image_references(turn: Turn) -> str:

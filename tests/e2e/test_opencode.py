@@ -1,0 +1,247 @@
+"""The real OpenCode 1.18.33 driven through OpenCodeRunner against the fake model API (loopback only).
+
+The test bodies take a ``flavor`` fixture: test_kilo.py runs the same ones against the real Kilo 7.7.7 (an
+OpenCode fork). A run costs ~2.5 s (OpenCode) / ~6 s (Kilo) on an idle machine, so several honest assertions
+share one run, and only the error cases that differ between the two run for both."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from opencode_env import (
+    AGENTS_MD_MARKER,
+    INSTRUCTIONS_MARKER,
+    MCP_TOOL,
+    OPENCODE,
+    Flavor,
+    bait_user_config,
+    write_user_config,
+)
+
+from llm_runners.errors import (
+    AuthenticationError,
+    ContextLengthExceeded,
+    LLMError,
+    ModelNotFound,
+    ProviderTimeout,
+    RateLimited,
+    UpstreamError,
+)
+from llm_runners.runners.opencode import OpenCodeRunner
+from llm_runners.testing.fake_api import FakeModelAPI
+from llm_runners.testing.fake_api.script import FakeToolCall, Reply
+from llm_runners.types import ChatRequest, Done, TextDelta, UsageEvent
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def flavor() -> Flavor:
+    return OPENCODE
+
+
+def make_runner(
+    flavor: Flavor,
+    tmp_home: Any,
+    fake_api: FakeModelAPI,
+    cli_bin: Callable[[str], Path],
+    key: str = "sk-fake",
+    **kw: Any,
+) -> OpenCodeRunner:
+    write_user_config(flavor, tmp_home.home, fake_api.openai_base_url, key)
+    kw.setdefault("timeout", 120.0)
+    return flavor.runner(binary=str(cli_bin(flavor.cli)), env=tmp_home.env(), **kw)
+
+
+def ask(text: str, **kw: Any) -> ChatRequest:
+    return ChatRequest(messages=[{"role": "user", "content": text}], **kw)
+
+
+async def test_answer_system_model_usage_and_the_users_setup(
+    flavor: Flavor, tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any
+) -> None:
+    """One run: the answer, usage, session id; the system prompt and the model upstream; the prompt verbatim from
+    stdin; no title request and no tools; the user's provider used, their MCP server and instructions not."""
+    fake_api.script(Reply(chunks=["Hel", "lo ", "world"], input_tokens=40, output_tokens=3, cached_tokens=5))
+    runner = make_runner(flavor, tmp_home, fake_api, cli_bin)
+    mcp_started = bait_user_config(flavor, tmp_home.home)
+    prompt = 'first line\n\n  second "quoted" line with /slash  \n'
+    request = ChatRequest(
+        messages=[{"role": "system", "content": "You are a terse test bot."}, {"role": "user", "content": prompt}],
+        model="fake-model-2",  # a bare name: the provider of the user's default model is put in front
+    )
+    events = [event async for event in runner.stream(request)]
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "Hello world"
+    [usage] = [e.usage for e in events if isinstance(e, UsageEvent)]
+    assert (usage.input_tokens, usage.output_tokens, usage.cached_tokens) == (40, 3, 5)
+    done = events[-1]
+    assert isinstance(done, Done) and done.finish_reason == "stop" and done.model == "fake/fake-model-2"
+    assert done.session_id and done.session_id.startswith("ses_")
+    [main] = fake_api.main_requests()
+    assert all(r.kind != "title" for r in fake_api.requests)
+    assert main.model == "fake-model-2" and main.api_key == "sk-fake"
+    assert "You are a terse test bot." in main.system_text()
+    if flavor.runner.capabilities.system_prompt:  # OpenCode: ours replaces the CLI's prompt (a model line follows)
+        assert main.system_text().startswith("You are a terse test bot.\n")
+    assert main.last_user_text().startswith(prompt.rstrip())  # verbatim (Kilo appends environment details)
+    assert main.tool_names() == []
+    body = json.dumps(main.body)
+    assert INSTRUCTIONS_MARKER not in body and AGENTS_MD_MARKER not in body and MCP_TOOL not in body
+    assert not mcp_started.exists()
+    await runner.aclose()
+
+
+async def test_the_users_instructions_reach_the_model_only_with_user_config(
+    flavor: Flavor, tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any
+) -> None:
+    """The isolation test above is not vacuous: with ``user_config=True`` the same bait arrives."""
+    runner = make_runner(flavor, tmp_home, fake_api, cli_bin, user_config=True)
+    bait_user_config(flavor, tmp_home.home)
+    assert (await runner.complete(ask("hi"))).content == "pong from fake"
+    body = json.dumps(fake_api.last_main_request().body)
+    assert INSTRUCTIONS_MARKER in body and AGENTS_MD_MARKER in body
+    await runner.aclose()
+
+
+async def test_two_turns_resume_the_cli_session(
+    flavor: Flavor, tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any
+) -> None:
+    fake_api.script("BANANA noted", "the word was BANANA")
+    runner = make_runner(flavor, tmp_home, fake_api, cli_bin)
+    first = await runner.complete(ask("remember BANANA"))
+    second = await runner.complete(
+        ChatRequest(
+            messages=[
+                {"role": "user", "content": "remember BANANA"},
+                {"role": "assistant", "content": first.content},
+                {"role": "user", "content": "what word?"},
+            ]
+        )
+    )
+    assert second.content == "the word was BANANA" and second.session_id == first.session_id
+    msgs = fake_api.last_main_request().messages()
+    assert [m for m in msgs if m[0] == "assistant"] == [("assistant", "BANANA noted")]
+    assert msgs[-1][1].startswith("what word?") and "remember BANANA" not in msgs[-1][1]
+    assert msgs[0][0] == "user" and msgs[0][1].startswith("remember BANANA")
+    # the session lives in the runner's private home, never in the user's
+    assert not (tmp_home.home / ".local" / "share" / flavor.app / f"{flavor.app}.db").exists()
+    await runner.aclose()
+
+
+@pytest.mark.parametrize(
+    ("kind", "error"),
+    [
+        ("401", AuthenticationError),
+        ("429", RateLimited),
+        ("500", UpstreamError),
+        ("context", ContextLengthExceeded),
+        ("404", ModelNotFound),
+    ],
+)
+async def test_errors_fail_in_seconds_with_one_request(
+    flavor: Flavor, tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any, kind: str, error: type[LLMError]
+) -> None:
+    """Every error costs one upstream request: the CLI's own retries of a 429 / 500 are cut by the runner."""
+    runner = make_runner(flavor, tmp_home, fake_api, cli_bin, key=f"fake-err-{kind}")
+    started = time.monotonic()
+    with pytest.raises(error) as info:
+        await runner.complete(ask("hi"))
+    elapsed = time.monotonic() - started
+    print(f"{flavor.cli} {kind}: {type(info.value).__name__} after {elapsed:.2f} s: {info.value.message}")
+    assert type(info.value) is error
+    assert len(fake_api.main_requests()) == 1
+    assert elapsed < 60  # generous: the CLI's own loop would take 70-80 s
+    await runner.aclose()
+
+
+async def test_unknown_model_is_model_not_found_before_any_request(
+    flavor: Flavor, tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any
+) -> None:
+    runner = make_runner(flavor, tmp_home, fake_api, cli_bin)
+    with pytest.raises(ModelNotFound, match="fake/no-such-model"):
+        await runner.complete(ask("hi", model="fake/no-such-model"))
+    assert fake_api.main_requests() == []
+    await runner.aclose()
+
+
+async def test_hang_times_out_and_kills(
+    flavor: Flavor, tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any, procs: Any
+) -> None:
+    runner = make_runner(flavor, tmp_home, fake_api, cli_bin, key="fake-err-hang", idle_timeout=None, timeout=25.0)
+    before = set(procs.descendants())
+    with pytest.raises(ProviderTimeout):
+        await runner.complete(ask("hi"))
+    assert procs.wait_until_gone(timeout=1.0, exclude=before) == []
+    await runner.aclose()
+
+
+async def test_consumer_that_stops_reading_kills_the_cli(
+    flavor: Flavor, tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any, procs: Any
+) -> None:
+    """``run`` prints the text part only when it is complete, so the consumer gives up while the answer is still
+    streaming upstream (cancellation): the CLI is gone within 1 s."""
+    fake_api.script(Reply(chunks=["a", "b", "c", "d"], chunk_delay=5.0))
+    runner = make_runner(flavor, tmp_home, fake_api, cli_bin)
+    before = set(procs.descendants())
+    got: list[object] = []
+
+    async def consume() -> None:
+        async for event in runner.stream(ask("hi")):
+            got.append(event)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consume)
+        await anyio.to_thread.run_sync(lambda: fake_api.wait_for_requests(1, timeout=60, main_only=True))
+        assert procs.named(flavor.cli), "the CLI should still be running"
+        tg.cancel_scope.cancel()
+    assert got == []
+    assert procs.wait_until_gone(timeout=1.0, exclude=before) == []
+    await runner.aclose()
+
+
+async def test_tools_off_the_model_cannot_run_write_or_read(
+    flavor: Flavor, tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any
+) -> None:
+    """The fake model answers with calls of the CLI's own shell, write and read tools: no file is created and the
+    secret files' content never reaches the model API."""
+    made_by_shell = tmp_home.home / "made-by-shell"
+    made_by_write = tmp_home.home / "made-by-write"
+    runner = make_runner(flavor, tmp_home, fake_api, cli_bin)
+    work_secret = runner.workdir / "secret.txt"
+    work_secret.write_text("WORKDIR-SECRET-4417")
+    home_secret = tmp_home.home / "secret.txt"
+    home_secret.write_text("HOME-SECRET-9921")
+    fake_api.script(
+        Reply(
+            tool_calls=[
+                FakeToolCall("bash", {"command": f"touch {made_by_shell}", "description": "make a file"}),
+                FakeToolCall("write", {"filePath": str(made_by_write), "content": "x"}),
+                FakeToolCall("read", {"filePath": str(work_secret)}),
+                FakeToolCall("read", {"filePath": str(home_secret)}),
+            ]
+        ),
+        "done",
+    )
+    with contextlib.suppress(LLMError):  # refusing a tool it never offered may fail the turn; running it may not
+        await runner.complete(ask("go"))
+    assert fake_api.main_requests(), "the fake was never asked"
+    assert all(r.tool_names() == [] for r in fake_api.main_requests())
+    assert not made_by_shell.exists() and not made_by_write.exists()
+    for request in fake_api.requests:
+        assert b"WORKDIR-SECRET-4417" not in request.raw_body and b"HOME-SECRET-9921" not in request.raw_body
+    await runner.aclose()
+
+
+async def test_health_and_models(flavor: Flavor, tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any) -> None:
+    runner = make_runner(flavor, tmp_home, fake_api, cli_bin)
+    health = await runner.health()
+    assert health.ready and health.authenticated and health.version
+    assert [m.id for m in await runner.models()] == ["fake/fake-model", "fake/fake-model-2"]
+    await runner.aclose()
