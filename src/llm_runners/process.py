@@ -70,6 +70,7 @@ __all__ = [
     "StderrVerdict",
     "build_env",
     "classify_exit",
+    "classify_text",
     "find_binary",
     "parse_retry_after",
     "start",
@@ -942,14 +943,35 @@ def classify_exit(returncode: int, stderr: str, *, provider: str | None = None) 
     if returncode == 127:
         last = f": {_clip(lines[-1])}" if lines else ""
         return BinaryNotFound(f"{who}: command not found (exit 127){last}", provider=provider, detail=detail)
+    match = _match_rule(lines)
+    if match is not None:
+        line, label, factory = match
+        error = factory(f"{who}: {label} (exit {returncode}): {_clip(line)}", provider, parse_retry_after(stderr))
+        error.detail = detail
+        return error
+    return UpstreamError(f"{who} exited with code {returncode}{_tail_suffix(lines)}", provider=provider, detail=detail)
+
+
+def classify_text(text: str, *, provider: str | None = None) -> LLMError | None:
+    """The error kind an error message names (the rules of :func:`classify_exit`, last line first), or None when
+    no rule matches: for errors that arrive as text rather than as an exit (an ACP agent's error reply, or an
+    error it streams as answer text)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    match = _match_rule(lines)
+    if match is None:
+        return None
+    line, label, factory = match
+    error = factory(f"{provider or 'agent'}: {label}: {_clip(line)}", provider, parse_retry_after(text))
+    error.detail = text
+    return error
+
+
+def _match_rule(lines: list[str]) -> tuple[str, str, _Factory] | None:
     for line in reversed(lines):
         for pattern, label, factory in _RULES:
             if pattern.search(line):
-                retry_after = parse_retry_after(stderr)
-                error = factory(f"{who}: {label} (exit {returncode}): {_clip(line)}", provider, retry_after)
-                error.detail = detail
-                return error
-    return UpstreamError(f"{who} exited with code {returncode}{_tail_suffix(lines)}", provider=provider, detail=detail)
+                return line, label, factory
+    return None
 
 
 def _clip(line: str) -> str:

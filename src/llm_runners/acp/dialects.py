@@ -1,0 +1,55 @@
+"""What differs between ACP agents: a small table, not a module per agent.
+
+Everything else an agent needs (its binary, its private home and config, its environment, its auth variables)
+comes from the provider's exec runner class (``llm_runners.runners.REGISTRY``): the ACP runner builds that runner
+with the same options and takes ``binary_path``, ``child_env()``, ``pass_env`` and ``workdir`` from it, so each
+CLI's offline setup is written once.
+
+Facts (clis.md sections 5-10 and 14, and the transcripts in ``tests/fixtures/acp/``):
+
+- Gemini CLI 0.61.0 ``gemini --acp``: models advertised in ``session/new`` ``models`` (``session/set_model``; no
+  model config option); usage in the prompt result's ``_meta.quota.token_count``; an API error is a JSON-RPC error
+  whose code is the HTTP status and whose message is the API's error JSON. Needs ``GEMINI_CLI_TRUST_WORKSPACE``.
+- OpenCode 1.18.33 ``opencode acp`` and Kilo 7.7.7 ``kilo acp``: a ``model`` config option (values
+  ``provider/model``); usage in the prompt result.
+- Qwen Code 0.15.10 ``qwen --acp``: ``models`` (ids like ``$runtime|openai|fake-model(openai)``) and config options;
+  usage in the ``_meta`` of an empty ``agent_message_chunk`` at the end, none in the result.
+- Copilot CLI 1.0.102 ``copilot --acp``: API errors are streamed as answer text (``Info: Request failed …``,
+  ``Error: Authentication failed …``) and the turn ends ``end_turn`` without usage.
+- Cline 3.0.65 ``cline --acp``: ``session/new`` requires ``authenticate`` with an account: not usable offline.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class AcpDialect:
+    #: the provider name, and the name of its exec runner in ``llm_runners.runners.REGISTRY``
+    name: str
+    #: argv after the binary
+    args: tuple[str, ...]
+    #: variables the agent process gets on top of the exec runner's ``child_env()``
+    env: Mapping[str, str] = field(default_factory=dict)
+    #: a whole answer chunk matching this is a status line the agent streams instead of an error (Copilot); such
+    #: chunks are held back, and a turn that ends without usage after one that says ``Error:`` is that error
+    status_text: re.Pattern[str] | None = None
+    #: the ACP ``authenticate`` method to call after ``initialize`` (None: the agent's own login/key is enough)
+    auth_method: str | None = None
+
+
+COPILOT_STATUS = re.compile(r"\s*(?:Info|Error|Warning): .*", re.S)
+
+DIALECTS: dict[str, AcpDialect] = {
+    d.name: d
+    for d in (
+        AcpDialect("gemini", ("--acp",), env={"GEMINI_CLI_TRUST_WORKSPACE": "true"}),
+        AcpDialect("opencode", ("acp",)),
+        AcpDialect("kilo", ("acp",)),
+        AcpDialect("qwen", ("--acp",)),
+        AcpDialect("copilot", ("--acp", "--no-auto-update"), status_text=COPILOT_STATUS),
+    )
+}
