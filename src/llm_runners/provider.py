@@ -59,6 +59,10 @@ class Provider(abc.ABC):
     async def health(self) -> Health:
         """Installed? Version? Authenticated? And a one-line fix when not ready."""
 
+    async def start(self) -> None:
+        """Start what the provider is configured to keep warm (an ACP agent with ``warm = true``) ahead of the
+        first request; the server calls it at start-up. A no-op by default."""
+
     async def aclose(self) -> None:
         """Release long-lived resources (warm processes, HTTP clients)."""
 

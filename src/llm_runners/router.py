@@ -232,6 +232,14 @@ class Router:
                 tg.start_soon(one, name)
         return [results[n] for n in self.providers]
 
+    async def start(self) -> None:
+        """Start every provider's warm resources; one that cannot start is logged and left to start on demand."""
+        for name, provider in self.providers.items():
+            try:
+                await provider.start()
+            except Exception as exc:
+                log.warning("starting %s ahead of need failed (it starts on its first request): %r", name, exc)
+
     async def aclose(self) -> None:
         for provider in self.providers.values():
             try:
@@ -253,7 +261,9 @@ def build_provider(name: str, options: Mapping[str, Any]) -> Provider:
     The class is found by ``options["type"]`` when given (so two differently configured entries can use one
     runner), else by ``name``: ``scripted`` (the test provider), an HTTP API type (``openai_compat``,
     ``anthropic``), or a CLI runner from ``llm_runners.runners.REGISTRY``. ``api_key_env`` names an environment
-    variable to read the ``api_key`` from, so keys need not sit in the file.
+    variable to read the ``api_key`` from, so keys need not sit in the file. A CLI that also speaks ACP takes
+    ``transport = "acp" | "exec"`` (default: its dialect's ``default_transport``); ``acp`` builds an
+    :class:`~llm_runners.acp.AcpRunner` around the same runner options.
     """
     opts = dict(options)
     kind = str(opts.pop("type", name))
@@ -262,6 +272,20 @@ def build_provider(name: str, options: Mapping[str, Any]) -> Provider:
 
         opts.setdefault("name", name)
         return ScriptedProvider(**opts)
+    transport = opts.pop("transport", None)
+    from .acp import DIALECTS, AcpRunner  # here: the ACP runner imports the CLI runners
+
+    if transport is not None or kind in DIALECTS:
+        transport = str(transport or DIALECTS[kind].default_transport)
+        if transport not in ("exec", "acp"):
+            raise ValueError(f"provider {name!r}: transport must be 'acp' or 'exec', not {transport!r}")
+        if transport == "acp":
+            if kind not in DIALECTS:
+                raise ValueError(f"provider {name!r}: {kind} has no ACP mode (ACP agents: {', '.join(DIALECTS)})")
+            try:
+                return AcpRunner(kind, **opts)
+            except TypeError as exc:
+                raise ValueError(f"provider {name!r}: bad options {sorted(opts)}: {exc}") from exc
     key_env = opts.pop("api_key_env", None)
     if key_env is not None:
         opts["api_key"] = os.environ.get(str(key_env))

@@ -61,8 +61,9 @@ async def test_answer_streams_with_usage_session_and_model(tmp_path: Path) -> No
 
 
 async def test_first_text_arrives_long_before_the_end(tmp_path: Path) -> None:
-    runner, _ = make_runner(tmp_path, sessions=SessionStore())
+    runner, _ = make_runner(tmp_path, sessions=SessionStore(), warm=True)
     await runner.start()  # warm: the process is up before the request
+    assert runner.agents and runner.agents[0].alive
     stamps: list[tuple[float, object]] = []
     start = time.monotonic()
     async for event in runner.stream(ask("one two three four [slow]")):

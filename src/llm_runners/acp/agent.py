@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -74,7 +74,9 @@ class _Client:
         self, session_id: str, tool_call: Any, options: list[PermissionOption], **kwargs: Any
     ) -> RequestPermissionResponse:
         answer = permission_answer(options, self._agent.allow_tools)
-        self._agent.permissions.append((session_id, getattr(tool_call, "title", None), answer))
+        chosen = getattr(answer.outcome, "option_id", None)
+        kind = next((o.kind for o in options if o.option_id == chosen), "cancelled")
+        self._agent.permissions.append((session_id, getattr(tool_call, "title", None), kind))
         log.info(
             "%s: session %s asked to run %r: answered %s",
             self._agent.name,
@@ -104,8 +106,9 @@ class AgentProcess:
         self.auth_method = auth_method
         self.start_timeout = start_timeout
         self.sinks: dict[str, asyncio.Queue[object]] = {}
-        #: every permission request and our answer: (session id, tool title, answer)
-        self.permissions: list[tuple[str, str | None, RequestPermissionResponse]] = []
+        #: every permission request and our answer: (session id, tool title, the chosen option's kind or
+        #: "cancelled")
+        self.permissions: list[tuple[str, str | None, str]] = []
         self.info: InitializeResponse | None = None
         self.active = 0
         self.last_used = 0.0
@@ -214,15 +217,28 @@ class AgentProcess:
         self._transcript.close()
 
 
-def request_error(name: str, exc: Any, what: str, stderr: str | None) -> LLMError:
-    """A JSON-RPC error answer -> the error tree. Agents put an HTTP status in ``code`` (Gemini) or only text."""
+def request_error(
+    name: str, exc: Any, what: str, stderr: str | None, classify: Callable[[str], LLMError] | None = None
+) -> LLMError:
+    """A JSON-RPC error answer -> the error tree: the dialect's own classifier when it has one, else an HTTP
+    status in ``code`` (Gemini puts it there) and the generic rules on the text."""
     code = getattr(exc, "code", None)
+    error: LLMError
+    if classify is not None:
+        raw = str(getattr(exc, "message", None) or exc)
+        error = classify(raw)
+        if type(error) is UpstreamError and isinstance(code, int) and 400 <= code <= 599:
+            error = from_http_status(code, error.message, provider=name)  # the text named no kind; the code does
+        error.detail = stderr or raw
+        return error
     message = api_message(str(getattr(exc, "message", None) or exc))
     data = getattr(exc, "data", None)
     text = message if data is None else f"{message} {data}"
     if isinstance(code, int) and 400 <= code <= 599:
-        error = process.classify_text(text, provider=name)
-        if not isinstance(error, ContextLengthExceeded):
+        named = process.classify_text(text, provider=name)
+        if isinstance(named, ContextLengthExceeded):  # a plain 400 upstream: only the text says which
+            error = named
+        else:
             error = from_http_status(code, f"{name}: {message}", provider=name)
     elif "authenticat" in text.lower():
         error = AuthenticationError(

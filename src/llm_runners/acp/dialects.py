@@ -22,8 +22,12 @@ Facts (clis.md sections 5-10 and 14, and the transcripts in ``tests/fixtures/acp
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Literal
+
+from ..errors import LLMError
+from ..runners.gemini import classify_api_error
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,12 @@ class AcpDialect:
     status_text: re.Pattern[str] | None = None
     #: the ACP ``authenticate`` method to call after ``initialize`` (None: the agent's own login/key is enough)
     auth_method: str | None = None
+    #: the provider's transport unless its options say ``transport = "acp" | "exec"`` (chosen by measurement: see
+    #: the README's provider table)
+    default_transport: Literal["acp", "exec"] = "acp"
+    #: the exec dialect's classifier for the error text the agent passes on (a JSON-RPC error's message), when
+    #: it knows that text better than the generic rules
+    classify_error: Callable[[str], LLMError] | None = None
 
 
 COPILOT_STATUS = re.compile(r"\s*(?:Info|Error|Warning): .*", re.S)
@@ -46,7 +56,13 @@ COPILOT_STATUS = re.compile(r"\s*(?:Info|Error|Warning): .*", re.S)
 DIALECTS: dict[str, AcpDialect] = {
     d.name: d
     for d in (
-        AcpDialect("gemini", ("--acp",), env={"GEMINI_CLI_TRUST_WORKSPACE": "true"}),
+        AcpDialect(
+            "gemini",
+            ("--acp",),
+            env={"GEMINI_CLI_TRUST_WORKSPACE": "true"},
+            default_transport="exec",
+            classify_error=lambda message: classify_api_error(message, 0),
+        ),
         AcpDialect("opencode", ("acp",)),
         AcpDialect("kilo", ("acp",)),
         AcpDialect("qwen", ("--acp",)),

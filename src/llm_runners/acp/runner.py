@@ -160,6 +160,8 @@ class AcpRunner(Provider):
         if runner is None:
             from ..runners import REGISTRY
 
+            if dialect.name not in REGISTRY:
+                raise ValueError(f"{dialect.name}: no runner knows how to set this CLI up (llm_runners.runners)")
             runner = REGISTRY[dialect.name](**options)
         elif options:
             raise TypeError(f"options {sorted(options)} go to the runner, which was given already")
@@ -202,8 +204,10 @@ class AcpRunner(Provider):
         )
 
     async def start(self) -> None:
-        """Start the pool's first process now (``warm``), instead of on the first request."""
-        await self._agent(None)
+        """With ``warm``: start the pool's first process now (the server calls this at start-up), instead of on
+        the first request."""
+        if self.warm and not any(a.alive for a in self.agents):
+            await self._agent(None)
 
     async def _agent(self, live: LiveSession | None) -> AgentProcess:
         """The process for a turn: the session's own, else the least busy live one, else a new one."""
@@ -395,7 +399,9 @@ class AcpRunner(Provider):
             except ConnectionError as exc:
                 raise agent.gone("session/prompt") from exc
             except acp.RequestError as exc:
-                raise request_error(self.name, exc, "session/prompt", agent.stderr()) from exc
+                raise request_error(
+                    self.name, exc, "session/prompt", agent.stderr(), self.dialect.classify_error
+                ) from exc
             except Exception as exc:
                 raise UpstreamError(f"{self.name}: session/prompt failed: {exc!r}", provider=self.name) from exc
             events, finish = mapper.finish(result)

@@ -119,6 +119,7 @@ def create_app(router: Router, settings: Settings | None = None, *, store: Respo
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
+            await router.start()
             yield
         finally:
             await router.aclose()

@@ -114,5 +114,8 @@ class ConcurrencyLimit(Provider):
     async def health(self) -> Health:
         return await self.inner.health()
 
+    async def start(self) -> None:
+        await self.inner.start()
+
     async def aclose(self) -> None:
         await self.inner.aclose()
