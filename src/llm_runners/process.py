@@ -458,6 +458,11 @@ class Process:
         with anyio.CancelScope(shield=True):
             await asyncio.shield(task)
 
+    def fail(self, error: LLMError) -> None:
+        """Stop the run with ``error``: the group is killed at once and ``lines()`` / ``wait()`` raise it (a runner's
+        own watch, e.g. one that bounds a CLI's silent retry loop, ends a run this way)."""
+        self._fail(error)
+
     def reset_deadline(self, timeout: float | None) -> None:
         """Restart the total-timeout clock now with ``timeout`` seconds (None = no limit): a warm process that
         waited in a pool gets its full budget for the request it is handed."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .base import CLIRunner, Invocation, LineParser, Turn
 from .claude_code import ClaudeCodeRunner
+from .cline import ClineRunner
 from .codex import CodexRunner
 from .gemini import GeminiRunner
 from .kilo import KiloRunner
@@ -14,7 +15,7 @@ from .opencode import OpenCodeRunner
 
 #: provider name -> runner class
 REGISTRY: dict[str, type[CLIRunner]] = {
-    cls.name: cls for cls in (ClaudeCodeRunner, CodexRunner, GeminiRunner, OpenCodeRunner, KiloRunner)
+    cls.name: cls for cls in (ClaudeCodeRunner, CodexRunner, GeminiRunner, OpenCodeRunner, KiloRunner, ClineRunner)
 }
 
 

@@ -14,6 +14,7 @@ when it runs in the same directory as the turn that created it. With the CLI's t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -209,6 +210,25 @@ class LineParser(Protocol):
         ...
 
 
+class ErrorWatch(Protocol):
+    """Bounds a CLI's retry loop from outside when the CLI has no knob for it: :meth:`CLIRunner.error_watch` may
+    return one per run, and :meth:`check` is called every ``interval`` seconds while the run lasts. An error it
+    returns ends the run at once (the process group is killed) and is what the caller gets."""
+
+    interval: float
+
+    def check(self) -> LLMError | None: ...
+
+
+async def _watch(proc: process.Process, watch: ErrorWatch) -> None:
+    while True:
+        await asyncio.sleep(watch.interval)
+        error = watch.check()
+        if error is not None:
+            proc.fail(error)
+            return
+
+
 #: ``ChatRequest.extra`` key: True marks a throw-away conversation (no session remembered, nothing to resume)
 EPHEMERAL_KEY = "ephemeral"
 
@@ -253,6 +273,9 @@ class CLIRunner(Provider):
     version_args: ClassVar[tuple[str, ...]] = ("--version",)
     #: whether a spare process can wait for its prompt on stdin (see :mod:`llm_runners.runners.warm`)
     warmable: ClassVar[bool] = True
+    #: whether the CLI can resume a session non-interactively. When it cannot, no session is remembered and every
+    #: turn replays the whole conversation; ``Done.session_id`` is only what the CLI reported
+    resumable: ClassVar[bool] = True
     #: the longest stdout line a run may print. A line is the one thing held whole in memory (its fragments, the
     #: joined bytes and the decoded JSON: ~3x), so this bounds a run's memory. The largest legitimate lines are a
     #: complete assistant message (128k output tokens: ~1 MB of JSON) or, with tools on, a tool result carrying a
@@ -316,6 +339,10 @@ class CLIRunner(Provider):
 
     async def list_models(self) -> list[str] | None:
         """Models listed live by the CLI, or None when it cannot list them."""
+        return None
+
+    def error_watch(self, turn: Turn, parser: LineParser) -> ErrorWatch | None:
+        """A watch that ends a run stuck in the CLI's own retry loop (see :class:`ErrorWatch`); None: no watch."""
         return None
 
     def child_env(self) -> dict[str, str]:
@@ -405,8 +432,11 @@ class CLIRunner(Provider):
         binary = self.binary_path  # fail fast, before any session is claimed
         del binary
         check_model_name(request.model, self.name)
-        claim = self.sessions.claim(self.name, request.conversation, request.messages)
-        resume, first_new = claim.session_id, claim.first_new
+        if self.resumable:
+            claim = self.sessions.claim(self.name, request.conversation, request.messages)
+            resume, first_new = claim.session_id, claim.first_new
+        else:
+            resume, first_new = None, 0
         while True:
             turn = self._turn(request, resume, first_new)
             text: list[str] = []
@@ -431,8 +461,8 @@ class CLIRunner(Provider):
                 resume, first_new = None, 0  # the CLI lost the session: replay the whole history once
 
     def _finish_done(self, done: Done, turn: Turn, text: list[str], calls: list[ToolCall]) -> Done:
-        session_id = done.session_id or turn.resume or turn.session
-        if session_id and not turn.request.extra.get(EPHEMERAL_KEY):
+        session_id = done.session_id or turn.resume or turn.session if self.resumable else done.session_id
+        if session_id and self.resumable and not turn.request.extra.get(EPHEMERAL_KEY):
             reply = Message(role="assistant", content="".join(text), tool_calls=calls)
             self.sessions.remember(self.name, turn.request.conversation, turn.request.messages, reply, session_id)
         model = done.model or turn.model
@@ -462,14 +492,18 @@ class CLIRunner(Provider):
                 exc.args = (exc.message,)
                 raise
         async with proc:
+            watch = self.error_watch(turn, parser)
+            watcher = asyncio.ensure_future(_watch(proc, watch)) if watch is not None else None
             lines = proc.lines()
             try:
                 async for line in lines:
                     for event in self._parse(parser.feed, line):
                         yield event
+                returncode = await proc.wait()
             finally:
+                if watcher is not None:
+                    watcher.cancel()
                 await lines.aclose()  # type: ignore[attr-defined]
-            returncode = await proc.wait()
             stderr = proc.stderr_tail()
             events = self._parse(lambda _: parser.finish(returncode, stderr), None)
             if warm is not None and key is not None:

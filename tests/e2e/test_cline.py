@@ -1,0 +1,193 @@
+"""The real Cline CLI 3.0.65 driven through ClineRunner against the fake model API (loopback only).
+
+Each CLI run costs ~1.3 s, so several honest assertions share one run."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cline_env import MCP_TOOL_MARKER, RULE_MARKER, bait_user_config, cline_user_setup, providers_file
+
+from llm_runners.errors import (
+    AuthenticationError,
+    ContextLengthExceeded,
+    LLMError,
+    ModelNotFound,
+    ProviderTimeout,
+    RateLimited,
+)
+from llm_runners.runners.cline import ClineRunner
+from llm_runners.testing.fake_api.script import FakeToolCall, Reply
+from llm_runners.types import ChatRequest, Done, TextDelta, UsageEvent
+
+pytestmark = pytest.mark.anyio
+
+
+def make_runner(
+    tmp_home: Any, fake_api: Any, cli_bin: Callable[[str], Path], key: str = "sk-fake", **kw: Any
+) -> ClineRunner:
+    cline_user_setup(tmp_home.home, fake_api.openai_base_url, api_key=key)
+    kw.setdefault("timeout", 60.0)
+    return ClineRunner(binary=str(cli_bin("cline")), env=tmp_home.env(), **kw)
+
+
+def ask(text: str, **kw: Any) -> ChatRequest:
+    return ChatRequest(messages=[{"role": "user", "content": text}], **kw)
+
+
+async def test_answer_streaming_system_model_usage_and_no_tools(tmp_home: Any, fake_api: Any, cli_bin: Any) -> None:
+    fake_api.script(Reply(chunks=["Hel", "lo ", "world"], input_tokens=40, output_tokens=3, chunk_delay=0.3))
+    runner = make_runner(tmp_home, fake_api, cli_bin)
+    prompt = "first line\n\n  second line with @nothing and /slash"
+    request = ChatRequest(
+        messages=[{"role": "system", "content": "You are a terse test bot."}, {"role": "user", "content": prompt}],
+        model="fake-cline-model-x",
+    )
+    events, stamps = [], []
+    async for event in runner.stream(request):
+        events.append(event)
+        stamps.append(time.monotonic())
+    texts = [(e.text, t) for e, t in zip(events, stamps, strict=True) if isinstance(e, TextDelta)]
+    assert [t for t, _ in texts] == ["Hel", "lo ", "world"]
+    assert texts[-1][1] - texts[0][1] > 0.3  # chunks arrived as generated, not all at the end
+    usage = [e.usage for e in events if isinstance(e, UsageEvent)]
+    assert len(usage) == 1 and (usage[0].input_tokens, usage[0].output_tokens) == (40, 3)
+    done = events[-1]
+    assert isinstance(done, Done) and done.finish_reason == "stop" and done.model == "fake-cline-model-x"
+    [main] = fake_api.main_requests()
+    assert main.model == "fake-cline-model-x"
+    assert main.system_text() == "You are a terse test bot."  # -s replaces the whole system prompt
+    assert main.messages() == [("user", prompt)]
+    assert main.tool_names() == []
+    # -m went into the private copy of providers.json, never into the user's
+    assert (
+        json.loads(providers_file(tmp_home.home).read_text())["providers"]["openai-compatible"]["settings"]["model"]
+        == "fake-model"
+    )
+    await runner.aclose()
+
+
+@pytest.mark.parametrize("user_config", [False, True])
+async def test_user_provider_carries_over_the_rest_only_when_asked(
+    tmp_home: Any, fake_api: Any, cli_bin: Any, user_config: bool
+) -> None:
+    """The user's provider (key, base URL, model) is used either way; with the CLI's tools on (so an MCP tool
+    could be declared) their global rules and MCP server reach the model only with ``user_config=True``."""
+    runner = make_runner(tmp_home, fake_api, cli_bin, key="sk-user-key", allow_tools=True, user_config=user_config)
+    mcp_started = bait_user_config(tmp_home.home)
+    answer = await runner.complete(ask("hi there"))
+    assert answer.content == "pong from fake"
+    main = fake_api.last_main_request()
+    assert main.api_key == "sk-user-key" and main.model == "fake-model"
+    assert "run_commands" in main.tool_names()  # allow_tools: the CLI's own tools are declared either way
+    assert (RULE_MARKER in main.system_text()) is user_config
+    assert any(MCP_TOOL_MARKER in name for name in main.tool_names()) is user_config
+    assert mcp_started.exists() is user_config
+    await runner.aclose()
+
+
+async def test_two_turns_replay_the_history(tmp_home: Any, fake_api: Any, cli_bin: Any) -> None:
+    fake_api.script("BANANA noted", "the word was BANANA")
+    runner = make_runner(tmp_home, fake_api, cli_bin)
+    first = await runner.complete(ask("remember BANANA"))
+    second = await runner.complete(
+        ChatRequest(
+            messages=[
+                {"role": "user", "content": "remember BANANA"},
+                {"role": "assistant", "content": first.content},
+                {"role": "user", "content": "what word?"},
+            ]
+        )
+    )
+    assert second.content == "the word was BANANA"
+    assert first.session_id is None and second.session_id is None  # nothing to resume: no session claimed
+    [(role, text)] = fake_api.last_main_request().messages()
+    assert role == "user"
+    assert text.index("remember BANANA") < text.index("BANANA noted") < text.index("what word?")
+    await runner.aclose()
+
+
+@pytest.mark.parametrize(
+    ("kind", "error"),
+    [("401", AuthenticationError), ("429", RateLimited), ("context", ContextLengthExceeded), ("404", ModelNotFound)],
+)
+async def test_errors(tmp_home: Any, fake_api: Any, cli_bin: Any, kind: str, error: type[LLMError]) -> None:
+    runner = make_runner(tmp_home, fake_api, cli_bin, key=f"fake-err-{kind}")
+    with pytest.raises(error) as info:
+        await runner.complete(ask("hi there"))
+    assert type(info.value) is error
+    await runner.aclose()
+
+
+async def test_silent_retry_loop_is_cut_short(tmp_home: Any, fake_api: Any, cli_bin: Any, procs: Any) -> None:
+    """A 500 is retried silently for ~63 s; the runner's deadline stops the run after ``retry_deadline``."""
+    runner = make_runner(tmp_home, fake_api, cli_bin, key="fake-err-500", retry_deadline=4.0)
+    before = set(procs.descendants())
+    started = time.monotonic()
+    with pytest.raises(ProviderTimeout, match="retries failing model requests silently"):
+        await runner.complete(ask("hi there"))
+    assert time.monotonic() - started < 20
+    assert len(fake_api.main_requests()) >= 2  # it was retrying, and nothing of it was printed
+    assert procs.wait_until_gone(timeout=1.0, exclude=before) == []
+    await runner.aclose()
+
+
+async def test_hang_times_out_and_kills(tmp_home: Any, fake_api: Any, cli_bin: Any, procs: Any) -> None:
+    runner = make_runner(tmp_home, fake_api, cli_bin, key="fake-err-hang", retry_deadline=0, timeout=6.0)
+    before = set(procs.descendants())
+    with pytest.raises(ProviderTimeout, match="total timeout"):
+        await runner.complete(ask("hi there"))
+    assert procs.wait_until_gone(timeout=1.0, exclude=before) == []
+    await runner.aclose()
+
+
+async def test_consumer_stops_mid_stream(tmp_home: Any, fake_api: Any, cli_bin: Any, procs: Any) -> None:
+    fake_api.script(Reply(chunks=["a", "b", "c", "d"], chunk_delay=2.0))
+    runner = make_runner(tmp_home, fake_api, cli_bin)
+    before = set(procs.descendants())
+    stream = runner.stream(ask("hi there"))
+    async for event in stream:
+        if isinstance(event, TextDelta):
+            break
+    stopped = time.monotonic()
+    await stream.aclose()  # type: ignore[attr-defined]
+    assert procs.wait_until_gone(timeout=1.0, exclude=before) == []
+    assert time.monotonic() - stopped < 1.0
+    await runner.aclose()
+
+
+async def test_tools_off_the_clis_tools_never_run(tmp_home: Any, fake_api: Any, cli_bin: Any) -> None:
+    """The fake model calls Cline's shell, file-write and file-read tools anyway: nothing runs, nothing is read."""
+    secrets = [tmp_home.workdir / "secret.txt", tmp_home.home / "secret.txt"]
+    for i, path in enumerate(secrets):
+        path.write_text(f"TOP-SECRET-CONTENT-{i}")
+    created = [tmp_home.workdir / "made-by-shell", tmp_home.workdir / "made-by-editor"]
+    calls = [
+        FakeToolCall("run_commands", {"commands": [f"touch {created[0]}"]}),
+        FakeToolCall("editor", {"path": str(created[1]), "new_text": "x"}),
+        FakeToolCall("read_files", {"files": [{"path": str(p)} for p in secrets]}),
+    ]
+    fake_api.script(Reply(tool_calls=calls), "done without tools")
+    runner = make_runner(tmp_home, fake_api, cli_bin, cwd=str(tmp_home.workdir))
+    answer = await runner.complete(ask("please do it"))
+    assert answer.content == "done without tools"
+    assert not any(p.exists() for p in created)
+    requests = fake_api.main_requests()
+    assert len(requests) == 2 and all(r.tool_names() == [] for r in requests)
+    assert all("TOP-SECRET-CONTENT" not in r.raw_body.decode() for r in fake_api.requests)
+    await runner.aclose()
+
+
+async def test_health(tmp_home: Any, fake_api: Any, cli_bin: Any) -> None:
+    runner = make_runner(tmp_home, fake_api, cli_bin)
+    health = await runner.health()
+    assert health.ready and health.version == "3.0.65" and health.authenticated
+    providers_file(tmp_home.home).unlink()
+    health = await runner.health()
+    assert not health.ready and health.fix and "cline auth" in health.fix
+    await runner.aclose()
