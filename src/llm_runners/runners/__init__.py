@@ -9,13 +9,23 @@ from .base import CLIRunner, Invocation, LineParser, Turn
 from .claude_code import ClaudeCodeRunner
 from .cline import ClineRunner
 from .codex import CodexRunner
+from .copilot import CopilotRunner
 from .gemini import GeminiRunner
 from .kilo import KiloRunner
 from .opencode import OpenCodeRunner
 
 #: provider name -> runner class
 REGISTRY: dict[str, type[CLIRunner]] = {
-    cls.name: cls for cls in (ClaudeCodeRunner, CodexRunner, GeminiRunner, OpenCodeRunner, KiloRunner, ClineRunner)
+    cls.name: cls
+    for cls in (
+        ClaudeCodeRunner,
+        CodexRunner,
+        GeminiRunner,
+        OpenCodeRunner,
+        KiloRunner,
+        ClineRunner,
+        CopilotRunner,
+    )
 }
 
 

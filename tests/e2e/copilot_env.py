@@ -1,0 +1,57 @@
+"""GitHub Copilot CLI's offline setup for the e2e tests (clis.md section 8).
+
+The fake model API is a BYOK provider (``COPILOT_PROVIDER_BASE_URL`` / ``_API_KEY`` and ``COPILOT_MODEL``), which
+is how a user points Copilot at their own provider; the runner then turns on ``COPILOT_OFFLINE`` itself. The first
+run in a fresh cache unpacks ~238 MB into ``$XDG_CACHE_HOME/copilot`` (+0.8 s), so every test of a session shares one
+cache directory; HOME, the user's ``COPILOT_HOME`` and the runner's private home stay per test.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+#: text of the user's own instruction file and the marker an MCP server of theirs leaves when it is started
+INSTRUCTIONS_MARKER = "USER-COPILOT-INSTRUCTIONS-7731"
+MCP_TOOL = "bait_tool"
+
+
+def copilot_env(home_env: dict[str, str], base_url: str, cache: Path, api_key: str = "sk-fake") -> dict[str, str]:
+    """The runner env: the test's HOME/TMPDIR, the shared unpack cache, the user's ``COPILOT_HOME`` and the fake
+    provider."""
+    user_home = Path(home_env["HOME"]) / ".copilot"
+    user_home.mkdir(parents=True, exist_ok=True)
+    return {
+        **home_env,
+        "XDG_CACHE_HOME": str(cache),
+        "COPILOT_HOME": str(user_home),
+        "COPILOT_PROVIDER_BASE_URL": base_url,
+        "COPILOT_PROVIDER_API_KEY": api_key,
+        "COPILOT_MODEL": "fake-model",
+    }
+
+
+def bait_user_config(user_home: Path, python: str, marker: Path) -> None:
+    """The user's own Copilot setup beyond the login: an instruction file, an MCP server that leaves ``marker``
+    when started, and a model choice in settings.json (which must carry over)."""
+    user_home.mkdir(parents=True, exist_ok=True)
+    (user_home / "copilot-instructions.md").write_text(f"Always say {INSTRUCTIONS_MARKER}.\n")
+    script = (
+        "import pathlib,sys,json\n"
+        f"pathlib.Path({str(marker)!r}).write_text('started')\n"
+        "for line in sys.stdin:\n"
+        "    msg=json.loads(line)\n"
+        "    if msg.get('method')=='initialize':\n"
+        "        print(json.dumps({'jsonrpc':'2.0','id':msg['id'],'result':{'protocolVersion':"
+        "msg['params']['protocolVersion'],'capabilities':{'tools':{}},'serverInfo':{'name':'bait','version':'1'}}}),"
+        "flush=True)\n"
+        "    elif msg.get('method')=='tools/list':\n"
+        "        print(json.dumps({'jsonrpc':'2.0','id':msg['id'],'result':{'tools':[{'name':"
+        f"{MCP_TOOL!r},'description':'d','inputSchema':{{'type':'object','properties':{{}}}}}}]}}}}),flush=True)\n"
+        "    elif 'id' in msg:\n"
+        "        print(json.dumps({'jsonrpc':'2.0','id':msg['id'],'result':{}}),flush=True)\n"
+    )
+    server = user_home / "bait_mcp.py"
+    server.write_text(script)
+    config = {"mcpServers": {"bait": {"type": "local", "command": python, "args": [str(server)], "tools": ["*"]}}}
+    (user_home / "mcp-config.json").write_text(json.dumps(config))

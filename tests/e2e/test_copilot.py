@@ -1,0 +1,269 @@
+"""The real GitHub Copilot CLI 1.0.102 driven through CopilotRunner against the fake model API (loopback only).
+
+A run costs ~0.7 s; the unpacked CLI cache is shared by the session (copilot_env), everything else is per test."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from copilot_env import INSTRUCTIONS_MARKER, MCP_TOOL, bait_user_config, copilot_env
+
+from llm_runners.errors import (
+    AuthenticationError,
+    ContextLengthExceeded,
+    LLMError,
+    ModelNotFound,
+    ProviderTimeout,
+    RateLimited,
+    UpstreamError,
+)
+from llm_runners.runners.copilot import CopilotRunner
+from llm_runners.testing.fake_api import FakeModelAPI, FakeToolCall, Reply
+from llm_runners.types import ChatRequest, Done, TextDelta, Usage, UsageEvent
+
+pytestmark = pytest.mark.anyio
+
+DEFAULT_PROMPT_MARK = "You are the GitHub Copilot CLI"
+
+
+@pytest.fixture(scope="session")
+def copilot_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield tmp_path_factory.mktemp("copilot-cache")
+
+
+def make_runner(
+    tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any, cache: Path, key: str = "sk-fake", **kw: Any
+) -> CopilotRunner:
+    env = copilot_env(tmp_home.env(), fake_api.openai_base_url, cache, key)
+    env.update(kw.pop("env", {}))
+    for name in kw.pop("unset", ()):
+        env.pop(name, None)
+    return CopilotRunner(binary=str(cli_bin("copilot")), env=env, cwd=kw.pop("cwd", None), **kw)
+
+
+def ask(text: str, **kw: Any) -> ChatRequest:
+    return ChatRequest(messages=[{"role": "user", "content": text}], **kw)
+
+
+def user_text(text: str) -> str:
+    """What the CLI sends for our prompt: its own date prefix, then the prompt verbatim."""
+    assert text.startswith("<current_datetime>") and "</current_datetime>\n\n" in text, text[:200]
+    return text.split("</current_datetime>\n\n", 1)[1]
+
+
+async def test_tokens_stream_with_usage_model_session_and_no_tools(
+    tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any, copilot_cache: Path, procs: Any
+) -> None:
+    chunks = ["Alpha", " beta", " gamma", " delta"]
+    fake_api.script(Reply(chunks=chunks, chunk_delay=0.25, input_tokens=321, cached_tokens=21, output_tokens=7))
+    runner = make_runner(tmp_home, fake_api, cli_bin, copilot_cache)
+    prompt = 'first line\n\n  second line with "quotes", $HOME and -dashes'
+    arrivals: list[tuple[float, str, bool]] = []
+    events = []
+    async for event in runner.stream(ask(prompt, model="fake-model-2")):
+        events.append(event)
+        if isinstance(event, TextDelta):
+            arrivals.append((time.monotonic(), event.text, bool(procs.named("copilot"))))
+    assert [a[1] for a in arrivals] == chunks  # one delta per upstream chunk, not repeated by assistant.message
+    assert arrivals[0][2], "the first delta must arrive while the CLI is still running"
+    assert arrivals[-1][0] - arrivals[0][0] >= 0.4  # spread like the upstream chunks, not in one burst
+    assert [type(e) for e in events[len(chunks) :]] == [UsageEvent, Done]
+    usage = events[-2]
+    assert isinstance(usage, UsageEvent)
+    assert usage.usage == Usage(input_tokens=321, output_tokens=7, cached_tokens=21)
+    done = events[-1]
+    assert isinstance(done, Done) and done.model == "fake-model-2" and done.session_id
+    main = fake_api.last_main_request()
+    assert main.model == "fake-model-2"  # request.model reaches the API
+    assert user_text(main.last_user_text()) == prompt  # stdin verbatim
+    assert main.tool_names() == []
+    assert main.system_text().startswith(DEFAULT_PROMPT_MARK)
+    assert len(fake_api.main_requests()) == 1
+    await runner.aclose()
+
+
+async def test_system_prompt_arrives_as_agent_instructions(
+    tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any, copilot_cache: Path
+) -> None:
+    runner = make_runner(tmp_home, fake_api, cli_bin, copilot_cache)
+    system = "You are a pirate.\nAnswer in three words."
+    request = ChatRequest(messages=[{"role": "system", "content": system}, {"role": "user", "content": "hi"}])
+    response = await runner.complete(request)
+    assert response.content == "pong from fake" and response.provider == "copilot"
+    main = fake_api.last_main_request()
+    text = main.system_text()
+    assert "<agent_instructions>" in text and system in text.split("<agent_instructions>", 1)[1]
+    assert main.tool_names() == []  # the agent declares none, and the allow-list leaves none
+    assert user_text(main.last_user_text()) == "hi"
+    await runner.aclose()
+
+
+async def test_two_turns_resume_the_session(
+    tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any, copilot_cache: Path
+) -> None:
+    fake_api.script("BANANA noted", "the word was BANANA")
+    runner = make_runner(tmp_home, fake_api, cli_bin, copilot_cache)
+    first = await runner.complete(ask("remember BANANA"))
+    history = [
+        {"role": "user", "content": "remember BANANA"},
+        {"role": "assistant", "content": first.content},
+        {"role": "user", "content": "what word?"},
+    ]
+    second = await runner.complete(ChatRequest(messages=history))
+    assert second.content == "the word was BANANA"
+    assert first.session_id and second.session_id == first.session_id
+    resumed = fake_api.last_main_request().messages()
+    # the CLI re-sent the history; our prompt held only the new user message
+    assert [role for role, _ in resumed] == ["user", "assistant", "user"]
+    assert user_text(resumed[0][1]) == "remember BANANA" and resumed[1][1] == "BANANA noted"
+    assert user_text(resumed[2][1]) == "what word?"
+    await runner.aclose()
+
+
+@pytest.mark.parametrize(
+    ("kind", "error", "limit"),
+    [
+        ("401", AuthenticationError, 8),
+        ("429", RateLimited, 10),
+        ("500", UpstreamError, 10),  # the CLI alone: 6 requests, 17 s; the runner's error deadline stops it
+        ("context", ContextLengthExceeded, 8),
+        ("404", ModelNotFound, 8),
+    ],
+)
+async def test_api_errors_are_classified_in_seconds(
+    tmp_home: Any,
+    fake_api: FakeModelAPI,
+    cli_bin: Any,
+    copilot_cache: Path,
+    procs: Any,
+    kind: str,
+    error: type[LLMError],
+    limit: float,
+) -> None:
+    runner = make_runner(tmp_home, fake_api, cli_bin, copilot_cache, key=f"fake-err-{kind}")
+    started = time.monotonic()
+    with pytest.raises(LLMError) as info:
+        await runner.complete(ask("hi"))
+    elapsed = time.monotonic() - started
+    assert type(info.value) is error, info.value
+    assert info.value.provider == "copilot"
+    assert elapsed < limit, elapsed
+    print(f"copilot {kind}: {type(info.value).__name__} after {elapsed:.2f} s: {info.value.message[:160]}")
+    assert procs.wait_until_gone(procs.named("copilot"), timeout=1.0) == []
+    await runner.aclose()
+
+
+async def test_hang_times_out_and_kills_the_cli(
+    tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any, copilot_cache: Path, procs: Any
+) -> None:
+    runner = make_runner(tmp_home, fake_api, cli_bin, copilot_cache, key="fake-err-hang", timeout=4.0)
+    started = time.monotonic()
+    with pytest.raises(ProviderTimeout):
+        await runner.complete(ask("hi"))
+    assert time.monotonic() - started < 10
+    assert procs.wait_until_gone(procs.named("copilot"), timeout=1.0) == []
+    assert fake_api.last_main_request().wait_disconnected(2.0)
+    await runner.aclose()
+
+
+async def test_consumer_that_stops_reading_kills_the_cli(
+    tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any, copilot_cache: Path, procs: Any
+) -> None:
+    fake_api.script(Reply(chunks=[f" w{i}" for i in range(40)], chunk_delay=0.2))
+    runner = make_runner(tmp_home, fake_api, cli_bin, copilot_cache)
+    stream = runner.stream(ask("talk"))
+    first = None
+    async for event in stream:
+        if isinstance(event, TextDelta):
+            first = event
+            break
+    assert first is not None and first.text == " w0"
+    running = procs.named("copilot")
+    assert running, "the CLI should still be streaming"
+    started = time.monotonic()
+    await stream.aclose()  # type: ignore[attr-defined]
+    assert procs.wait_until_gone(running, timeout=1.0) == []
+    assert time.monotonic() - started < 1.0
+    await runner.aclose()
+
+
+async def test_tools_off_nothing_written_nothing_read(
+    tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any, copilot_cache: Path, tmp_path: Path
+) -> None:
+    """The model asks for the CLI's own shell, file-create and file-view tools: nothing runs, nothing leaks."""
+    workdir = tmp_path / "operator-cwd"
+    workdir.mkdir()
+    (workdir / "secret.txt").write_text("WORKDIR-SECRET-4412")
+    (tmp_home.home / "secret.txt").write_text("HOME-SECRET-9917")
+    shell_target, write_target = tmp_path / "pwned-by-shell", tmp_path / "pwned-by-create"
+    fake_api.script(
+        Reply(
+            tool_calls=[
+                FakeToolCall("bash", {"command": f"touch {shell_target}", "description": "touch"}),
+                FakeToolCall("create", {"path": str(write_target), "file_text": "x"}),
+                FakeToolCall("view", {"path": str(workdir / "secret.txt")}),
+                FakeToolCall("view", {"path": str(tmp_home.home / "secret.txt")}),
+            ]
+        ),
+        "done",
+    )
+    runner = make_runner(tmp_home, fake_api, cli_bin, copilot_cache, cwd=str(workdir))
+    response = await runner.complete(ask("do it"))
+    assert response.content == "done"
+    assert not shell_target.exists() and not write_target.exists()
+    bodies = [r.raw_body.decode() for r in fake_api.requests]
+    assert len(fake_api.main_requests()) == 2  # the refusals went back to the model
+    assert not any("WORKDIR-SECRET-4412" in b or "HOME-SECRET-9917" in b for b in bodies)
+    tool_results = [text for role, text in fake_api.last_main_request().messages() if role == "tool"]
+    assert len(tool_results) == 4 and all("does not exist" in t for t in tool_results)
+    await runner.aclose()
+
+
+@pytest.mark.parametrize("user_config", [False, True])
+async def test_users_login_and_model_carry_over_their_mcp_and_instructions_do_not(
+    tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any, copilot_cache: Path, tmp_path: Path, user_config: bool
+) -> None:
+    user_home = tmp_home.home / ".copilot"
+    marker = tmp_path / "mcp-started"
+    bait_user_config(user_home, sys.executable, marker)
+    (user_home / "settings.json").write_text(json.dumps({"model": "users-own-model", "logLevel": "all"}))
+    (user_home / "config.json").write_text("// managed\n" + json.dumps({"firstLaunchAt": "2026-01-01T00:00:00Z"}))
+    runner = make_runner(
+        tmp_home, fake_api, cli_bin, copilot_cache, user_config=user_config, allow_tools=user_config,
+        env={"COPILOT_MODEL": "users-own-model"},
+    )  # fmt: skip
+    response = await runner.complete(ask("hi"))
+    assert response.content == "pong from fake"
+    main = fake_api.last_main_request()
+    assert main.model == "users-own-model"  # the user's model choice (COPILOT_MODEL) carries over
+    assert main.api_key == "sk-fake"  # and so does their BYOK provider
+    assert (INSTRUCTIONS_MARKER in main.system_text()) is user_config
+    assert (MCP_TOOL in " ".join(main.tool_names())) is user_config
+    assert marker.exists() is user_config
+    if not user_config:
+        private = Path(runner.child_env()["COPILOT_HOME"])
+        assert private != user_home and (private / "config.json").resolve() == (user_home / "config.json")
+        assert not (private / "mcp-config.json").exists()
+        assert json.loads((private / "settings.json").read_text()) == {"model": "users-own-model"}
+    await runner.aclose()
+
+
+async def test_health_reports_version_and_auth(
+    tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any, copilot_cache: Path
+) -> None:
+    runner = make_runner(tmp_home, fake_api, cli_bin, copilot_cache)
+    health = await runner.health()
+    assert health.installed and health.ready and health.authenticated is True
+    assert health.version == "1.0.102"
+    bare = make_runner(tmp_home, fake_api, cli_bin, copilot_cache, unset=["COPILOT_PROVIDER_BASE_URL"])
+    health = await bare.health()
+    assert not health.ready and health.authenticated is False
+    assert health.fix and "copilot login" in health.fix and "COPILOT_PROVIDER_BASE_URL" in health.fix
+    await runner.aclose()
+    await bare.aclose()
