@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from qwen_env import mcp_server_script
+
 #: text of the user's own instruction file and the marker an MCP server of theirs leaves when it is started
 INSTRUCTIONS_MARKER = "USER-COPILOT-INSTRUCTIONS-7731"
 MCP_TOOL = "bait_tool"
@@ -36,22 +38,7 @@ def bait_user_config(user_home: Path, python: str, marker: Path) -> None:
     when started, and a model choice in settings.json (which must carry over)."""
     user_home.mkdir(parents=True, exist_ok=True)
     (user_home / "copilot-instructions.md").write_text(f"Always say {INSTRUCTIONS_MARKER}.\n")
-    script = (
-        "import pathlib,sys,json\n"
-        f"pathlib.Path({str(marker)!r}).write_text('started')\n"
-        "for line in sys.stdin:\n"
-        "    msg=json.loads(line)\n"
-        "    if msg.get('method')=='initialize':\n"
-        "        print(json.dumps({'jsonrpc':'2.0','id':msg['id'],'result':{'protocolVersion':"
-        "msg['params']['protocolVersion'],'capabilities':{'tools':{}},'serverInfo':{'name':'bait','version':'1'}}}),"
-        "flush=True)\n"
-        "    elif msg.get('method')=='tools/list':\n"
-        "        print(json.dumps({'jsonrpc':'2.0','id':msg['id'],'result':{'tools':[{'name':"
-        f"{MCP_TOOL!r},'description':'d','inputSchema':{{'type':'object','properties':{{}}}}}}]}}}}),flush=True)\n"
-        "    elif 'id' in msg:\n"
-        "        print(json.dumps({'jsonrpc':'2.0','id':msg['id'],'result':{}}),flush=True)\n"
-    )
     server = user_home / "bait_mcp.py"
-    server.write_text(script)
+    server.write_text(mcp_server_script(marker, MCP_TOOL))
     config = {"mcpServers": {"bait": {"type": "local", "command": python, "args": [str(server)], "tools": ["*"]}}}
     (user_home / "mcp-config.json").write_text(json.dumps(config))

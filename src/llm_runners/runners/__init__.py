@@ -13,6 +13,7 @@ from .copilot import CopilotRunner
 from .gemini import GeminiRunner
 from .kilo import KiloRunner
 from .opencode import OpenCodeRunner
+from .qwen import QwenRunner
 
 #: provider name -> runner class
 REGISTRY: dict[str, type[CLIRunner]] = {
@@ -25,6 +26,7 @@ REGISTRY: dict[str, type[CLIRunner]] = {
         KiloRunner,
         ClineRunner,
         CopilotRunner,
+        QwenRunner,
     )
 }
 
