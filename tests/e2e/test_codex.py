@@ -1,4 +1,4 @@
-"""The real Codex CLI 0.169.0 driven through CodexRunner against the fake model API (loopback only).
+"""The real Codex CLI 0.169.0 driven through CodexRunner(transport="exec") against the fake model API (loopback only).
 
 A run costs ~0.3-0.6 s, so most tests make one run and assert several things about it."""
 
@@ -59,7 +59,11 @@ def make_runner(
     env = codex_env(home_env or tmp_home.env(), key)
     kw.setdefault("model", "fake-model")
     return CodexRunner(
-        binary=str(cli_bin("codex")), env=env, extra_args=fake_provider_args(fake_api.openai_base_url), **kw
+        transport="exec",
+        binary=str(cli_bin("codex")),
+        env=env,
+        extra_args=fake_provider_args(fake_api.openai_base_url),
+        **kw,
     )
 
 
@@ -211,6 +215,7 @@ async def test_errors(tmp_home: Any, fake_api: Any, cli_bin: Any, kind: str, err
 async def test_refused_connection_is_upstream_error(tmp_home: Any, fake_api: Any, cli_bin: Any) -> None:
     env = codex_env(tmp_home.env())
     runner = CodexRunner(
+        transport="exec",
         binary=str(cli_bin("codex")),
         env=env,
         model="fake-model",

@@ -232,7 +232,7 @@ def make_turn(tmp_path: Path, *, system: str | None = None, resume: str | None =
 
 
 def runner(**kw: Any) -> CodexRunner:
-    return CodexRunner(binary="/bin/true", **kw)
+    return CodexRunner(binary="/bin/true", transport="exec", **kw)
 
 
 def test_argv_fresh_turn_is_safe_and_prompt_goes_to_stdin(tmp_path: Path) -> None:

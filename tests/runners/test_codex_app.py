@@ -11,6 +11,7 @@ import pytest
 
 from llm_runners.errors import (
     AuthenticationError,
+    BinaryNotFound,
     ContextLengthExceeded,
     LLMError,
     ModelNotFound,
@@ -28,7 +29,7 @@ from llm_runners.runners.codex_app import (
     approval_answer,
     rpc_error,
 )
-from llm_runners.types import Done, ReasoningDelta, StreamEvent, TextDelta, Usage, UsageEvent
+from llm_runners.types import ChatRequest, Done, ReasoningDelta, StreamEvent, TextDelta, Usage, UsageEvent
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "codex_app"
 
@@ -205,11 +206,12 @@ def test_model_list_answer() -> None:
     assert list(_model_infos([{"id": "x", "hidden": True}, {"nope": 1}, "junk"], "codex")) == []
 
 
-def test_transport_picks_the_class(tmp_path: Path) -> None:
-    assert type(CodexRunner()) is CodexRunner
+def test_transport_picks_the_class() -> None:
+    assert type(CodexRunner()) is CodexAppRunner  # the default: measured faster, and it streams tokens
     assert type(CodexRunner(transport="exec")) is CodexRunner
-    app = CodexRunner(transport="app-server", binary="/bin/true")
+    app = CodexRunner(transport="app-server", binary="/bin/true", warm=1, warm_idle=5.0)
     assert type(app) is CodexAppRunner and app.capabilities.token_streaming
+    assert app.warm_pool is None  # the server is the warm process: no spares
     assert not CodexRunner.capabilities.token_streaming
     with pytest.raises(ValueError, match="transport"):
         CodexRunner(transport="grpc")  # type: ignore[arg-type]
@@ -235,3 +237,18 @@ def test_server_argv_and_private_home(tmp_path: Path) -> None:
     assert isinstance(tools_on, CodexAppRunner)
     assert "shell_tool" not in tools_on.server_argv()
     assert tools_on.server_env()["CODEX_HOME"] == str(codex_home)
+
+
+@pytest.mark.anyio
+async def test_a_server_binary_that_cannot_start_is_binary_not_found(tmp_path: Path) -> None:
+    path = tmp_path / "codex"
+    path.write_text("#!/nonexistent/interpreter\n")
+    path.chmod(0o755)
+    runner = CodexRunner(binary=str(path), env={"HOME": str(tmp_path)})
+    with pytest.raises(BinaryNotFound, match="npm install -g @openai/codex"):
+        await runner.complete(ChatRequest(messages=[{"role": "user", "content": "hi"}]))
+    missing = CodexRunner(binary=str(tmp_path / "absent"), env={"HOME": str(tmp_path)})
+    with pytest.raises(BinaryNotFound, match="npm install -g @openai/codex"):
+        await missing.complete(ChatRequest(messages=[{"role": "user", "content": "hi"}]))
+    await runner.aclose()
+    await missing.aclose()

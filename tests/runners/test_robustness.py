@@ -190,11 +190,17 @@ def stand_in(tmp_path: Path) -> Path:
     return script
 
 
+def one_shot(cls: type[CLIRunner]) -> dict[str, Any]:
+    """The option that makes a runner spawn one process per turn (the stand-in imitates those CLIs): codex's
+    default transport is its long-lived app-server, tested in test_codex_app and tests/e2e/test_codex_app.py."""
+    return {"transport": "exec"} if cls is CodexRunner else {}
+
+
 def make(cls: type[CLIRunner], script: Path, mode: str = "ok", **kw: Any) -> CLIRunner:
     home = script.parent / "home"
     home.mkdir(exist_ok=True)
     env = {"STANDIN_DIALECT": cls.name, "STANDIN_MODE": mode, "HOME": str(home)}
-    options: dict[str, Any] = {"timeout": 30.0, "idle_timeout": 30.0, "sessions": SessionStore(), **kw}
+    options: dict[str, Any] = {"timeout": 30.0, "idle_timeout": 30.0, "sessions": SessionStore(), **one_shot(cls), **kw}
     return cls(binary=str(script), env=env, **options)
 
 
@@ -503,7 +509,7 @@ async def test_a_missing_or_unusable_binary_is_binary_not_found_with_the_install
         path.chmod(0o644)
     elif kind == "directory":
         path.mkdir()
-    runner = cls(binary=str(path), env={"HOME": str(tmp_path)}, sessions=SessionStore())
+    runner = cls(binary=str(path), env={"HOME": str(tmp_path)}, sessions=SessionStore(), **one_shot(cls))
     for how in MODES.values():
         _events, error = await how(runner, ask("q1"))
         assert isinstance(error, BinaryNotFound) and f"npm install -g {cls.package}" in error.message
@@ -521,7 +527,7 @@ async def test_a_binary_that_cannot_start_is_binary_not_found_with_the_reinstall
     path = tmp_path / "cli"
     path.write_text("#!/nonexistent/interpreter\n")
     path.chmod(0o755)
-    runner = cls(binary=str(path), env={"HOME": str(tmp_path)}, sessions=SessionStore())
+    runner = cls(binary=str(path), env={"HOME": str(tmp_path)}, sessions=SessionStore(), **one_shot(cls))
     for how in MODES.values():
         _events, error = await how(runner, ask("q1"))
         assert isinstance(error, BinaryNotFound) and f"npm install -g {cls.package}" in error.message

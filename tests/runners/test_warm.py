@@ -362,5 +362,5 @@ def test_gemini_takes_no_warm_option_but_codex_does() -> None:
     # Gemini CLI gives up on a silent stdin after 0.5 s: a spare of it would exit before any request came
     with pytest.raises(TypeError, match="warm"):
         GeminiRunner(warm=1)  # type: ignore[call-arg]
-    codex = CodexRunner(warm=2, warm_idle=60)
+    codex = CodexRunner(transport="exec", warm=2, warm_idle=60)
     assert codex.warm_pool is not None and (codex.warm_pool.size, codex.warm_pool.idle) == (2, 60)

@@ -55,6 +55,7 @@ from typing_extensions import Unpack
 
 from .. import process
 from ..errors import (
+    BinaryNotFound,
     InternalError,
     LLMError,
     Overloaded,
@@ -417,9 +418,12 @@ class CodexAppRunner(CodexRunner):
 
     capabilities: ClassVar[Capabilities] = CodexRunner.capabilities.model_copy(update={"token_streaming": True})
     transport: ClassVar[str] = "app-server"
-    warmable: ClassVar[bool] = False  # the server itself is the warm process
 
     def __init__(self, *, transport: Transport | None = None, **options: Unpack[RunnerOptions]) -> None:
+        # the server itself is the warm process: ``warm`` (which a server may set for every warmable runner) and
+        # ``warm_idle`` start no spares here
+        options.pop("warm", None)
+        options.pop("warm_idle", None)
         super().__init__(transport=transport, **options)
         self._server: AppServer | None = None
         self._starting: asyncio.Lock | None = None
@@ -470,7 +474,12 @@ class CodexAppRunner(CodexRunner):
                 max_line_bytes=self.max_line_bytes,
                 provider=self.name,
             )
-            proc = await process.start(spec)
+            try:
+                proc = await process.start(spec)
+            except BinaryNotFound as exc:  # found, but it cannot run (bad interpreter, not an executable format)
+                exc.message += f". Reinstall it with `npm install -g {self.package}` or set the runner's binary path."
+                exc.args = (exc.message,)
+                raise
             server = AppServer(proc, allow_tools=self.allow_tools)
             try:
                 await server.request(
