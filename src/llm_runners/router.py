@@ -263,7 +263,8 @@ def build_provider(name: str, options: Mapping[str, Any]) -> Provider:
     ``anthropic``), or a CLI runner from ``llm_runners.runners.REGISTRY``. ``api_key_env`` names an environment
     variable to read the ``api_key`` from, so keys need not sit in the file. A CLI that also speaks ACP takes
     ``transport = "acp" | "exec"`` (default: its dialect's ``default_transport``); ``acp`` builds an
-    :class:`~llm_runners.acp.AcpRunner` around the same runner options.
+    :class:`~llm_runners.acp.AcpRunner` around the same runner options. A runner class that implements
+    transports of its own (``transports``: codex's ``"app-server"`` and ``"exec"``) gets the option itself.
     """
     opts = dict(options)
     kind = str(opts.pop("type", name))
@@ -272,13 +273,17 @@ def build_provider(name: str, options: Mapping[str, Any]) -> Provider:
 
         opts.setdefault("name", name)
         return ScriptedProvider(**opts)
-    transport = opts.pop("transport", None)
     from .acp import DIALECTS, AcpRunner  # here: the ACP runner imports the CLI runners
+    from .runners import REGISTRY  # here, not at the top: the runners import the process layer and dialects
 
-    if transport is not None or kind in DIALECTS:
+    #: transports the runner class implements itself (codex: "app-server" | "exec"), passed on as an option
+    own: tuple[str, ...] = getattr(REGISTRY.get(kind), "transports", ())
+    transport = None if opts.get("transport") in own else opts.pop("transport", None)
+    if transport is not None or (kind in DIALECTS and "transport" not in opts):
         transport = str(transport or DIALECTS[kind].default_transport)
         if transport not in ("exec", "acp"):
-            raise ValueError(f"provider {name!r}: transport must be 'acp' or 'exec', not {transport!r}")
+            choices = " or ".join(repr(t) for t in (*own, "acp") if t != "exec") + " or 'exec'"
+            raise ValueError(f"provider {name!r}: transport must be {choices}, not {transport!r}")
         if transport == "acp":
             if kind not in DIALECTS:
                 raise ValueError(f"provider {name!r}: {kind} has no ACP mode (ACP agents: {', '.join(DIALECTS)})")
@@ -289,7 +294,6 @@ def build_provider(name: str, options: Mapping[str, Any]) -> Provider:
     key_env = opts.pop("api_key_env", None)
     if key_env is not None:
         opts["api_key"] = os.environ.get(str(key_env))
-    from .runners import REGISTRY  # here, not at the top: the runners import the process layer and dialects
 
     registry: dict[str, type[Provider]] = dict(REGISTRY)
     if kind in HTTP_TYPES:

@@ -252,3 +252,16 @@ async def test_a_server_binary_that_cannot_start_is_binary_not_found(tmp_path: P
         await missing.complete(ChatRequest(messages=[{"role": "user", "content": "hi"}]))
     await runner.aclose()
     await missing.aclose()
+
+
+def test_the_router_passes_codex_its_transport() -> None:
+    from llm_runners.router import build_provider
+
+    assert type(build_provider("codex", {})) is CodexAppRunner
+    assert type(build_provider("codex", {"transport": "app-server"})) is CodexAppRunner
+    assert type(build_provider("codex", {"transport": "exec"})) is CodexRunner
+    assert type(build_provider("work", {"type": "codex", "transport": "exec"})) is CodexRunner
+    with pytest.raises(ValueError, match="'app-server' or 'acp' or 'exec'"):
+        build_provider("codex", {"transport": "pigeon"})
+    with pytest.raises(ValueError, match="no ACP mode"):
+        build_provider("codex", {"transport": "acp"})

@@ -345,6 +345,8 @@ class CodexRunner(CLIRunner):
 
     #: which transport this class implements (``CodexRunner(transport=...)`` picks the class)
     transport: ClassVar[str] = "exec"
+    #: every transport the codex provider has (the router passes a ``transport`` option among these through)
+    transports: ClassVar[tuple[str, ...]] = TRANSPORTS
 
     def __new__(cls, *, transport: Transport | None = None, **options: Unpack[RunnerOptions]) -> CodexRunner:
         transport = DEFAULT_TRANSPORT if transport is None else transport
