@@ -29,7 +29,7 @@ from llm_runners.errors import (
 from llm_runners.runners.codex import CodexRunner
 from llm_runners.runners.codex_app import CodexAppRunner
 from llm_runners.testing.fake_api import FakeModelAPI, Reply
-from llm_runners.types import ChatRequest, Done, StreamEvent, TextDelta, Usage, UsageEvent
+from llm_runners.types import ChatRequest, Done, ImagePart, StreamEvent, TextDelta, Usage, UsageEvent
 
 pytestmark = pytest.mark.anyio
 
@@ -286,3 +286,61 @@ async def test_models_from_model_list_and_nothing_left_after_aclose(
     await runner.aclose()
     assert procs.wait_until_gone(timeout=2.0, exclude=before) == []
     assert not procs.pid_alive(pid)
+
+
+async def test_two_conversations_interleave_on_one_server(
+    tmp_home: Any, fake_api: Any, cli_bin: Any, no_leftover_processes: None
+) -> None:
+    fake_api.default_reply = Reply(chunks=["slow", " answer", " here"], chunk_delay=0.6)
+    runner = make_runner(tmp_home, fake_api, cli_bin)
+    await runner.server()
+    pid = server_pid(runner)
+    answers: dict[str, Any] = {}
+
+    async def first_turn(word: str) -> None:
+        answers[word] = await runner.complete(ask(f"remember {word}"))
+
+    started = time.monotonic()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(first_turn, "APPLE")
+        tg.start_soon(first_turn, "PEAR")
+    both = time.monotonic() - started
+    assert answers["APPLE"].content == answers["PEAR"].content == "slow answer here"
+    assert answers["APPLE"].session_id != answers["PEAR"].session_id  # a thread per conversation
+    # they ran at the same time on the one server (one turn streams for 1.2 s; in sequence they would take 2.4+)
+    assert both < 2.4 + 1.0 and server_pid(runner) == pid
+    fake_api.default_reply = Reply("ok")
+    for word in ("PEAR", "APPLE"):
+        history = [
+            {"role": "user", "content": f"remember {word}"},
+            {"role": "assistant", "content": answers[word].content},
+            {"role": "user", "content": "which word?"},
+        ]
+        second = await runner.complete(ChatRequest(messages=history))
+        assert second.session_id == answers[word].session_id
+        assert fake_api.last_main_request().messages() == [
+            ("user", f"remember {word}"),
+            ("assistant", "slow answer here"),
+            ("user", "which word?"),
+        ]
+    await runner.aclose()
+
+
+async def test_image_and_long_prompt(tmp_home: Any, fake_api: Any, cli_bin: Any) -> None:
+    import base64
+
+    from test_codex import PNG
+
+    runner = make_runner(tmp_home, fake_api, cli_bin)
+    request = ChatRequest(
+        messages=[{"role": "user", "content": [{"type": "text", "text": "what is this?"}, ImagePart(data=PNG)]}]
+    )
+    assert (await runner.complete(request)).content == "pong from fake"
+    user = [i for i in fake_api.last_main_request().body["input"] if i.get("role") == "user"][-1]
+    images = [p["image_url"] for p in user["content"] if p.get("type") == "input_image"]
+    assert images == ["data:image/png;base64," + base64.b64encode(PNG).decode()]
+    assert any(p.get("type") == "input_text" and "what is this?" in p["text"] for p in user["content"])
+    prompt = "".join(f'line {i}: ünïcode ✓ "q" $X `y`\n' for i in range(12000))  # ~400 KB in one JSON line
+    assert (await runner.complete(ask(prompt))).content == "pong from fake"
+    assert fake_api.last_main_request().messages() == [("user", prompt)]
+    await runner.aclose()
