@@ -265,3 +265,19 @@ def test_the_router_passes_codex_its_transport() -> None:
         build_provider("codex", {"transport": "pigeon"})
     with pytest.raises(ValueError, match="no ACP mode"):
         build_provider("codex", {"transport": "acp"})
+
+
+def test_retry_notices_are_counted_reported_and_bounded() -> None:
+    [(parser, messages)] = turns("retry500")
+    with pytest.raises(UpstreamError, match="high demand"):
+        replay(parser, messages)
+    assert parser.retries == 2  # two "Reconnecting... n/2" notices, then the real error
+    seen: list[str] = []
+    [(bounded, messages)] = turns("retry500")
+    bounded.max_retries, bounded.on_retry = 1, seen.append
+    with pytest.raises(UpstreamError, match="high demand") as info:
+        for message in messages:
+            bounded.feed(message)
+    assert bounded.retries == 2 and not bounded.done  # ended at the second notice, before codex gave up
+    assert seen[0].startswith("Reconnecting... 1/2 (We")
+    assert "Reconnecting" not in info.value.message

@@ -46,7 +46,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import AsyncGenerator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -127,10 +127,21 @@ class TurnParser:
     Notifications of the thread that name another turn (the usage an ``thread/resume`` replays) are ignored.
     Usage is the sum of ``last`` over the turn's ``thread/tokenUsage/updated`` (one per model request)."""
 
-    def __init__(self, *, thread_id: str, turn_id: str, model: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        thread_id: str,
+        turn_id: str,
+        model: str | None = None,
+        max_retries: int | None = None,
+        on_retry: Callable[[str], None] | None = None,
+    ) -> None:
         self.thread_id = thread_id
         self.turn_id = turn_id
         self.model = model
+        #: end the turn after this many retry notices (None: let codex retry as it is configured)
+        self.max_retries = max_retries
+        self.on_retry = on_retry
         self.done = False
         self.status: str | None = None
         self.warnings: list[str] = []
@@ -168,9 +179,11 @@ class TurnParser:
             return []
         if method == "error":
             error = params.get("error")
+            if not isinstance(error, dict):
+                return []
             if params.get("willRetry"):
-                self.retries += 1
-            elif isinstance(error, dict):
+                self._retry(error)
+            else:
                 self._error = error
             return []
         if method == "warning":
@@ -180,6 +193,16 @@ class TurnParser:
         if method == "turn/completed":
             return self._turn_completed(params.get("turn"))
         return []
+
+    def _retry(self, error: Mapping[str, Any]) -> None:
+        """A ``Reconnecting... n/m`` notice (``willRetry``; the reason in ``additionalDetails``): reported, and
+        past the bound the turn's error."""
+        self.retries += 1
+        reason = error.get("additionalDetails")
+        if self.on_retry is not None:
+            self.on_retry(f"{error.get('message')}" + (f" ({reason})" if reason else ""))
+        if self.max_retries is not None and self.retries > self.max_retries:
+            raise turn_error({**error, "message": reason or error.get("message")})
 
     def _text(self, item_id: str, delta: object) -> list[StreamEvent]:
         if not isinstance(delta, str) or not delta:
@@ -541,7 +564,14 @@ class CodexAppRunner(CodexRunner):
     async def _run_turn(self, turn: Turn) -> AsyncGenerator[StreamEvent, None]:
         started = time.monotonic()
         server, thread_id, queue, turn_id = await self._start_turn(turn)
-        parser = TurnParser(thread_id=thread_id, turn_id=turn_id, model=turn.model)
+        parser = TurnParser(
+            thread_id=thread_id,
+            turn_id=turn_id,
+            model=turn.model,
+            # the runner's retry bound and retry log, where the base has them (the user-setup work adds them)
+            max_retries=getattr(self, "retries", None),
+            on_retry=getattr(self, "log_retry", None),
+        )
         try:
             while not parser.done:
                 message = await self._next(queue, started)
