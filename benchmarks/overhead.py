@@ -106,7 +106,7 @@ async def main(runs: int) -> None:
                 raise SystemExit(f"runner answer unexpected: {response.content!r}")
             return elapsed
 
-        warm = ClaudeCodeRunner(binary=str(CLAUDE), env=env, sessions=SessionStore(), timeout=60, warm=1)
+        warm = ClaudeCodeRunner(binary=str(CLAUDE), env=env, sessions=SessionStore(), timeout=60, warm=1, live_max=0)
         pool = warm.warm_pool
         assert pool is not None
 

@@ -463,6 +463,37 @@ class Process:
         own watch, e.g. one that bounds a CLI's silent retry loop, ends a run this way)."""
         self._fail(error)
 
+    def kill_soon(self) -> asyncio.Task[None] | None:
+        """Start killing the group (as :meth:`kill`) without waiting; the task (None when already finished) can be
+        awaited later. For owners that end idle processes from timers and callbacks."""
+        if self._finished:
+            return None
+        if self.returncode is not None and self._term_task is None and not self._group_alive():
+            self._finalize()
+            return None
+        return self._start_termination()
+
+    def abandon(self) -> None:
+        """SIGKILL the group and remove the cleanup paths at once, without the event loop: for a process whose
+        loop is gone (a runner used from a second ``asyncio.run``), which can no longer be awaited."""
+        if self.pid > 0 and not self._finished:
+            _signal_group(self.pid, signal.SIGKILL)
+        _remove_paths(self._cleanup)
+
+    def has_exited(self) -> bool:
+        """Has the main process exited (or been killed)? Also true in the moment before the event loop has heard of
+        it (a zombie not yet reaped): ``waitid`` with WNOWAIT looks without reaping, so the loop's child watcher
+        still gets the exit status. For processes waiting between requests (spares, live conversations)."""
+        if self.returncode is not None or self._finished:
+            return True
+        waitid = getattr(os, "waitid", None)
+        if waitid is None or self.pid <= 0:
+            return False
+        try:
+            return waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:  # already reaped by the child watcher
+            return True
+
     def reset_deadline(self, timeout: float | None) -> None:
         """Restart the total-timeout clock now with ``timeout`` seconds (None = no limit): a warm process that
         waited in a pool gets its full budget for the request it is handed."""

@@ -66,6 +66,14 @@ class Provider(abc.ABC):
     async def aclose(self) -> None:
         """Release long-lived resources (warm processes, HTTP clients)."""
 
+    def processes(self) -> dict[str, int]:
+        """The provider's child processes by state (``running``, ``live``, ``spare``); empty when it has none."""
+        return {}
+
+    def limit_processes(self, limit: int) -> None:
+        """Keep at most ``limit`` child processes in every state together (set by a concurrency limit, so idle
+        processes count against it); a provider without processes ignores it."""
+
     async def __aenter__(self) -> Provider:
         return self
 

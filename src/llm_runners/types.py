@@ -343,3 +343,5 @@ class Health(_Model):
     authenticated: bool | None = None
     reason: str | None = None
     fix: str | None = None
+    #: a process runner's CLI processes by state ("running", "live", "spare"), when it has any notion of them
+    processes: dict[str, int] | None = None

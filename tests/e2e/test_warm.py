@@ -56,7 +56,7 @@ async def test_a_spare_answers_like_a_cold_run_and_is_gone_after_aclose(
     tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any, procs: Any, no_leftover_processes: None
 ) -> None:
     cold = make_runner(tmp_home, fake_api, cli_bin)
-    warm = make_runner(tmp_home, fake_api, cli_bin, warm=1)
+    warm = make_runner(tmp_home, fake_api, cli_bin, warm=1, live_max=0)  # a spare alone: it ends with its run
     try:
         await cold.complete(REQUEST)  # the first run of a fresh HOME writes Claude's config files
         cold_first, cold_text = await first_text(cold, REQUEST)

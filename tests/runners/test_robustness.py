@@ -50,7 +50,8 @@ def after(flag):
     return args[args.index(flag) + 1] if flag in args else None
 
 
-raw = sys.stdin.buffer.read().decode()
+# Claude Code reads one stream-json line per turn (its stdin stays open until the turn's result)
+raw = (sys.stdin.buffer.readline() if DIALECT == "claude_code" else sys.stdin.buffer.read()).decode()
 if DIALECT == "claude_code":
     blocks = json.loads(raw)["message"]["content"]
     raw = "".join(b["text"] for b in blocks if b["type"] == "text")

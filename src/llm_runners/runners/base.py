@@ -4,8 +4,11 @@ A runner is a dialect, not a program. A dialect module declares its binary, capa
 :class:`Invocation` from a :class:`Turn`, and turns stdout lines into StreamEvents with a :class:`LineParser`.
 This base resolves the binary, renders prompts, keeps session continuity, writes images and other per-run files,
 starts the process through :mod:`llm_runners.process` (the only place that starts processes), and answers
-``health()`` and ``models()``. With ``warm=N`` a fresh conversation may be served by a spare process started ahead
-of need (:mod:`llm_runners.runners.warm`); the default, ``warm=0``, spawns every run cold.
+``health()`` and ``models()``. Process lifecycles: a one-shot run per turn (here); with ``warm=N`` a fresh
+conversation may be served by a spare process started ahead of need (:mod:`llm_runners.runners.warm`); with
+``live_max=N`` (on by default with ``warm`` for a dialect that can) a conversation keeps its process across turns
+(:mod:`llm_runners.runners.live`). Both pieces share only :mod:`llm_runners.runners.turn`. The library default,
+``warm=0``, spawns every turn cold; ``llm-runners serve`` turns warm on.
 
 The working directory is one empty directory per runner instance (or the operator's ``cwd``), not one per run:
 Claude Code and Gemini CLI file their sessions under the working directory, so a resume only finds its session
@@ -25,7 +28,6 @@ import tempfile
 import uuid
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypedDict
 
@@ -38,7 +40,6 @@ from ..types import (
     ChatRequest,
     Done,
     Health,
-    ImagePart,
     Message,
     ModelInfo,
     StreamEvent,
@@ -46,7 +47,11 @@ from ..types import (
     ToolCall,
     ToolCallEvent,
 )
+from .live import LivePool, default_live_max
+from .turn import Invocation, Shape, Turn, shape_of
 from .warm import WarmPool
+
+__all__ = ["EPHEMERAL_KEY", "CLIRunner", "Invocation", "LineParser", "RunnerOptions", "Turn"]
 
 _EXTENSIONS = {
     "image/png": ".png",
@@ -55,52 +60,6 @@ _EXTENSIONS = {
     "image/gif": ".gif",
     "image/webp": ".webp",
 }
-
-
-@dataclass
-class Turn:
-    """What one run of the CLI must do."""
-
-    request: ChatRequest
-    #: the text to send now: the whole rendered transcript when replaying, or only the new messages when resuming
-    prompt: str
-    #: the joined system messages, or None; each dialect delivers it its CLI's best way
-    system: str | None
-    #: request.model, else the runner's configured model, else None (the CLI's own default)
-    model: str | None
-    #: a CLI session id to resume, or None for a fresh session
-    resume: str | None
-    #: a fresh session id the dialect may impose on the CLI when ``resume`` is None
-    session: str | None
-    #: this turn's images as files (removed when the process ends), in the prompt's placeholder order
-    images: list[Path]
-    #: the same images as data, for CLIs that take them inline
-    image_parts: list[ImagePart]
-    #: the isolated working directory the CLI runs in
-    workdir: Path
-    #: per-run scratch directory (images, system-prompt files); removed when the process ends
-    assets: Path
-    #: the messages rendered into ``prompt``
-    sent: list[Message] = field(default_factory=list)
-
-    def tempfile(self, name: str, data: bytes | str) -> Path:
-        """Write a per-run file (e.g. a system-prompt file) that is removed when the process ends."""
-        path = self.assets / name
-        if isinstance(data, str):
-            path.write_text(data, encoding="utf-8")
-        else:
-            path.write_bytes(data)
-        return path
-
-
-@dataclass
-class Invocation:
-    argv: list[str]
-    stdin: bytes | None = None
-    env: dict[str, str] = field(default_factory=dict)
-    #: True when the dialect already put the operator's ``extra_args`` where its CLI needs them; otherwise the base
-    #: appends them to ``argv``
-    extra_args_placed: bool = False
 
 
 def json_object(line: bytes) -> dict[str, Any] | None:
@@ -233,6 +192,10 @@ async def _watch(proc: process.Process, watch: ErrorWatch) -> None:
 EPHEMERAL_KEY = "ephemeral"
 
 
+class _LiveProcessLost(Exception):
+    """A live process died before it answered anything of the turn handed to it: the turn runs again, cold."""
+
+
 class RunnerOptions(TypedDict, total=False):
     """The keyword options of :class:`CLIRunner`, for dialects that add their own (``**options: Unpack[...]``)."""
 
@@ -248,6 +211,8 @@ class RunnerOptions(TypedDict, total=False):
     user_config: bool
     warm: int
     warm_idle: float
+    live_max: int | None
+    live_idle: float
 
 
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@\[\]+-]{0,199}")
@@ -276,6 +241,9 @@ class CLIRunner(Provider):
     #: whether the CLI can resume a session non-interactively. When it cannot, no session is remembered and every
     #: turn replays the whole conversation; ``Done.session_id`` is only what the CLI reported
     resumable: ClassVar[bool] = True
+    #: whether one process can serve a conversation's successive turns on stdin (see
+    #: :mod:`llm_runners.runners.live`); such a dialect says where a turn ends with :meth:`turn_over`
+    live_turns: ClassVar[bool] = False
     #: the longest stdout line a run may print. A line is the one thing held whole in memory (its fragments, the
     #: joined bytes and the decoded JSON: ~3x), so this bounds a run's memory. The largest legitimate lines are a
     #: complete assistant message (128k output tokens: ~1 MB of JSON) or, with tools on, a tool result carrying a
@@ -300,9 +268,13 @@ class CLIRunner(Provider):
         user_config: bool = False,
         warm: int = 0,
         warm_idle: float = 300.0,
+        live_max: int | None = None,
+        live_idle: float = 300.0,
     ) -> None:
         if warm and not self.warmable:
             raise TypeError(f"{self.name}: the CLI cannot be kept warm, so the runner takes no 'warm' option")
+        if live_max and not self.live_turns:
+            raise TypeError(f"{self.name}: the CLI cannot keep a process per conversation, so no 'live_max' option")
         self.binary = binary
         self.env: dict[str, str] = dict(env or {})
         self.cwd = cwd
@@ -321,6 +293,13 @@ class CLIRunner(Provider):
         self._owned: list[weakref.finalize[..., CLIRunner]] = []
         #: the spare processes (``warm`` > 0), or None: every run is spawned cold
         self.warm_pool = WarmPool(self, size=warm, idle=warm_idle) if warm else None
+        if live_max is None:  # on with warm (the server's default), sized from memory; off for one-shot use
+            live_max = default_live_max() if warm and self.live_turns else 0
+        #: the live processes of conversations (``live_max`` > 0), or None: every turn ends its process
+        self.live_pool = LivePool(self.name, size=live_max, idle=live_idle) if live_max else None
+        #: the most processes (running, live and spare together) this runner keeps, when a concurrency limit set it
+        self.process_limit: int | None = None
+        self._running = 0
 
     # ------------------------------------------------------------------------------------------ dialect hooks
     def invocation(self, turn: Turn) -> Invocation:
@@ -328,6 +307,10 @@ class CLIRunner(Provider):
 
     def new_parser(self, turn: Turn) -> LineParser:
         raise NotImplementedError
+
+    def turn_over(self, parser: LineParser) -> bool:
+        """For a dialect with ``live_turns``: has the parser seen the end of the turn (the process stays up)?"""
+        return False
 
     def parse_version(self, output: str) -> str | None:
         m = re.search(r"\d+\.\d+\.\d+[\w.+-]*", output)
@@ -453,6 +436,8 @@ class CLIRunner(Provider):
                             event = self._finish_done(event, turn, text, calls)
                         yield event
                 return
+            except _LiveProcessLost:
+                continue  # the same turn again, cold: the live process is gone from the pool
             except SessionNotFound as exc:
                 if turn.resume is None:  # nothing was resumed: whatever the CLI means, it is not the caller's fault
                     raise UpstreamError(f"{self.name}: {exc.message}", provider=self.name, detail=exc.detail) from exc
@@ -475,41 +460,126 @@ class CLIRunner(Provider):
         try:
             invocation = self.invocation(turn)
             parser = self.new_parser(turn)
+            spec = self.process_spec(turn, invocation, cleanup)
+            live, shape = self._live_shape(turn)
         except BaseException:
             shutil.rmtree(turn.assets, ignore_errors=True)
             raise
-        spec = self.process_spec(turn, invocation, cleanup)
-        warm = self.warm_pool if turn.resume is None else None  # a resumed turn always runs cold
-        key = warm.key(spec, turn) if warm is not None else None
-        proc = await warm.take(key, spec, turn) if warm is not None and key is not None else None
+        # a dialect whose process reads turns from stdin gets stdin open: the process may serve the conversation's
+        # next turn too, and otherwise stdin is closed when the turn ended (see the session-file note, claude_code)
+        spec.keep_stdin_open = self.live_turns
+        proc = await live.take(turn.resume, shape, spec) if live is not None and turn.resume is not None else None
         if proc is not None:
-            parser = self.new_parser(turn)  # the turn now carries the spare's session id
-        else:
-            try:
-                proc = await process.start(spec)
-            except BinaryNotFound as exc:  # found, but it cannot run (bad interpreter, not an executable format)
-                exc.message += f". Reinstall it with `npm install -g {self.package}` or set the runner's binary path."
-                exc.args = (exc.message,)
-                raise
-        async with proc:
+            shutil.rmtree(turn.assets, ignore_errors=True)  # the live process keeps the files it was started with
+        warm = self.warm_pool if turn.resume is None else None  # a resumed turn never takes a spare
+        key = shape_of(spec, turn) if warm is not None else None
+        if proc is None and warm is not None and key is not None:
+            proc = await warm.take(key, spec, turn, keep_stdin=live is not None)
+            if proc is not None:
+                parser = self.new_parser(turn)  # the turn now carries the spare's session id
+        was_live = proc is not None and turn.resume is not None and live is not None
+        self._running += 1
+        parked = False
+        try:
+            if proc is None:
+                self._make_room()
+                proc = await self._start(spec)
             watch = self.error_watch(turn, parser)
             watcher = asyncio.ensure_future(_watch(proc, watch)) if watch is not None else None
             lines = proc.lines()
+            ended = False  # the turn's end seen on a process that stays up
+            said = False  # an event reached the consumer
+            closing = not self.live_turns
             try:
                 async for line in lines:
                     for event in self._parse(parser.feed, line):
+                        said = True
                         yield event
-                returncode = await proc.wait()
+                    if not closing and self.turn_over(parser):
+                        if live is not None:
+                            ended = True
+                            break
+                        await proc.close_stdin()  # the turn is over: the CLI exits once it reads end of input
+                        closing = True
             finally:
                 if watcher is not None:
                     watcher.cancel()
-                await lines.aclose()  # type: ignore[attr-defined]
+                if not ended:
+                    await lines.aclose()  # type: ignore[attr-defined]
+            if was_live and not ended and not said:
+                # it died as the turn began (a crash just before, not yet seen as an exit): nothing was answered
+                raise _LiveProcessLost
+            returncode = 0 if ended else await proc.wait()
             stderr = proc.stderr_tail()
             events = self._parse(lambda _: parser.finish(returncode, stderr), None)
-            if warm is not None and key is not None:
-                warm.replenish(turn, key)  # before the last events: a consumer may stop reading at Done
+            # before the last events: a consumer may stop reading at Done
+            if live is not None and shape is not None and ended:
+                done = next((e for e in events if isinstance(e, Done)), None)
+                session = (done.session_id if done else None) or turn.resume or turn.session
+                if session:
+                    live.park(session, shape, proc)
+                    parked = True
+            if warm is not None and key is not None and self._room_for_spare():
+                warm.replenish(turn, key)
             for event in events:
                 yield event
+        finally:
+            self._running -= 1
+            if proc is not None and not parked:
+                await proc.kill()
+
+    async def _start(self, spec: process.ProcessSpec) -> process.Process:
+        try:
+            return await process.start(spec)
+        except BinaryNotFound as exc:  # found, but it cannot run (bad interpreter, not an executable format)
+            exc.message += f". Reinstall it with `npm install -g {self.package}` or set the runner's binary path."
+            exc.args = (exc.message,)
+            raise
+
+    def _live_shape(self, turn: Turn) -> tuple[LivePool | None, Shape | None]:
+        """The live pool and this turn's shape as a live process sees it (the spec it would have as a fresh
+        session, so ``--resume S`` and ``--session-id S`` compare equal); (None, None) when the turn's process
+        cannot stay live (no pool, a throw-away conversation, a prompt naming its own files)."""
+        live = self.live_pool
+        if live is None or turn.request.extra.get(EPHEMERAL_KEY) is True:
+            return None, None
+        shell = dataclasses.replace(
+            turn, resume=None, session=str(uuid.uuid4()), prompt="", images=[], image_parts=[], sent=[]
+        )
+        shape = shape_of(self.process_spec(shell, self.invocation(shell), []), shell)
+        return (live, shape) if shape is not None else (None, None)
+
+    # ------------------------------------------------------------------------------------------ process counts
+    def processes(self) -> dict[str, int]:
+        """This runner's CLI processes by state: ``running`` (serving a request), ``live`` (a conversation's,
+        between its turns), ``spare`` (started ahead of need)."""
+        return {
+            "running": self._running,
+            "live": len(self.live_pool) if self.live_pool is not None else 0,
+            "spare": len(self.warm_pool) if self.warm_pool is not None else 0,
+        }
+
+    def limit_processes(self, limit: int) -> None:
+        """Keep at most ``limit`` processes, running, live and spare together (the provider's concurrency limit):
+        a turn that needs a new process first closes idle ones, least recently used live ones, then spares."""
+        self.process_limit = limit
+
+    def _make_room(self) -> None:
+        """Close idle processes so that this runner's processes, the one about to start included, fit the limit."""
+        if self.process_limit is None:
+            return
+        counts = self.processes()
+        excess = counts["running"] + counts["live"] + counts["spare"] - self.process_limit
+        if excess > 0 and self.live_pool is not None:
+            excess -= self.live_pool.shed(excess)
+        if excess > 0 and self.warm_pool is not None:
+            self.warm_pool.shed(excess)
+
+    def _room_for_spare(self) -> bool:
+        if self.process_limit is None or self.warm_pool is None:
+            return True
+        counts = self.processes()
+        return counts["running"] + counts["live"] + counts["spare"] + self.warm_pool.pending < self.process_limit
 
     def process_spec(self, turn: Turn, invocation: Invocation, cleanup: list[Path]) -> process.ProcessSpec:
         """How a turn's process is started (a warm spare is started from the same spec, minus the prompt)."""
@@ -597,6 +667,7 @@ class CLIRunner(Provider):
         authenticated, fix = await self.check_auth()
         return Health(
             provider=self.name,
+            processes=self.processes(),
             installed=True,
             ready=authenticated is not False,
             path=path,
@@ -613,8 +684,11 @@ class CLIRunner(Provider):
         return [ModelInfo(id=n, provider=self.name) for n in seen]
 
     async def aclose(self) -> None:
+        # first: the spares and live processes run in directories removed below
+        if self.live_pool is not None:
+            await self.live_pool.aclose()
         if self.warm_pool is not None:
-            await self.warm_pool.aclose()  # first: the spares run in directories removed below
+            await self.warm_pool.aclose()
         for finalizer in self._owned:
             finalizer()
         self._owned.clear()

@@ -3,9 +3,9 @@
 How a turn runs (facts measured on 2.1.197, see ``clis.md`` section 3):
 
 - ``claude -p --input-format stream-json --output-format stream-json --verbose --include-partial-messages``: the
-  turn goes to stdin as ONE JSON user message (text block + inline base64 image blocks); stdin is closed at once
-  and the CLI exits 0 after the turn's ``result`` event. Long prompts and images never touch argv, and this is the
-  same input mode a warm long-lived process uses. (With CLAUDE_CODE_EAGER_FLUSH, see the note on session
+  turn goes to stdin as ONE JSON user message (text block + inline base64 image blocks); stdin is closed once the
+  turn's ``result`` event came (the CLI then exits 0), or kept open for the conversation's next turn (a live
+  process, :mod:`llm_runners.runners.live`). Long prompts and images never touch argv. (See the note on session
   files below.)
 - Token streaming comes from the ``stream_event`` wrappers (``content_block_delta`` ``text_delta`` /
   ``thinking_delta``). The complete ``assistant`` event that follows repeats the text; it is used only for a
@@ -68,7 +68,7 @@ from ..types import (
     Usage,
     UsageEvent,
 )
-from .base import EPHEMERAL_KEY, CLIRunner, Invocation, Turn, Unreadable, int_or_zero, json_object
+from .base import EPHEMERAL_KEY, CLIRunner, Invocation, LineParser, Turn, Unreadable, int_or_zero, json_object
 
 PROVIDER = "claude_code"
 
@@ -86,10 +86,12 @@ LOGIN_HINT = "run `claude login` or set ANTHROPIC_API_KEY"
 
 # Session files: 2.1.197 batches its session-file writes on a 100 ms timer and exits as soon as it finds end of input
 # after `result`, so with stdin closed up front the turn's user message is lost in ~1 run of 5 (7/30 and 0-8/40
-# measured here), and the next `--resume` sends the history WITHOUT it. Keeping stdin open for 0.1 s after `result`
-# avoids it but costs every run those 0.1 s. CLAUDE_CODE_EAGER_FLUSH=1 (read from the binary: it awaits the
-# transcript flush before emitting `result`) fixes it at the source: 30/30 complete session files with stdin closed
-# up front, and no wait. So the prompt is written to stdin and stdin closed at once, like any other dialect.
+# measured here), and the next `--resume` sends the history WITHOUT it. CLAUDE_CODE_EAGER_FLUSH=1 (read from the
+# binary: it awaits the transcript flush before emitting `result`) makes that rarer but not rare enough: with stdin
+# closed up front the whole session file was still missing after 2 of 12 and 2 of 16 runs (measured again while
+# building live processes). Closing stdin only once `result` has been read costs nothing and gave 12/12 complete
+# files (24/24 with a 0.1 s wait after `result`). So stdin stays open for the turn and the base closes it when the
+# turn is over (`turn_over`), or keeps the process live for the conversation's next turn.
 
 _NO_SESSION = re.compile(r"No conversation found with session ID: ?(\S*)")
 _TOO_LONG = re.compile(r"prompt is too long|context.{0,20}(length|window)|too many tokens", re.I)
@@ -342,6 +344,8 @@ class ClaudeCodeRunner(CLIRunner):
     default_model: ClassVar[str | None] = None
     binary_name: ClassVar[str] = "claude"
     package: ClassVar[str] = "@anthropic-ai/claude-code"
+    #: stream-json input keeps the process reading turns: one per stdin line, each ended by its own `result`
+    live_turns: ClassVar[bool] = True
     pass_env: ClassVar[tuple[str, ...]] = (
         "ANTHROPIC_API_KEY",
         "ANTHROPIC_AUTH_TOKEN",
@@ -424,6 +428,9 @@ class ClaudeCodeRunner(CLIRunner):
 
     def new_parser(self, turn: Turn) -> ClaudeCodeParser:
         return ClaudeCodeParser(model=turn.model, resume=turn.resume)
+
+    def turn_over(self, parser: LineParser) -> bool:
+        return isinstance(parser, ClaudeCodeParser) and parser.result is not None
 
     def _api_key_auth(self) -> bool:
         return bool(self.env.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_API_KEY"))

@@ -33,8 +33,10 @@ the process layer's ``__del__`` (SIGKILL of the group) and its directories to th
 
 Not every CLI can wait: Gemini CLI stops waiting for piped stdin after 0.5 s and exits 42 ("No input provided
 via stdin", measured on 0.61.0), so GeminiRunner does not take the ``warm`` option (Claude Code and Codex wait as
-long as it takes). Spares do not count against a
-provider's ``max_concurrency`` (they are not requests); each is a whole idle CLI process (memory, no CPU).
+long as it takes). Each spare is a whole idle CLI process (memory, no CPU): spares count against a provider's
+``max_concurrency`` together with running and live processes (:meth:`CLIRunner.limit_processes`), and a turn that
+needs room closes them after the live ones. A spare of a CLI with ``live_turns`` keeps its stdin open when taken:
+after its first turn it stays live for the conversation (:mod:`llm_runners.runners.live`).
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import os
 import shutil
@@ -50,30 +51,20 @@ import signal
 import tempfile
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .. import process
 from ..errors import LLMError
+from .turn import Shape, Turn, TurnRunner, shape_of
 
-if TYPE_CHECKING:
-    from .base import CLIRunner, Turn
-
-__all__ = ["Key", "WarmPool"]
+__all__ = ["WarmPool"]
 
 log = logging.getLogger(__name__)
-
-#: argv, env, pass_env, cwd (with the per-run names replaced) and the hashes of the asset files they name
-Key = tuple[tuple[str, ...], tuple[tuple[str, str], ...], tuple[str, ...], str, tuple[tuple[str, str], ...]]
-
-# NUL cannot occur in argv (the process layer refuses it) nor in an environment value: no real text collides
-_ASSETS = "\0assets\0"
-_SESSION = "\0session\0"
 
 
 @dataclasses.dataclass(eq=False)
 class _Spare:
     proc: process.Process
-    key: Key
+    key: Shape
     session: str | None
     expiry: asyncio.TimerHandle | None = None
 
@@ -81,7 +72,7 @@ class _Spare:
 class WarmPool:
     """The spare processes of one runner (see the module docstring). ``len(pool)`` is the number of spares."""
 
-    def __init__(self, runner: CLIRunner, *, size: int, idle: float) -> None:
+    def __init__(self, runner: TurnRunner, *, size: int, idle: float) -> None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise ValueError(f"{runner.name}: warm must be a whole number of spare processes >= 0, got {size!r}")
         if not idle > 0:
@@ -109,37 +100,17 @@ class WarmPool:
         return [spare.proc.pid for spare in self._spares]
 
     # ---------------------------------------------------------------------------------------------- matching
-    def key(self, spec: process.ProcessSpec, turn: Turn) -> Key | None:
-        """What a spare must equal to serve this turn's process; None when no spare can (the prompt names files)."""
-        assets, session = str(turn.assets), turn.session
-        stdin = spec.stdin or b""
-        if assets.encode() in stdin or (session and session.encode() in stdin):
-            return None
-
-        def neutral(text: str) -> str:
-            text = text.replace(assets, _ASSETS)
-            return text.replace(session, _SESSION) if session else text
-
-        try:
-            files = _named_files(turn.assets, [*spec.argv, *spec.env.values()])
-        except OSError:  # an unreadable asset: run cold, where the CLI reports it
-            return None
-        return (
-            tuple(neutral(a) for a in spec.argv),
-            tuple(sorted((k, neutral(v)) for k, v in spec.env.items())),
-            tuple(spec.pass_env),
-            str(spec.cwd),
-            files,
-        )
-
-    async def take(self, key: Key, spec: process.ProcessSpec, turn: Turn) -> process.Process | None:
-        """A spare started like ``spec``, handed the prompt (stdin written and closed) and this request's limits;
-        None when there is none. The turn adopts the spare's session id; its own assets are removed unused."""
+    async def take(
+        self, key: Shape, spec: process.ProcessSpec, turn: Turn, *, keep_stdin: bool = False
+    ) -> process.Process | None:
+        """A spare started like ``spec``, handed the prompt (stdin written, then closed unless ``keep_stdin``: a
+        process that stays live for the conversation's next turns) and this request's limits; None when there is
+        none. The turn adopts the spare's session id; its own assets are removed unused."""
         self._own_loop()
         for spare in [s for s in self._spares if s.key == key]:
             self._forget(spare)
             proc = spare.proc
-            if _exited(proc):
+            if proc.has_exited():
                 await proc.kill()  # it died waiting: reaps it and removes its directory
                 continue
             try:
@@ -147,7 +118,8 @@ class WarmPool:
                 proc.spec.idle_timeout = spec.idle_timeout
                 proc.reset_deadline(spec.timeout)  # the request's full budget, from now
                 await proc.send(spec.stdin or b"")
-                await proc.close_stdin()
+                if not keep_stdin:
+                    await proc.close_stdin()
             except LLMError:  # it exited just now: nothing was read yet, so a cold run is still a clean answer
                 await proc.kill()
                 continue
@@ -160,10 +132,10 @@ class WarmPool:
         return None
 
     # ---------------------------------------------------------------------------------------------- refilling
-    def replenish(self, turn: Turn, key: Key) -> None:
+    def replenish(self, turn: Turn, key: Shape) -> None:
         """Start, in the background, a spare for the shape of ``turn`` (a fresh conversation that just succeeded)."""
         self._own_loop()
-        for dead in [s for s in self._spares if _exited(s.proc)]:
+        for dead in [s for s in self._spares if s.proc.has_exited()]:
             self._retire(dead)
         evict = None
         if len(self._spares) + len(self._starting) >= self.size:
@@ -183,7 +155,7 @@ class WarmPool:
         self._starting.add(task)
         task.add_done_callback(self._starting.discard)
 
-    def _spare_spec(self, turn: Turn, key: Key) -> tuple[process.ProcessSpec | None, str | None]:
+    def _spare_spec(self, turn: Turn, key: Shape) -> tuple[process.ProcessSpec | None, str | None]:
         """The spare's process spec (None when this shape cannot be served warm) and its session id."""
         assets = Path(tempfile.mkdtemp(prefix="spare-", dir=self._spare_root()))
         try:
@@ -191,7 +163,7 @@ class WarmPool:
                 turn, prompt="", images=[], image_parts=[], sent=[], session=str(uuid.uuid4()), assets=assets
             )
             spec = self.runner.process_spec(shell, self.runner.invocation(shell), [assets])
-            if self.key(spec, shell) != key:  # the request's shape puts more than the prompt in argv (images)
+            if shape_of(spec, shell) != key:  # the request's shape puts more than the prompt in argv (images)
                 shutil.rmtree(assets, ignore_errors=True)
                 return None, None
         except BaseException:
@@ -200,7 +172,7 @@ class WarmPool:
         spec = dataclasses.replace(spec, stdin=None, keep_stdin_open=True, timeout=None, idle_timeout=None)
         return spec, shell.session
 
-    async def _start(self, spec: process.ProcessSpec, key: Key, session: str | None, generation: int) -> None:
+    async def _start(self, spec: process.ProcessSpec, key: Shape, session: str | None, generation: int) -> None:
         if generation != self._generation:
             _remove(spec.cleanup)
             return
@@ -223,6 +195,14 @@ class WarmPool:
         return self._root
 
     # ---------------------------------------------------------------------------------------------- ending
+    def shed(self, count: int) -> int:
+        """Close up to ``count`` spares, oldest first (the runner needs room under its process limit)."""
+        closed = 0
+        while closed < count and self._spares:
+            self._retire(self._spares[0])
+            closed += 1
+        return closed
+
     def _forget(self, spare: _Spare) -> None:
         if spare in self._spares:
             self._spares.remove(spare)
@@ -271,42 +251,6 @@ class WarmPool:
         self._root = None  # removed with the runner's other owned directories
 
 
-def _exited(proc: process.Process) -> bool:
-    """Has the spare's main process exited? Also true in the moment before the event loop has heard of it (a
-    zombie not yet reaped): ``waitid`` with WNOWAIT looks without reaping, so the loop's child watcher still gets
-    the exit status."""
-    if proc.returncode is not None:
-        return True
-    waitid = getattr(os, "waitid", None)
-    if waitid is None or proc.pid <= 0:
-        return False
-    try:
-        return waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except ChildProcessError:  # already reaped by the child watcher
-        return True
-
-
 def _remove(paths: list[Path]) -> None:
     for path in paths:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _named_files(assets: Path, texts: list[str]) -> tuple[tuple[str, str], ...]:
-    """(name, sha256) of the asset files named in ``texts``; all of them when a text names the directory itself."""
-    base = str(assets)
-    whole = any(text[i + len(base) : i + len(base) + 1] != os.sep for text in texts for i in _occurrences(text, base))
-    out: list[tuple[str, str]] = []
-    with os.scandir(assets) as entries:
-        for entry in sorted(entries, key=lambda e: e.name):
-            if whole or any(entry.path in text for text in texts):
-                digest = hashlib.sha256(Path(entry.path).read_bytes()).hexdigest() if entry.is_file() else "dir"
-                out.append((entry.name, digest))
-    return tuple(out)
-
-
-def _occurrences(text: str, part: str) -> list[int]:
-    found, i = [], text.find(part)
-    while i >= 0:
-        found.append(i)
-        i = text.find(part, i + 1)
-    return found

@@ -260,6 +260,12 @@ class FeatureAdapter(Provider):
     async def aclose(self) -> None:
         await self.inner.aclose()
 
+    def processes(self) -> dict[str, int]:
+        return self.inner.processes()
+
+    def limit_processes(self, limit: int) -> None:
+        self.inner.limit_processes(limit)
+
     # -- requests ---------------------------------------------------------------------------------------------
     def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         try:

@@ -49,6 +49,8 @@ class ConcurrencyLimit(Provider):
         # shadowed per instance (setattr keeps mypy from treating it as a write to the class variable).
         for attr in ("name", "display_name", "capabilities", "default_model"):
             setattr(self, attr, getattr(inner, attr))
+        # idle processes (live conversations, spares) count against the limit too: the provider closes them first
+        inner.limit_processes(max_concurrency)
         self._semaphore = anyio.Semaphore(max_concurrency)
         self._waiting = 0
         self._durations: deque[float] = deque(maxlen=_RECENT)
@@ -119,3 +121,9 @@ class ConcurrencyLimit(Provider):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+    def processes(self) -> dict[str, int]:
+        return self.inner.processes()
+
+    def limit_processes(self, limit: int) -> None:
+        self.inner.limit_processes(limit)
