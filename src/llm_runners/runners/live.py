@@ -30,6 +30,7 @@ dies after the new message was written fails that turn like any cold run that di
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections import OrderedDict
 
@@ -46,6 +47,8 @@ LIVE_PROCESS_RSS = 197 * 1024 * 1024
 MEMORY_SHARE = 0.25
 #: the default bound, whatever the memory
 LIVE_MAX_CAP = 16
+#: seconds a closed live process gets to exit on its own after end of input (it takes ~0.05 s) before it is killed
+CLOSE_GRACE = 2.0
 
 
 def default_live_max(rss: int = LIVE_PROCESS_RSS, meminfo: str = "/proc/meminfo") -> int:
@@ -155,10 +158,16 @@ class LivePool:
         self._kill(live.proc)
 
     def _kill(self, proc: process.Process) -> None:
-        task = proc.kill_soon()
-        if task is not None:
-            self._killing.add(task)
-            task.add_done_callback(self._killing.discard)
+        """End a parked process in the background: stdin closed (the CLI's own orderly exit, with its session
+        file written), killed if it has not exited within :data:`CLOSE_GRACE` seconds."""
+        if proc.has_exited():
+            task = proc.kill_soon()  # reaps it and removes its directories
+            if task is None:
+                return
+        else:
+            task = asyncio.get_running_loop().create_task(_close(proc))
+        self._killing.add(task)
+        task.add_done_callback(self._killing.discard)
 
     def _own_loop(self) -> None:
         """Live processes belong to the event loop that started them: from a new loop the old ones are killed
@@ -177,3 +186,13 @@ class LivePool:
         self.shed(len(self._live))
         if self._killing:
             await asyncio.shield(asyncio.gather(*self._killing, return_exceptions=True))
+
+
+async def _close(proc: process.Process) -> None:
+    try:
+        await proc.close_stdin()
+        with contextlib.suppress(TimeoutError, LLMError):
+            async with asyncio.timeout(CLOSE_GRACE):
+                await proc.wait()
+    finally:
+        await proc.kill()
