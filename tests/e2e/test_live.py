@@ -45,6 +45,15 @@ def only_pid(runner: ClaudeCodeRunner, session: str | None) -> int:
     return pids[session]
 
 
+async def gone(procs: Any, pids: list[int], within: float = 5.0) -> list[int]:
+    """Poll (letting the event loop run: the pool closes processes in tasks) until ``pids`` are gone; survivors."""
+    for _ in range(int(within / 0.05)):
+        if not procs.wait_until_gone(pids, timeout=0.0):
+            return []
+        await anyio.sleep(0.05)
+    return list(procs.wait_until_gone(pids, timeout=0.0))
+
+
 def tee_wrapper(tmp_path: Path, claude: Path) -> tuple[Path, Path]:
     """A stand-in binary that copies what the runner writes to claude's stdin into a log, then runs claude."""
     log = tmp_path / "stdin.jsonl"
@@ -147,7 +156,7 @@ async def test_lru_eviction_then_a_cold_resume_carries_the_history(
         pid_a = only_pid(runner, a1.session_id)
         b1 = await runner.complete(history("berry", conversation="B"))  # evicts A, the least recently used
         assert runner.live_pool is not None and list(runner.live_pool.pids()) == [b1.session_id]
-        assert procs.wait_until_gone([pid_a], timeout=2.0) == []
+        assert await gone(procs, [pid_a]) == []
         a2 = await runner.complete(history("apple", "A one", "apple again", conversation="A"))
         assert a2.content == "A two" and a2.session_id == a1.session_id  # resumed from disk: the same session
         upstream = fake_api.last_main_request()
@@ -169,7 +178,7 @@ async def test_an_idle_live_process_expires_and_the_conversation_resumes_cold(
         with anyio.fail_after(10):
             while runner.live_pool is not None and len(runner.live_pool):  # noqa: ASYNC110 - a timer of the pool's
                 await anyio.sleep(0.05)
-        assert procs.wait_until_gone([pid], timeout=3.0) == []
+        assert await gone(procs, [pid]) == []
         a2 = await runner.complete(history("apple", "A one", "apple again", conversation="A"))
         assert a2.content == "A two"
         assert turns_of(fake_api.last_main_request()) == [
