@@ -276,8 +276,16 @@ async def test_models_from_model_list_and_nothing_left_after_aclose(
     tmp_home: Any, fake_api: Any, cli_bin: Any, procs: Any
 ) -> None:
     before = set(procs.descendants())
-    runner = make_runner(tmp_home, fake_api, cli_bin)
+    cold = make_runner(tmp_home, fake_api, cli_bin)
+    await cold.start()
+    assert cold._server is None  # without warm the server starts on the first request
+    await cold.aclose()
+    runner = make_runner(tmp_home, fake_api, cli_bin, warm=1)
+    await runner.start()  # warm: the server runs before any request
+    assert runner.warm_pool is None and fake_api.main_requests() == []
+    started_pid = server_pid(runner)
     models = {m.id: m for m in await runner.models()}
+    assert server_pid(runner) == started_pid
     assert "gpt-5.5" in models and models["gpt-5.5"].display_name == "GPT-5.5"
     assert "codex-auto-review" not in models
     pid = server_pid(runner)

@@ -30,7 +30,9 @@ Facts measured on 0.169.0 against the fake API (transcripts in ``tests/fixtures/
   completes with ``status: "interrupted"``. ``model/list`` lists the bundled catalog (``data``, ``nextCursor``;
   no context window). ``account/rateLimits/read`` needs a ChatGPT login (-32600 otherwise) and is not used.
 - A ``turn/start`` on a thread whose turn is still running *adds input to that turn*: turns of one thread are
-  serialised here.
+  serialised here. After ``thread/unsubscribe`` a ``turn/start`` is accepted but the connection hears none of the
+  turn's notifications (nor after a later ``thread/resume``): the runner never unsubscribes, and a turn silent for
+  ``TURN_START_WAIT`` fails instead of waiting for the idle timeout.
 - Approval requests arrive as server requests (``item/commandExecution/requestApproval``, …); with
   ``approvalPolicy: "never"`` none came. Every one is declined unless ``allow_tools`` is set.
 """
@@ -78,6 +80,9 @@ OVERLOADED_RETRY_AFTER = 1.0
 REQUEST_TIMEOUT = 30.0
 #: how long an interrupted turn may take to confirm, before the runner stops waiting
 INTERRUPT_WAIT = 5.0
+#: how long a started turn may stay silent before its first notification (codex sends ``turn/started`` within
+#: milliseconds, before any model call; a connection that is not subscribed to the thread hears nothing at all)
+TURN_START_WAIT = 30.0
 
 _NO_ROLLOUT = "no rollout found"
 
@@ -143,6 +148,8 @@ class TurnParser:
         self.max_retries = max_retries
         self.on_retry = on_retry
         self.done = False
+        #: a notification naming this turn arrived
+        self.started = False
         self.status: str | None = None
         self.warnings: list[str] = []
         self.retries = 0
@@ -165,6 +172,8 @@ class TurnParser:
             turn_id = params["turn"].get("id")
         if turn_id is not None and turn_id != self.turn_id:
             return []
+        if turn_id is not None:
+            self.started = True
         if method == "item/agentMessage/delta":
             return self._text(str(params.get("itemId")), params.get("delta"))
         if method in ("item/reasoning/summaryTextDelta", "item/reasoning/textDelta"):
@@ -443,9 +452,9 @@ class CodexAppRunner(CodexRunner):
     transport: ClassVar[str] = "app-server"
 
     def __init__(self, *, transport: Transport | None = None, **options: Unpack[RunnerOptions]) -> None:
-        # the server itself is the warm process: ``warm`` (which a server may set for every warmable runner) and
-        # ``warm_idle`` start no spares here
-        options.pop("warm", None)
+        # the server itself is the warm process: ``warm`` starts no spares here, it starts the server when the
+        # HTTP server starts (:meth:`start`) instead of on the first request; ``warm_idle`` has nothing to expire
+        self.prestart = bool(options.pop("warm", 0))
         options.pop("warm_idle", None)
         super().__init__(transport=transport, **options)
         self._server: AppServer | None = None
@@ -574,7 +583,7 @@ class CodexAppRunner(CodexRunner):
         )
         try:
             while not parser.done:
-                message = await self._next(queue, started)
+                message = await self._next(queue, started, first=not parser.started)
                 if message is None:
                     raise server.error or UpstreamError("codex app-server is gone", provider=PROVIDER)
                 for event in self._parse(functools.partial(_feed, parser, message), None):
@@ -616,15 +625,24 @@ class CodexAppRunner(CodexRunner):
                 log.warning("codex app-server had exited (%s): starting another", server.error)
         raise AssertionError("unreachable")
 
-    async def _next(self, queue: asyncio.Queue[Mapping[str, Any] | None], started: float) -> Mapping[str, Any] | None:
-        """The next notification of the turn, within the idle and total timeouts."""
+    async def _next(
+        self, queue: asyncio.Queue[Mapping[str, Any] | None], started: float, *, first: bool = False
+    ) -> Mapping[str, Any] | None:
+        """The next notification of the turn, within the idle and total timeouts (and, until the turn's first
+        notification, within TURN_START_WAIT: a connection not subscribed to the thread hears nothing)."""
         limits = [self.idle_timeout] if self.idle_timeout is not None else []
         if self.timeout is not None:
             limits.append(max(0.0, started + self.timeout - time.monotonic()))
+        if first:
+            limits.append(TURN_START_WAIT)
         limit = min(limits) if limits else None
         try:
             return await asyncio.wait_for(queue.get(), limit)
         except TimeoutError:
+            if first and limit == TURN_START_WAIT:
+                raise UpstreamError(
+                    f"codex app-server: the turn sent no notification within {TURN_START_WAIT:g} s", provider=PROVIDER
+                ) from None
             total = self.timeout is not None and time.monotonic() - started >= self.timeout
             what = (
                 f"still running after {self.timeout:g} s (total timeout)"
@@ -652,6 +670,11 @@ class CodexAppRunner(CodexRunner):
             except (LLMError, TimeoutError) as exc:
                 log.warning("codex app-server did not interrupt turn %s (%s): restarting it", parser.turn_id, exc)
                 await server.aclose()
+
+    async def start(self) -> None:
+        """With ``warm``: start the app-server ahead of the first request (the HTTP server calls this)."""
+        if self.prestart:
+            await self.server()
 
     # ------------------------------------------------------------------------------------------ metadata
     async def models(self) -> list[ModelInfo]:
