@@ -15,6 +15,10 @@ and warm / direct (what a ready spare saves). The real CLI phones home, so the b
 a loopback-only network namespace (``unshare -n``) with a throw-away HOME.
 
     .venv/bin/python benchmarks/overhead.py [--runs 20]
+
+``--cli opencode --cli kilo`` (any of :data:`CLI_SETUPS`) measures those CLIs instead, two columns each (direct and
+runner, the same way: the runner's exact argv, stdin, environment and working directory started directly, against
+``complete()``), alternating which goes first.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 CLAUDE = ROOT / "tests" / "clis" / "node_modules" / ".bin" / "claude"
@@ -153,11 +158,94 @@ async def main(runs: int) -> None:
     print(f"ratio warm / direct = {mh / md:.3f}  (warm=1, a ready spare per request)")
 
 
+def _opencode_like(cli: str) -> Any:
+    """A runner of OpenCode or Kilo whose user's config (in the throw-away HOME) defines the fake as its provider."""
+
+    def make(home: Path, api: Any) -> Any:
+        import json
+
+        from llm_runners.runners import REGISTRY
+        from llm_runners.sessions import SessionStore
+
+        cls = REGISTRY[cli]
+        config = home / ".config" / cls.app / "config.json"  # type: ignore[attr-defined]
+        config.parent.mkdir(parents=True)
+        provider = {"npm": "@ai-sdk/openai-compatible", "options": {"baseURL": api.openai_base_url, "apiKey": "k"}}
+        provider["models"] = {"fake-model": {"name": "Fake"}}
+        config.write_text(
+            json.dumps({"model": "fake/fake-model", "enabled_providers": ["fake"], "provider": {"fake": provider}})
+        )
+        env = {"HOME": str(home), "TMPDIR": str(home)}
+        return cls(
+            binary=str(ROOT / "tests" / "clis" / "node_modules" / ".bin" / cli), env=env, sessions=SessionStore()
+        )
+
+    return make
+
+
+#: CLI name -> a function (throw-away HOME, fake API) -> a runner set up to answer from the fake
+CLI_SETUPS: dict[str, Any] = {"opencode": _opencode_like("opencode"), "kilo": _opencode_like("kilo")}
+
+
+async def measure_cli(cli: str, runs: int) -> tuple[str, list[float], list[float]]:
+    """``runs`` alternating pairs of a direct run and a runner run of ``cli``; (version, direct, runner) seconds."""
+    from llm_runners import process
+    from llm_runners.testing.fake_api import FakeModelAPI
+    from llm_runners.types import ChatRequest, Message
+
+    request = ChatRequest(messages=[Message(role="system", content="Be brief."), Message(role="user", content="Hi.")])
+    with tempfile.TemporaryDirectory(prefix=f"llm-runners-bench-{cli}-") as tmp, FakeModelAPI() as api:
+        runner = CLI_SETUPS[cli](Path(tmp), api)
+
+        async def direct_once() -> float:
+            turn = runner._turn(request, None, 0)
+            try:
+                inv = runner.invocation(turn)
+                child_env = process.build_env({**runner.child_env(), **inv.env}, runner.pass_env)
+                elapsed, _ = await _direct([*inv.argv, *runner.extra_args], inv.stdin, child_env, turn.workdir)
+            finally:
+                shutil.rmtree(turn.assets)
+            return elapsed
+
+        async def runner_once() -> float:
+            start = time.perf_counter()
+            response = await runner.complete(request)
+            if "pong" not in response.content:
+                raise SystemExit(f"{cli} runner answer unexpected: {response.content!r}")
+            return time.perf_counter() - start
+
+        await direct_once()  # warm-up: the first run of a fresh home creates the CLI's database
+        direct: list[float] = []
+        wrapped: list[float] = []
+        print(f"{cli}: {'run':>3}  {'direct s':>9}  {'llm-runners s':>13}")
+        for i in range(runs):
+            pair = [(direct_once, direct), (runner_once, wrapped)]
+            for once, results in pair if i % 2 == 0 else pair[::-1]:
+                results.append(await once())
+            print(f"{cli}: {i + 1:>3}  {direct[-1]:>9.3f}  {wrapped[-1]:>13.3f}")
+        version = await runner.version() or "?"
+        await runner.aclose()
+    return version, direct, wrapped
+
+
+async def main_clis(clis: list[str], runs: int) -> None:
+    results = [(cli, *await measure_cli(cli, runs)) for cli in clis]
+    print()
+    print(
+        f"{'cli':<10} {'version':<10} {'direct ms':>10} {'runner ms':>10} {'runner/direct':>14}"
+        f"  ({runs} alternating runs)"
+    )
+    for cli, version, direct, wrapped in results:
+        md, mw = statistics.median(direct), statistics.median(wrapped)
+        print(f"{cli:<10} {version:<10} {md * 1000:>10.1f} {mw * 1000:>10.1f} {mw / md:>14.3f}")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--cli", action="append", choices=sorted(CLI_SETUPS), help="measure this CLI instead")
     args = parser.parse_args()
     if not _isolated():
         _reexec_isolated()
     sys.path.insert(0, str(ROOT / "src"))
-    asyncio.run(main(args.runs))
+    asyncio.run(main_clis(args.cli, args.runs) if args.cli else main(args.runs))

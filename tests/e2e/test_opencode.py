@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,8 @@ from opencode_env import (
     bait_user_config,
     write_user_config,
 )
+from test_cli_command import write_config
+from test_server_real_cli import openai_client, serving
 
 from llm_runners.errors import (
     AuthenticationError,
@@ -60,15 +63,34 @@ def make_runner(
     return flavor.runner(binary=str(cli_bin(flavor.cli)), env=tmp_home.env(), **kw)
 
 
+def started_with(env_entry: bytes, wait: float = 2.0) -> list[int]:
+    """Live processes anywhere on the machine (a daemon is re-parented away from us) whose environment holds
+    ``env_entry``, polled until there are none or ``wait`` seconds passed."""
+    deadline = time.monotonic() + wait
+    while True:
+        found = []
+        for entry in os.listdir("/proc"):
+            try:
+                environ = Path(f"/proc/{entry}/environ").read_bytes() if entry.isdigit() else b""
+            except OSError:
+                continue
+            if env_entry in environ:
+                found.append(int(entry))
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
 def ask(text: str, **kw: Any) -> ChatRequest:
     return ChatRequest(messages=[{"role": "user", "content": text}], **kw)
 
 
 async def test_answer_system_model_usage_and_the_users_setup(
-    flavor: Flavor, tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any
+    flavor: Flavor, tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any, procs: Any
 ) -> None:
     """One run: the answer, usage, session id; the system prompt and the model upstream; the prompt verbatim from
-    stdin; no title request and no tools; the user's provider used, their MCP server and instructions not."""
+    stdin; no title request and no tools; the user's provider used, their MCP server and instructions not; nothing
+    left running (Kilo: no daemon)."""
     fake_api.script(Reply(chunks=["Hel", "lo ", "world"], input_tokens=40, output_tokens=3, cached_tokens=5))
     runner = make_runner(flavor, tmp_home, fake_api, cli_bin)
     mcp_started = bait_user_config(flavor, tmp_home.home)
@@ -77,7 +99,10 @@ async def test_answer_system_model_usage_and_the_users_setup(
         messages=[{"role": "system", "content": "You are a terse test bot."}, {"role": "user", "content": prompt}],
         model="fake-model-2",  # a bare name: the provider of the user's default model is put in front
     )
+    before = set(procs.descendants())
     events = [event async for event in runner.stream(request)]
+    assert procs.wait_until_gone(timeout=2.0, exclude=before) == []
+    assert started_with(f"HOME={runner.cli_home()}\0".encode()) == []  # no detached daemon either
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "Hello world"
     [usage] = [e.usage for e in events if isinstance(e, UsageEvent)]
     assert (usage.input_tokens, usage.output_tokens, usage.cached_tokens) == (40, 3, 5)
@@ -245,3 +270,31 @@ async def test_health_and_models(flavor: Flavor, tmp_home: Any, fake_api: FakeMo
     assert health.ready and health.authenticated and health.version
     assert [m.id for m in await runner.models()] == ["fake/fake-model", "fake/fake-model-2"]
     await runner.aclose()
+
+
+def test_through_the_server_with_the_openai_sdk(
+    flavor: Flavor, tmp_path: Path, tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any
+) -> None:
+    """``llm-runners serve``'s path (settings file -> router -> server) with the official openai SDK as the client:
+    a streamed chat completion answered by the real CLI, the system prompt and the model upstream."""
+    write_user_config(flavor, tmp_home.home, fake_api.openai_base_url)
+    options = {"binary": str(cli_bin(flavor.cli)), "timeout": 120.0, "env": tmp_home.env()}
+    config = write_config(tmp_path / "llm-runners.toml", {flavor.cli: options}, default_provider=flavor.cli)
+    fake_api.script(Reply(text="four", input_tokens=50, output_tokens=1))
+    with serving(config) as url:
+        client = openai_client(url)
+        chunks = list(
+            client.chat.completions.create(
+                model=f"{flavor.cli}:fake/fake-model-2",
+                messages=[{"role": "system", "content": "Be terse."}, {"role": "user", "content": "What is 2+2?"}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "four"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    final = chunks[-1]
+    assert final.usage is not None and (final.usage.prompt_tokens, final.usage.completion_tokens) == (50, 1)
+    [main] = fake_api.main_requests()
+    assert main.model == "fake-model-2" and "Be terse." in main.system_text()
+    assert main.last_user_text().startswith("What is 2+2?")

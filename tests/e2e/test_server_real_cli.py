@@ -7,6 +7,7 @@ What reached the model is asserted on the requests the fake recorded. About six 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -26,15 +27,10 @@ from llm_runners.server import create_app
 from llm_runners.testing.fake_api import FakeModelAPI, Reply
 
 
-@pytest.fixture
-def server_url(tmp_path: Path, tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any) -> Iterator[str]:
+@contextlib.contextmanager
+def serving(config: Path) -> Iterator[str]:
     """Settings file -> Router.from_settings -> create_app, the path ``llm-runners serve`` takes (its limits and
-    feature-adapter wrappers included), on a free loopback port."""
-    config = write_config(
-        tmp_path / "llm-runners.toml",
-        {"claude_code": claude_options(tmp_home, cli_bin, fake_api.anthropic_base_url)},
-        default_provider="claude_code",
-    )
+    feature-adapter wrappers included), on a free loopback port; yields the server's URL."""
     settings = load_settings(str(config), env={})
     app = create_app(Router.from_settings(settings), settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
@@ -45,9 +41,22 @@ def server_url(tmp_path: Path, tmp_home: Any, fake_api: FakeModelAPI, cli_bin: A
         assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
         time.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def server_url(tmp_path: Path, tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any) -> Iterator[str]:
+    config = write_config(
+        tmp_path / "llm-runners.toml",
+        {"claude_code": claude_options(tmp_home, cli_bin, fake_api.anthropic_base_url)},
+        default_provider="claude_code",
+    )
+    with serving(config) as url:
+        yield url
 
 
 def openai_client(url: str) -> openai.OpenAI:

@@ -2,9 +2,10 @@
 
 How a turn runs (facts measured on 1.18.33, see ``clis.md`` section 6):
 
-- ``opencode run --format json --title <t> --agent llm-runners --print-logs --log-level ERROR`` with the prompt on
-  stdin: stdin reaches the model verbatim, whereas a multi-word positional prompt arrives wrapped in literal
-  double quotes. ``--title`` skips the title-generation request a new session otherwise makes first.
+- ``opencode run --format json --title <t> --agent llm-runners --thinking --print-logs --log-level ERROR`` with the
+  prompt on stdin: stdin reaches the model verbatim, whereas a multi-word positional prompt arrives wrapped in
+  literal double quotes. ``--title`` skips the title-generation request a new session otherwise makes first;
+  ``--thinking`` adds the ``reasoning`` events (reasoning deltas).
 - ``run`` prints one NDJSON event per finished part (``step_start``, ``text``, ``reasoning``, ``tool_use``,
   ``step_finish``, ``error``), each with the session id (``ses_…``). A ``text`` event holds a whole text part:
   there are no token deltas in this mode (``opencode acp`` streams; that is the ACP runner's job).
@@ -546,7 +547,7 @@ class OpenCodeRunner(CLIRunner):
 
     def invocation(self, turn: Turn) -> Invocation:
         argv = [self.binary_path, "run", "--format", "json", "--title", "llm-runners", "--agent", AGENT]
-        argv += ["--print-logs", "--log-level", "ERROR"]
+        argv += ["--thinking", "--print-logs", "--log-level", "ERROR"]
         model = self.cli_model(turn.model)
         if model:
             argv += ["-m", model]
