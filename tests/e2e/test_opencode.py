@@ -278,7 +278,8 @@ def test_through_the_server_with_the_openai_sdk(
     """``llm-runners serve``'s path (settings file -> router -> server) with the official openai SDK as the client:
     a streamed chat completion answered by the real CLI, the system prompt and the model upstream."""
     write_user_config(flavor, tmp_home.home, fake_api.openai_base_url)
-    options = {"binary": str(cli_bin(flavor.cli)), "timeout": 120.0, "env": tmp_home.env()}
+    # the exec runner (the server's default for these CLIs is their ACP transport, tested with the ACP runner)
+    options = {"binary": str(cli_bin(flavor.cli)), "timeout": 120.0, "env": tmp_home.env(), "transport": "exec"}
     config = write_config(tmp_path / "llm-runners.toml", {flavor.cli: options}, default_provider=flavor.cli)
     fake_api.script(Reply(text="four", input_tokens=50, output_tokens=1))
     with serving(config) as url:

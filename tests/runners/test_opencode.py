@@ -231,6 +231,7 @@ def test_private_home_carries_login_and_provider_only(tmp_path: Path, cls: type[
     config = json.loads((private / "llm-runners.json").read_text())
     assert config["model"] == "corp/big" and set(config["provider"]) == {"corp"}
     assert not {"mcp", "instructions", "plugin"} & set(config) and list(config["agent"]) == [AGENT]
+    assert config["default_agent"] == AGENT
     assert config["agent"][AGENT]["tools"] == {"*": False} and config["agent"][AGENT]["prompt"] == NO_SYSTEM_PROMPT
     assert set(config["permission"].values()) == {"deny"}
     auth = private / ".local" / "share" / cls.app / "auth.json"

@@ -480,6 +480,7 @@ class OpenCodeRunner(CLIRunner):
             agent["permission"] = dict(DENY_ALL)
             config["permission"] = dict(DENY_ALL)
         config["agent"] = {AGENT: agent}
+        config["default_agent"] = AGENT  # also for sessions started without --agent (``opencode acp``)
         return config
 
     def cli_home(self) -> Path:
