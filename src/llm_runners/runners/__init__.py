@@ -9,6 +9,7 @@ from .base import CLIRunner, Invocation, LineParser, Turn
 from .claude_code import ClaudeCodeRunner
 from .cline import ClineRunner
 from .codex import CodexRunner
+from .continue_cli import ContinueRunner
 from .copilot import CopilotRunner
 from .gemini import GeminiRunner
 from .kilo import KiloRunner
@@ -27,6 +28,7 @@ REGISTRY: dict[str, type[CLIRunner]] = {
         ClineRunner,
         CopilotRunner,
         QwenRunner,
+        ContinueRunner,
     )
 }
 
