@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from . import __version__
+from . import __version__, logs
 from .config import ConfigError, Settings, load_settings
 from .errors import LLMError
 from .types import ChatRequest, Done, Health, Message, ReasoningDelta, TextDelta, Usage, UsageEvent
@@ -211,7 +211,14 @@ def _serve(args: argparse.Namespace) -> int:
     from .server import serve
 
     try:
-        return serve(host=args.host, port=args.port, default_provider=args.provider, config=args.config)
+        return serve(
+            host=args.host,
+            port=args.port,
+            default_provider=args.provider,
+            config=args.config,
+            log_level=args.log_level or "info",
+            log_format=args.log_format,
+        )
     except ConfigError as exc:  # bad settings or an unsafe bind: one line saying what to fix, no traceback
         print(f"llm-runners serve: {exc}", file=sys.stderr)
         return 2
@@ -219,17 +226,66 @@ def _serve(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------- main
 
+#: the environment variables the command line reads (``serve --help`` lists them)
+ENVIRONMENT = (
+    ("LLM_RUNNERS_CONFIG", "TOML configuration file (same as --config)"),
+    ("LLM_RUNNERS_API_KEYS", "comma-separated API keys; required to bind anything but loopback"),
+    ("LLM_RUNNERS_HOST", "address to bind (same as --host)"),
+    ("LLM_RUNNERS_PORT", "port to bind (same as --port)"),
+    ("LLM_RUNNERS_DEFAULT_PROVIDER", "provider for a model name that names none (same as --provider)"),
+    ("LLM_RUNNERS_STRICT", "1: an unsupported request parameter is a 400 instead of a warning"),
+    ("LLM_RUNNERS_LOG_LEVEL", f"{'|'.join(logs.LEVELS)} (same as --log-level)"),
+    ("LLM_RUNNERS_LOG_FORMAT", "text|json (same as --log-format)"),
+)
+
+
+def _environment_help() -> str:
+    width = max(len(name) for name, _ in ENVIRONMENT)
+    rows = "\n".join(f"  {name:<{width}}  {what}" for name, what in ENVIRONMENT)
+    return f"environment variables (options given on the command line win):\n{rows}"
+
+
+def _common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """The options every subcommand takes, before or after its name. On the subcommands their default is
+    SUPPRESS, so ``llm-runners --config X serve`` is not overwritten by the subcommand's own default."""
+
+    def default(value: str | None) -> str | None:
+        return value if top else argparse.SUPPRESS
+
+    env = os.environ
+    parser.add_argument("--config", default=default(env.get("LLM_RUNNERS_CONFIG")), help="TOML configuration file")
+    parser.add_argument(
+        "--log-level",
+        choices=logs.LEVELS,
+        type=str.lower,
+        default=default(env.get("LLM_RUNNERS_LOG_LEVEL", "").lower() or None),
+        help="log records shown on stderr (default: info for serve, warning otherwise)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        default=default(env.get("LLM_RUNNERS_LOG_FORMAT", "").lower() or "text"),
+        help="text lines or one JSON object per line (default text)",
+    )
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-runners", description="Every AI coding CLI as one LLM provider.")
     parser.add_argument("--version", action="version", version=f"llm-runners {__version__}")
-    parser.add_argument("--config", default=os.environ.get("LLM_RUNNERS_CONFIG"), help="TOML configuration file")
+    _common_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the OpenAI/Anthropic-compatible HTTP server")
+    serve = sub.add_parser(
+        "serve",
+        help="run the OpenAI/Anthropic-compatible HTTP server",
+        description="Run the OpenAI/Anthropic-compatible HTTP server until SIGINT or SIGTERM.",
+        epilog=_environment_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default 8080)")
     serve.add_argument("--provider", default=None, help="default provider for requests that name none")
+    _common_options(serve, top=False)
     serve.set_defaults(func=_serve)
 
     chat = sub.add_parser("chat", help="ask one question and stream the answer")
@@ -241,16 +297,25 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--timeout", type=float, default=None, help="seconds before the CLI is killed")
     chat.add_argument("--usage", action="store_true", help="print token usage to stderr")
     chat.add_argument("--show-reasoning", action="store_true", help="print reasoning to stderr")
+    _common_options(chat, top=False)
     chat.set_defaults(func=lambda a: anyio.run(_chat, a))
 
     providers = sub.add_parser("providers", help="list every known CLI: found, version, ready or how to fix")
     providers.add_argument("--json", action="store_true")
+    _common_options(providers, top=False)
     providers.set_defaults(func=lambda a: anyio.run(_providers, a))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.log_level is not None and args.log_level not in logs.LEVELS:  # from the environment
+        parser.error(f"LLM_RUNNERS_LOG_LEVEL: invalid choice {args.log_level!r} (choose from {', '.join(logs.LEVELS)})")
+    if args.log_format not in logs.FORMATS:
+        parser.error(f"LLM_RUNNERS_LOG_FORMAT: invalid choice {args.log_format!r} (choose from text, json)")
+    if args.command != "serve":  # serve configures logging itself, once its settings are read
+        logs.configure(args.log_level or "warning", args.log_format)
     try:
         code: int = args.func(args)
     except CommandError as exc:

@@ -3,6 +3,7 @@ non-zero status; a scripted provider from a TOML file serves the openai SDK; SIG
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -54,9 +55,9 @@ def test_broken_settings_refuse_to_start(tmp_path: Path) -> None:
 class _Server:
     """A running ``llm-runners serve`` whose stderr is drained by a thread (so it never blocks on a full pipe)."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [CLI, "--config", str(config), "serve", "--port", "0"],
+            [CLI, *(args or ("--config", str(config), "serve", "--port", "0"))],
             env=_env(),
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
@@ -71,7 +72,7 @@ class _Server:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
             self.lines.append(line)
-            found = re.search(r"running on (http://127\.0\.0\.1:\d+)", line)
+            found = re.search(r"running on (http://127\.0\.0\.1:\d+)", line.replace("\\", ""))
             if found:
                 self.url = found.group(1)
 
@@ -122,3 +123,51 @@ def test_serve_answers_the_sdk_then_stops_cleanly(server: _Server, stop: signal.
     assert time.monotonic() - t0 < 5
     server.reader.join(5)
     assert "Traceback" not in "".join(server.lines)
+
+
+def test_serve_takes_its_options_after_the_subcommand_and_logs_json(config: Path) -> None:
+    server = _Server(config, "serve", "--config", str(config), "--port", "0", "--log-format", "json")
+    try:
+        url = server.wait_ready()
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(
+            model="echo", messages=[{"role": "user", "content": "hi"}]
+        )
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=10) == 0
+        server.reader.join(5)
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait(5)
+    records = [json.loads(line) for line in server.lines]  # every line is JSON, uvicorn's own included
+    assert any(r["logger"].startswith("uvicorn") and "running on" in r["message"] for r in records)
+    access = [r for r in records if r["logger"] == "llm_runners.access"]
+    assert len(access) == 1
+    assert access[0]["request_id"] == raw.headers["x-request-id"] and access[0]["route"] == "echo:scripted-1"
+
+
+def test_serve_help_lists_the_environment_variables() -> None:
+    done = subprocess.run([CLI, "serve", "--help"], env=_env(), capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0
+    for name in (
+        "LLM_RUNNERS_CONFIG",
+        "LLM_RUNNERS_API_KEYS",
+        "LLM_RUNNERS_HOST",
+        "LLM_RUNNERS_PORT",
+        "LLM_RUNNERS_DEFAULT_PROVIDER",
+        "LLM_RUNNERS_STRICT",
+        "LLM_RUNNERS_LOG_LEVEL",
+        "LLM_RUNNERS_LOG_FORMAT",
+    ):
+        assert name in done.stdout
+    for option in ("--config", "--log-level", "--log-format", "--host", "--port", "--provider"):
+        assert option in done.stdout
+
+
+def test_bad_log_options_are_refused() -> None:
+    done = subprocess.run([CLI, "serve", "--log-format", "xml"], env=_env(), capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "invalid choice: 'xml'" in done.stderr
+    env = {**_env(), "LLM_RUNNERS_LOG_LEVEL": "loud"}
+    done = subprocess.run([CLI, "providers"], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "LLM_RUNNERS_LOG_LEVEL" in done.stderr
