@@ -12,6 +12,11 @@ The file (every key optional; unknown keys are an error, so a typo never silentl
     strict = false                # true: a requested feature a provider lacks is an error, not a warning
     request_timeout = 600.0       # seconds, per request
     max_body_bytes = 33554432     # larger request bodies get 413
+    metrics = true                # false: no /metrics and no metric updates
+    metrics_public = false        # true: /metrics answers without an API key
+
+    [pricing]                     # USD per million tokens, by model-name prefix; adds to / overrides the shipped
+    "my-model" = { input = 1.0, output = 2.0, cache_read = 0.1, cache_write = 1.25 }   # table (llm_runners.pricing)
 
     [aliases]                     # model name a caller sends -> "provider:model"
     fast = "claude_code:haiku"
@@ -75,6 +80,10 @@ class Settings:
     max_body_bytes: int = 32 * 1024 * 1024
     strict: bool = False
     request_timeout: float = 600.0
+    metrics: bool = True
+    metrics_public: bool = False
+    #: model-name prefix -> {"input", "output", "cache_read", "cache_write"} USD per million tokens
+    pricing: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def provider(self, name: str) -> ProviderSettings:
         """The settings of ``name``, or the defaults when the file has no table for it."""
@@ -136,7 +145,35 @@ def _settings_from_dict(raw: dict[str, Any], *, where: str) -> Settings:
         s.strict = _bool(raw["strict"], where, "strict")
     if "request_timeout" in raw:
         s.request_timeout = _number(raw["request_timeout"], where, "request_timeout")
+    for key in ("metrics", "metrics_public"):
+        if key in raw:
+            setattr(s, key, _bool(raw[key], where, key))
+    if "pricing" in raw:
+        s.pricing = {
+            prefix: _price(value, where, f"pricing.{prefix}")
+            for prefix, value in _table(raw["pricing"], where, "pricing").items()
+        }
     return s
+
+
+PRICE_KEYS = ("input", "output", "cache_read", "cache_write")
+
+
+def _price(value: Any, where: str, key: str) -> dict[str, float]:
+    """One ``[pricing]`` entry: ``input`` and ``output`` required, ``cache_read`` / ``cache_write`` optional."""
+    table = _table(value, where, key)
+    _no_unknown_keys(table, set(PRICE_KEYS), where=where, table=key)
+    out: dict[str, float] = {}
+    for name in PRICE_KEYS:
+        if name not in table:
+            if name in ("input", "output"):
+                raise ConfigError(f"{where}: '{key}' needs '{name}' (USD per million tokens)")
+            continue
+        number = table[name]
+        if isinstance(number, bool) or not isinstance(number, int | float) or number < 0:
+            raise _type_error(where, f"{key}.{name}", "a number of USD per million tokens, 0 or more", number)
+        out[name] = float(number)
+    return out
 
 
 def _provider(value: Any, where: str, key: str) -> ProviderSettings:

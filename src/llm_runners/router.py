@@ -230,7 +230,11 @@ class Router:
         async with anyio.create_task_group() as tg:
             for name in self.providers:
                 tg.start_soon(one, name)
-        return [results[n] for n in self.providers]
+        # by the configured name: an HTTP provider calls itself by its type ("openai_compat")
+        return [
+            results[n] if results[n].provider == n else results[n].model_copy(update={"provider": n})
+            for n in self.providers
+        ]
 
     async def start(self) -> None:
         """Start every provider's warm resources; one that cannot start is logged and left to start on demand."""

@@ -214,14 +214,21 @@ class ChatRequest(_Model):
 
 
 class Usage(_Model):
-    """Token counts as the provider reported them. ``cached_tokens`` and ``reasoning_tokens`` are subsets of
-    ``input_tokens`` and ``output_tokens``; ``cost_usd`` is set only when the CLI reports a cost."""
+    """Token counts as the provider reported them. ``cached_tokens`` (cache reads), ``cache_write_tokens`` and
+    ``reasoning_tokens`` are subsets of ``input_tokens`` and ``output_tokens``.
+
+    ``cost_usd`` is the CLI's own figure when it reports one, else what the tokens cost at the list prices of
+    :mod:`llm_runners.pricing` (the router fills it in; ``None`` only for a model no price is known for).
+    ``cost_estimated`` is true when the figure is not an API bill: computed from the price table, or reported by a
+    CLI that runs on a subscription (what the tokens would have cost on the API)."""
 
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     cost_usd: float | None = None
+    cost_estimated: bool = False
 
     @property
     def total_tokens(self) -> int:
@@ -237,8 +244,10 @@ class Usage(_Model):
             input_tokens=self.input_tokens + other.input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
             cached_tokens=self.cached_tokens + other.cached_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
             reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
             cost_usd=cost,
+            cost_estimated=self.cost_estimated or other.cost_estimated,
         )
 
 

@@ -152,7 +152,7 @@ def test_health_and_models(serve: Serve) -> None:
     )
     ok = ScriptedProvider(name="ok", models=["m1", "m2"])
     s = serve({"ok": ok, "broken": broken}, default="ok", aliases={"fast": "ok:m1"})
-    h = httpx2.get(s.url + "/health")
+    h = httpx2.get(s.url + "/ready")
     assert h.status_code == 200
     by_name = {p["provider"]: p for p in h.json()["providers"]}
     assert by_name["ok"]["ready"] is True and by_name["broken"]["fix"] == "npm i -g broken"
@@ -160,8 +160,10 @@ def test_health_and_models(serve: Serve) -> None:
     assert ids == ["ok:m1", "ok:m2", "broken:scripted-1", "fast"]
 
 
-def test_health_is_503_when_nothing_is_ready(serve: Serve) -> None:
+def test_ready_is_503_when_nothing_is_ready_while_health_stays_200(serve: Serve) -> None:
     down = ScriptedProvider(health=Health(provider="scripted", installed=True, ready=False, fix="log in"))
     s = serve(down)
-    h = httpx2.get(s.url + "/health")
+    h = httpx2.get(s.url + "/ready")
     assert h.status_code == 503 and h.json()["status"] == "unavailable"
+    live = httpx2.get(s.url + "/health")
+    assert live.status_code == 200 and live.json() == {"status": "ok"}

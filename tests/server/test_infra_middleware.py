@@ -112,9 +112,11 @@ async def test_auth_exemptions() -> None:
     async with client(APIKeyAuth(make_app(), ["k1"])) as c:
         assert (await c.head("/")).status_code == 200  # Claude Code's probe
         assert (await c.get("/")).status_code == 401  # only HEAD is exempt
+        assert (await c.get("/health")).status_code == 200  # a load balancer's liveness probe
+        assert (await c.post("/health")).status_code == 401  # by method and path
+    async with client(APIKeyAuth(make_app(), ["k1"], exempt=[("get", "/")])) as c:
+        assert (await c.get("/")).status_code == 200
         assert (await c.get("/health")).status_code == 401
-    async with client(APIKeyAuth(make_app(), ["k1"], exempt=[("get", "/health")])) as c:
-        assert (await c.get("/health")).status_code == 200
         assert (await c.head("/")).status_code == 401
 
 

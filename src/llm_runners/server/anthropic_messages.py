@@ -62,6 +62,7 @@ from ..types import (
 )
 from .errors import from_validation, opt_bool, opt_dict, opt_int, opt_list, opt_number, opt_str, read_json
 from .multiplex import MultiplexCall, multiplex_models
+from .observe import note_route
 from .openai_chat import CONVERSATION_HEADER, chat_model_name
 from .sse import CompletionCall, Render, StreamingCall, dumps, json_string, sse_event, warnings_headers
 
@@ -444,11 +445,13 @@ class AnthropicMessages:
                 model = chat_model_name(asked, route.qualified)
                 return lambda r: render_message(r, model, warnings)
 
+            note_route(request.scope, "multiplex", None, False)
             return MultiplexCall(
                 self.router, chat, models, prepare, "anthropic", warnings=warnings, timeout=self.timeout
             )
         chat, stream, warnings = parse_messages_request(body, request.headers)
         route = await self.router.resolve(chat.model)
+        note_route(request.scope, route.name, route.model or route.provider.default_model, stream)
         chat.model = route.model
         model = chat_model_name(body.get("model"), route.qualified)
         if stream:

@@ -9,15 +9,17 @@ Routes (each also answers without the ``/v1`` prefix, for clients whose base URL
 ``POST /v1/messages``                    Anthropic Messages (:mod:`.anthropic_messages`)
 ``POST /v1/messages/count_tokens``       Anthropic token count (an estimate)
 ``GET  /v1/models``                      every provider's models as ``provider:model``, and the aliases
-``GET  /health``                         per-provider readiness; 503 when none is ready
+``GET  /health``                         liveness: always 200, no key (``?detail=1`` with a key: readiness)
+``GET  /ready``                          readiness per provider; 503 when none is ready (details need the key)
+``GET  /metrics``                        Prometheus metrics (:mod:`.observe`); the key unless ``metrics_public``
 ``GET|HEAD /``                           200: Claude Code probes ``HEAD /`` before every run
 =======================================  ===================================================
 
-Middleware (outermost first): request ids (``request-id`` / ``x-request-id``), API-key check, then the body-size
-limit. Errors never escape as a bare 500: an :class:`~llm_runners.errors.LLMError` is rendered with its status in
-the envelope of the caller's wire format (the path's; on shared routes such as ``/v1/models``, Anthropic's for a
-caller sending ``anthropic-version`` or ``x-api-key``), anything else is logged and rendered as an
-``InternalError``.
+Middleware (outermost first): request ids (``request-id`` / ``x-request-id``) and the request's log line and
+metrics (:mod:`.observe`), API-key check, then the body-size limit. Errors never escape as a bare 500: an
+:class:`~llm_runners.errors.LLMError` is rendered with its status in the envelope of the caller's wire format (the
+path's; on shared routes such as ``/v1/models``, Anthropic's for a caller sending ``anthropic-version`` or
+``x-api-key``), anything else is logged and rendered as an ``InternalError``.
 """
 
 from __future__ import annotations
@@ -41,10 +43,11 @@ from ..config import Settings
 from ..errors import InvalidRequest, LLMError, ModelNotFound
 from ..router import Router
 from .anthropic_messages import AnthropicMessages, CountTokens
-from .auth import APIKeyAuth
+from .auth import DEFAULT_EXEMPT, APIKeyAuth
 from .errors import Flavor, error_response
 from .health import HealthEndpoints
 from .limits import BodySizeLimit, RequestTooLarge, scope_flavor
+from .observe import Observer, note_error
 from .openai_chat import ChatCompletions
 from .openai_responses import Responses, ResponseStore
 from .request_id import RequestId
@@ -64,6 +67,7 @@ def _guard(handler: Handler, flavor: Flavor | None) -> Callable[[Request], Await
         except RequestTooLarge:
             raise  # BodySizeLimit answers 413 itself
         except Exception as exc:
+            note_error(request.scope, exc)
             return error_response(exc, flavor or scope_flavor(request.scope))
 
     return endpoint
@@ -76,6 +80,7 @@ async def _root(request: Request) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own 404 / 405 / 500, in the envelope of the caller's wire format (path, else headers)."""
     flavor = scope_flavor(request.scope)
+    note_error(request.scope, exc)
     if isinstance(exc, HTTPException):
         error: LLMError
         if exc.status_code == 404:
@@ -100,6 +105,7 @@ def create_app(router: Router, settings: Settings | None = None, *, store: Respo
     messages = AnthropicMessages(router, timeout)
     count = CountTokens()
     health = HealthEndpoints(router)
+    observer = Observer(router, metrics=settings.metrics)
 
     routes: list[Route] = []
     for prefix in ("/v1", ""):
@@ -113,8 +119,14 @@ def create_app(router: Router, settings: Settings | None = None, *, store: Respo
         ]
     routes += [
         Route("/health", _guard(health.health, None), methods=["GET"]),
+        Route("/ready", _guard(health.ready, None), methods=["GET"]),
         Route("/", _root, methods=["GET", "HEAD"]),
     ]
+    exempt = set(DEFAULT_EXEMPT)
+    if settings.metrics:
+        routes.append(Route("/metrics", _metrics_endpoint(observer), methods=["GET"]))
+        if settings.metrics_public:
+            exempt.add(("GET", "/metrics"))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -125,8 +137,8 @@ def create_app(router: Router, settings: Settings | None = None, *, store: Respo
             await router.aclose()
 
     middleware = [
-        Middleware(RequestId),
-        Middleware(APIKeyAuth, keys=settings.api_keys),
+        Middleware(RequestId, observer=observer),
+        Middleware(APIKeyAuth, keys=settings.api_keys, exempt=exempt),
         Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
     ]
     app = Starlette(
@@ -138,7 +150,17 @@ def create_app(router: Router, settings: Settings | None = None, *, store: Respo
     app.state.router = router
     app.state.settings = settings
     app.state.responses = responses.store
+    app.state.observer = observer
     return app
+
+
+def _metrics_endpoint(observer: Observer) -> Callable[[Request], Awaitable[Response]]:
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(observer.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return metrics
 
 
 #: seconds that requests still running at shutdown may take before they are cancelled
@@ -151,6 +173,8 @@ def serve(
     port: int | None = None,
     default_provider: str | None = None,
     config: str | None = None,
+    log_level: str = "info",
+    log_format: str = "text",
 ) -> int:
     """``llm-runners serve``: load settings (file + environment, then these overrides), refuse an unsafe bind,
     build the router and run uvicorn until SIGINT or SIGTERM, then shut down gracefully and return 0.
@@ -164,8 +188,10 @@ def serve(
     """
     import uvicorn
 
+    from .. import logs
     from ..config import ConfigError, check_bind_safety, load_settings
 
+    logs.configure(log_level, log_format)
     settings = load_settings(config)
     if host:
         settings.host = host
@@ -182,8 +208,16 @@ def serve(
         raise ConfigError(f"{config or 'settings'}: {exc}") from None
     app = create_app(router, settings)
     with _stop_on_signals():
+        # log_config=None: uvicorn's records go to our handler (logs.configure); access_log=False: our one line per
+        # request (llm_runners.access) says more than uvicorn's access line
         uvicorn.run(
-            app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=SHUTDOWN_GRACE
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            log_level=log_level,
+            access_log=False,
+            timeout_graceful_shutdown=SHUTDOWN_GRACE,
         )
     logging.getLogger("llm_runners.server").info("server stopped")
     return 0

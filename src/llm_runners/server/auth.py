@@ -10,9 +10,11 @@ the official clients send:
 Every configured key is compared, in constant time, against a SHA-256 digest of the presented one, so neither the
 position of a match nor the length of a key leaks through timing.
 
-Exempt (answered without a key), by default only ``HEAD /``: Claude Code probes it before every run, and it tells
-nothing. ``/health`` is *not* exempt: it says which CLIs are installed and logged in, which is worth hiding from
-strangers. Pass ``exempt=`` to change the set (pairs of method and exact path).
+Exempt (answered without a key), by default ``HEAD /`` (Claude Code probes it before every run), ``GET /health``
+and ``GET /ready`` (a load balancer's probes). They tell nothing without a key: for an exempt path the middleware
+records in the scope whether a valid key came along (:func:`authenticated`), and ``/ready`` lists the providers
+(which CLIs are installed and logged in, worth hiding from strangers) only when one did. The app adds
+``GET /metrics`` when ``metrics_public`` is set. Pass ``exempt=`` to change the set (pairs of method and exact path).
 
 A refusal is a 401 in the caller's wire format (:func:`~.limits.scope_flavor`: Anthropic's envelope under
 ``/v1/messages`` or from an Anthropic client on shared routes, OpenAI's otherwise) with
@@ -23,14 +25,23 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from ..errors import AuthenticationError
 from .limits import ASGIApp, Receive, Scope, Send, send_error
 
-__all__ = ["DEFAULT_EXEMPT", "APIKeyAuth", "presented_key"]
+__all__ = ["DEFAULT_EXEMPT", "APIKeyAuth", "authenticated", "presented_key"]
 
-DEFAULT_EXEMPT: frozenset[tuple[str, str]] = frozenset({("HEAD", "/")})
+DEFAULT_EXEMPT: frozenset[tuple[str, str]] = frozenset({("HEAD", "/"), ("GET", "/health"), ("GET", "/ready")})
+
+_AUTHENTICATED = "llm_runners.authenticated"
+
+
+def authenticated(scope: Mapping[str, Any]) -> bool:
+    """Whether the request carried a valid key. True when no keys are configured, and for every path that is not
+    exempt (a request without a key never gets past the middleware there)."""
+    return bool(scope.get(_AUTHENTICATED, True))
 
 
 def _digest(key: str | bytes) -> bytes:
@@ -79,10 +90,11 @@ class APIKeyAuth:
         if not self._digests or scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        key = presented_key(scope.get("headers", ()))
         if scope["type"] == "http" and (scope.get("method", ""), scope.get("path", "")) in self._exempt:
+            scope[_AUTHENTICATED] = self.accepts(key)
             await self.app(scope, receive, send)
             return
-        key = presented_key(scope.get("headers", ()))
         if self.accepts(key):
             await self.app(scope, receive, send)
             return

@@ -1,7 +1,11 @@
-"""``GET /health`` and ``GET /v1/models``.
+"""``GET /health``, ``GET /ready`` and ``GET /v1/models``.
 
-``/health`` asks every provider at once and answers 200 when at least one is ready (the server can serve
-something), else 503; each provider's entry carries its one-line ``fix`` when it is not ready.
+- ``/health`` is liveness: the process answers, so it is always ``200 {"status": "ok"}``, without a key, and says
+  nothing else. ``/health?detail=1`` from a caller with a key (or when no keys are configured) is ``/ready``.
+- ``/ready`` is readiness: every provider is asked at once (answers kept :data:`READY_TTL` seconds, so a probe every
+  second does not start a CLI every second); 200 when at least one is ready (the server can serve something), else
+  503. Without a key it answers only ``{"status": "ready" | "unavailable"}``; with one, each provider by its
+  configured name with ``ready``, and the ``reason`` and one-line ``fix`` when it is not.
 
 ``/v1/models`` lists each provider's models live, as ``provider:model`` ids, then the aliases. It answers in the
 OpenAI list shape, or in Anthropic's when the caller sends an ``anthropic-version`` header (the Anthropic SDK does).
@@ -9,15 +13,23 @@ OpenAI list shape, or in Anthropic's when the caller sends an ``anthropic-versio
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ..router import Router
+from ..types import Health
+from .auth import authenticated
 from .sse import dumps
 
-__all__ = ["HealthEndpoints"]
+__all__ = ["READY_TTL", "HealthEndpoints"]
+
+#: seconds a readiness answer is reused
+READY_TTL = 5.0
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -27,15 +39,23 @@ def _json(body: Any, status: int = 200) -> Response:
 class HealthEndpoints:
     def __init__(self, router: Router) -> None:
         self.router = router
+        self._reports: tuple[float, list[Health]] | None = None
 
     async def health(self, request: Request) -> Response:
-        reports = await self.router.health()
+        if request.query_params.get("detail", "").lower() in _TRUE and authenticated(request.scope):
+            return await self.ready(request)
+        return _json({"status": "ok"})
+
+    async def ready(self, request: Request) -> Response:
+        now = time.monotonic()
+        if self._reports is None or now - self._reports[0] > READY_TTL:
+            self._reports = (now, await self.router.health())
+        reports = self._reports[1]
         ready = any(h.ready for h in reports)
-        body = {
-            "status": "ok" if ready else "unavailable",
-            "default_provider": self.router.default,
-            "providers": [h.model_dump(exclude_none=True) for h in reports],
-        }
+        body: dict[str, Any] = {"status": "ready" if ready else "unavailable"}
+        if authenticated(request.scope):
+            body["default_provider"] = self.router.default
+            body["providers"] = [h.model_dump(exclude_none=True) for h in reports]
         return _json(body, 200 if ready else 503)
 
     async def models(self, request: Request) -> Response:

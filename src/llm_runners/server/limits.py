@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
 from ..errors import InvalidRequest, LLMError
+from .observe import note_error
 
 # Minimal ASGI typing, so this module needs no Starlette import.
 Scope = dict[str, Any]
@@ -88,6 +89,7 @@ def scope_flavor(scope: Mapping[str, Any]) -> Literal["openai", "anthropic"]:
 
 async def send_error(send: Send, scope: Scope, error: LLMError, *, extra_headers: dict[str, str] | None = None) -> None:
     """Send ``error`` as a complete JSON response in the envelope the caller expects (:func:`scope_flavor`)."""
+    note_error(scope, error)
     envelope = error.anthropic_envelope() if scope_flavor(scope) == "anthropic" else error.openai_envelope()
     body = json.dumps(envelope).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]

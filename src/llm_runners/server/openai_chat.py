@@ -63,6 +63,7 @@ from .errors import (
     read_json,
 )
 from .multiplex import MultiplexCall, multiplex_models
+from .observe import note_route
 from .sse import CompletionCall, Render, StreamingCall, dumps, json_string, sse_data, warnings_headers
 
 __all__ = ["ChatCompletions", "parse_chat_request"]
@@ -426,9 +427,11 @@ class ChatCompletions:
         models = multiplex_models(body)
         if models is not None:
             chat, _, _ = parse_chat_request(dict(body, model=None), request.headers)
+            note_route(request.scope, "multiplex", None, False)
             return MultiplexCall(self.router, chat, models, _prepare, "openai", timeout=self.timeout)
         chat, stream, include_usage = parse_chat_request(body, request.headers)
         route = await self.router.resolve(chat.model)
+        note_route(request.scope, route.name, route.model or route.provider.default_model, stream)
         chat.model = route.model
         model = chat_model_name(body.get("model"), route.qualified)
         provider: Provider = route.provider

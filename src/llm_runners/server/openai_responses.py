@@ -75,6 +75,7 @@ from .errors import (
     read_json,
 )
 from .multiplex import MultiplexCall, multiplex_models
+from .observe import note_route
 from .openai_chat import CONVERSATION_HEADER, chat_model_name
 from .sse import CompletionCall, Render, StreamingCall, dumps, sse_event, warnings_headers
 
@@ -632,9 +633,11 @@ class Responses:
             def prepare(chat: ChatRequest, asked: str, route: Route) -> Render:
                 return _Turn(one, chat, chat_model_name(asked, route.qualified), self.store, previous, warnings).render
 
+            note_route(request.scope, "multiplex", None, False)
             return MultiplexCall(self.router, chat, models, prepare, "openai", warnings=warnings, timeout=self.timeout)
         chat, stream, warnings, previous = parse_responses_request(body, request.headers, self.store)
         route = await self.router.resolve(chat.model)
+        note_route(request.scope, route.name, route.model or route.provider.default_model, stream)
         chat.model = route.model
         model = chat_model_name(body.get("model"), route.qualified)
         turn = _Turn(body, chat, model, self.store, previous, warnings)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 import types
 from collections.abc import AsyncIterator, Callable, Generator
@@ -36,6 +35,7 @@ from ..errors import LLMError, ProviderTimeout, UpstreamError
 from ..provider import Provider
 from ..types import ChatRequest, ChatResponse, StreamEvent
 from .errors import Flavor, error_body, to_llm_error
+from .observe import note_error, note_usage
 
 __all__ = [
     "WARNINGS_HEADER",
@@ -50,8 +50,6 @@ __all__ = [
     "sse_event",
     "warnings_headers",
 ]
-
-log = logging.getLogger("llm_runners.server")
 
 _SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -164,6 +162,8 @@ class _Call(Watched):
         self.request = request
         self.flavor = flavor
         self.timeout = timeout
+        #: the error the response reports, if any (for the request's log line)
+        self.error: LLMError | None = None
 
 
 class StreamingCall(_Call):
@@ -196,6 +196,9 @@ class StreamingCall(_Call):
                     self.finished = True
                     watcher.cancel()
         finally:
+            note_usage(scope, getattr(self.renderer, "usage", None))
+            if self.error is not None:
+                note_error(scope, self.error)
             with anyio.move_on_after(5, shield=True):
                 aclose = getattr(events, "aclose", None)
                 if aclose is not None:
@@ -213,6 +216,7 @@ class StreamingCall(_Call):
             except Exception as exc:
                 error = to_llm_error(exc)
             if error is not None:
+                self.error = error
                 await _send_error(send, error, self.flavor)
                 return
             await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
@@ -245,10 +249,11 @@ class StreamingCall(_Call):
         if deadline.cancelled_caught:
             error = ProviderTimeout(f"no complete answer within {self.timeout:g} s", provider=self.provider.name)
             if not self.started:
+                self.error = error
                 await _send_error(send, error, self.flavor)
                 return
         if error is not None:
-            log.info("stream failed after it started: %r", error)
+            self.error = error
             pending += renderer.error(error)
         self.finished = True
         await self._send_body(send, pending, more=False)
@@ -337,6 +342,10 @@ class CompletionCall(_Call):
                     error = ProviderTimeout(f"no answer within {self.timeout:g} s", provider=self.provider.name)
             finally:
                 watcher.cancel()
+        if result is not None:
+            note_usage(scope, result.usage)
+        if error is not None:
+            note_error(scope, error)
         if self.disconnected:
             return
         try:
@@ -345,6 +354,7 @@ class CompletionCall(_Call):
                     body, headers = self.render(result)
                 except Exception as exc:
                     error = to_llm_error(exc)
+                    note_error(scope, error)
                 else:
                     await send_json(send, 200, body, headers)
                     return

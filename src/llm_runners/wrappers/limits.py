@@ -83,6 +83,7 @@ class ConcurrencyLimit(Provider):
                 f"running and {self._waiting} waiting; retry later",
                 provider=self.name or None,
                 retry_after=self.retry_after(),
+                code="queue_full",
             )
         self._waiting += 1
         try:
