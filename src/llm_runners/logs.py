@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
+import threading
 import time
 from typing import Any, Literal, TextIO
 
-__all__ = ["FORMATS", "LEVELS", "JSONFormatter", "TextFormatter", "configure"]
+__all__ = ["FORMATS", "LEVELS", "BufferedHandler", "JSONFormatter", "TextFormatter", "configure"]
 
 LEVELS = ("debug", "info", "warning", "error")
 FORMATS = ("text", "json")
@@ -30,9 +32,14 @@ FORMATS = ("text", "json")
 LogFormat = Literal["text", "json"]
 
 
+_second: list[Any] = [-1, ""]  # the last second formatted, and its text: one strftime per second, not per line
+
+
 def _timestamp(record: logging.LogRecord) -> str:
     seconds = int(record.created)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int(record.msecs):03d}Z"
+    if seconds != _second[0]:
+        _second[:] = [seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))]
+    return f"{_second[1]}.{int(record.msecs):03d}Z"
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -40,21 +47,45 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return fields if isinstance(fields, dict) else {}
 
 
+_plain = re.compile(r'[^\s"=]+').fullmatch
+
+
 def _text_value(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-    if not text or any(c in text for c in ' "=\n\r\t'):
-        return json.dumps(text, ensure_ascii=False)
-    return text
+    """A field's value for the text format: numbers and booleans as JSON writes them, strings bare unless they
+    hold a space, a quote or an ``=`` (then as a JSON string)."""
+    kind = type(value)
+    if kind is str:
+        return value if _plain(value) else json.dumps(value, ensure_ascii=False)
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int or kind is float:
+        return repr(value)
+    return _text_value(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str))
 
 
 class TextFormatter(logging.Formatter):
-    """``<UTC time> <LEVEL> <logger> <message> key=value …``, one line per record (tracebacks indented below)."""
+    """``<UTC time> <LEVEL> <logger> <message> key=value …``, one line per record (tracebacks indented below).
+
+    It formats every request's line, so the common field types (str, int, float, bool) are written inline."""
 
     def format(self, record: logging.LogRecord) -> str:
         line = f"{_timestamp(record)} {record.levelname} {record.name} {record.getMessage()}"
-        fields = _fields(record)
-        if fields:
-            line += " " + " ".join(f"{k}={_text_value(v)}" for k, v in fields.items() if v is not None)
+        fields = getattr(record, "fields", None)
+        if fields and isinstance(fields, dict):
+            parts = [line]
+            for key, value in fields.items():
+                kind = type(value)
+                if kind is str:
+                    parts.append(
+                        f"{key}={value}" if _plain(value) else f"{key}={json.dumps(value, ensure_ascii=False)}"
+                    )
+                elif kind is bool:
+                    parts.append(f"{key}=true" if value else f"{key}=false")
+                elif kind is int or kind is float:
+                    parts.append(f"{key}={value!r}")
+                elif value is not None:
+                    parts.append(f"{key}={_text_value(value)}")
+            line = " ".join(parts)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
@@ -78,19 +109,76 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, default=str)
 
 
+class BufferedHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that writes info and debug lines in batches: at most :attr:`interval` seconds late, at once
+    when :attr:`capacity` lines are waiting, and a warning or worse at once together with everything before it.
+
+    Why: a server at thousands of requests per second writes one access line per request, and a write to stderr
+    per line (a system call each: stderr is line-buffered) costs as much as the line's formatting. Batched, the
+    lines cost one write per batch. A daemon thread flushes the batch every ``interval``; ``logging.shutdown``
+    (at exit) flushes what is left.
+    """
+
+    def __init__(self, stream: TextIO, *, interval: float = 0.2, capacity: int = 256) -> None:
+        super().__init__(stream)
+        self.interval = interval
+        self.capacity = capacity
+        self._pending: list[str] = []
+        self._stopping = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_regularly, name="llm-runners-log-flush", daemon=True)
+        self._flusher.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self._pending.append(line)
+        if record.levelno >= logging.WARNING or len(self._pending) >= self.capacity:
+            self.flush()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]  # set by Handler.__init__
+            if self._pending:
+                text = "\n".join(self._pending) + "\n"
+                self._pending.clear()
+                try:
+                    self.stream.write(text)
+                except Exception:  # a closed or broken stream: the lines are lost, the server goes on
+                    return
+            super().flush()
+
+    def _flush_regularly(self) -> None:
+        while not self._stopping.wait(self.interval):
+            if self._pending:
+                self.flush()
+
+    def close(self) -> None:
+        self._stopping.set()
+        self.flush()
+        super().close()
+
+
 def configure(level: str = "info", fmt: str = "text", stream: TextIO | None = None) -> logging.Handler:
     """Send every log record at ``level`` or above to ``stream`` (stderr) as ``fmt`` (``text`` or ``json``),
-    replacing the root logger's handlers; returns the handler. Raises ``ValueError`` for an unknown level or
-    format."""
+    replacing the root logger's handlers; returns the handler (a :class:`BufferedHandler`). Raises ``ValueError``
+    for an unknown level or format."""
     if level.lower() not in LEVELS:
         raise ValueError(f"unknown log level {level!r} (use one of {', '.join(LEVELS)})")
     if fmt not in FORMATS:
         raise ValueError(f"unknown log format {fmt!r} (use text or json)")
-    handler = logging.StreamHandler(stream or sys.stderr)
+    # nothing here prints a record's thread or process, and filling them in is a share of every line's cost
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    handler = BufferedHandler(stream or sys.stderr)
     handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
+        if isinstance(old, BufferedHandler):
+            old.close()
     root.addHandler(handler)
     root.setLevel(level.upper())
     # uvicorn's loggers carry their own handlers when uvicorn configured them; ours is the one place lines go
