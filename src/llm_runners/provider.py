@@ -74,6 +74,13 @@ class Provider(abc.ABC):
         """Keep at most ``limit`` child processes in every state together (set by a concurrency limit, so idle
         processes count against it); a provider without processes ignores it."""
 
+    def subscription_billed(self) -> bool:
+        """True when this provider runs on a subscription rather than a metered API key, so a cost it reports is
+        what the tokens would cost on the API, not a bill (:mod:`llm_runners.wrappers.cost`). A wrapper answers
+        for the provider it wraps."""
+        inner = getattr(self, "inner", None)
+        return inner.subscription_billed() if isinstance(inner, Provider) else False
+
     async def __aenter__(self) -> Provider:
         return self
 

@@ -28,8 +28,10 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .errors import ModelNotFound
+from .pricing import PriceTable
 from .provider import Provider
 from .types import Health, ModelInfo
+from .wrappers.cost import Priced
 from .wrappers.features import FeatureAdapter
 from .wrappers.limits import ConcurrencyLimit
 
@@ -79,13 +81,14 @@ class Router:
         strict: bool = False,
         adapt: bool = True,
         models_ttl: float = 60.0,
+        pricing: PriceTable | None = None,
     ) -> None:
         if default is not None and default not in providers:
             raise ValueError(f"default provider {default!r} is not configured (have: {', '.join(providers) or '-'})")
         if default is None and len(providers) == 1:
             default = next(iter(providers))
         self.providers: dict[str, Provider] = {
-            name: (FeatureAdapter(p, strict=strict) if adapt else p) for name, p in providers.items()
+            name: (Priced(FeatureAdapter(p, strict=strict), pricing) if adapt else p) for name, p in providers.items()
         }
         self.default = default
         self.aliases: dict[str, str] = dict(aliases or {})
@@ -96,17 +99,18 @@ class Router:
     @classmethod
     def from_settings(cls, settings: Settings, *, extra: Mapping[str, Provider] | None = None) -> Router:
         """Build every provider named in ``settings.providers`` (see :func:`build_provider`), add ``extra``
-        (already built, e.g. scripted providers in tests), and wrap each in the feature adapter and the concurrency
-        limit."""
+        (already built, e.g. scripted providers in tests), and wrap each in the feature adapter, the cost (the
+        shipped prices with the settings' ``[pricing]`` on top) and the concurrency limit."""
         built: dict[str, Provider] = {}
         for name, ps in settings.providers.items():
             built[name] = build_provider(name, ps.options)
         built.update(extra or {})
         wrapped: dict[str, Provider] = {}
+        table = PriceTable(settings.pricing)
         for name, provider in built.items():
             ps = settings.provider(name)
             wrapped[name] = ConcurrencyLimit(
-                FeatureAdapter(provider, strict=settings.strict),
+                Priced(FeatureAdapter(provider, strict=settings.strict), table),
                 max_concurrency=ps.max_concurrency,
                 max_queue=ps.max_queue,
             )

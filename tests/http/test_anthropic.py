@@ -112,7 +112,7 @@ async def test_text_thinking_and_tool_stream() -> None:
         TextDelta("look."),
         ToolCallEvent(ToolCall(id="toolu_1", name="Read", arguments='{"path": "a"}')),
         ToolCallEvent(ToolCall(id="toolu_2", name="Ls", arguments="{}")),
-        UsageEvent(Usage(input_tokens=17, output_tokens=30, cached_tokens=5)),
+        UsageEvent(Usage(input_tokens=17, output_tokens=30, cached_tokens=5, cache_write_tokens=2)),
         Done(finish_reason="tool_calls", model="claude-x"),
     ]
     request = canned.requests[0]

@@ -168,3 +168,37 @@ def test_what_claude_code_sends_is_accepted(serve: Serve) -> None:
     assert any(m.role == "system" and "Available agent types" in m.text for m in req.messages[1:])
     assert req.extra["thinking"] == {"type": "adaptive"}
     assert [t.name for t in req.tools] == ["Agent"]
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_max_tokens_the_format_requires_is_dropped_without_a_warning(serve: Serve, strict: bool) -> None:
+    from llm_runners.testing.scripted import FULL_CAPABILITIES
+
+    caps = FULL_CAPABILITIES.model_copy(update={"max_tokens": False, "temperature": False})
+    provider = ScriptedProvider(["fine"], capabilities=caps)
+    s = serve(provider)
+    s.router.providers["scripted"].inner.strict = strict  # type: ignore[attr-defined]  # the feature adapter
+    client = anthropic.Anthropic(base_url=s.url, api_key="unused", max_retries=0)
+    raw = client.messages.with_raw_response.create(
+        model="scripted", max_tokens=512, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert raw.parse().content[0].text == "fine"  # type: ignore[union-attr]
+    assert "x-llm-runners-warnings" not in raw.headers
+    assert provider.requests[-1].max_tokens is None  # dropped: the provider cannot honour it
+    if not strict:  # what the caller chose is still warned about
+        raw = client.messages.with_raw_response.create(
+            model="scripted",
+            max_tokens=512,
+            messages=[{"role": "user", "content": "hi"}],
+            extra_body={"temperature": 0.2},
+        )
+        assert raw.headers["x-llm-runners-warnings"] == "temperature is not supported by scripted and was ignored"
+    # the OpenAI formats carry max_tokens only when the caller sets it: there it is the caller's choice
+    chat = httpx2.post(
+        s.v1 + "/chat/completions",
+        json={"model": "scripted", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+    )
+    if strict:
+        assert chat.status_code == 400 and "max_tokens" in chat.text
+    else:
+        assert chat.headers["x-llm-runners-warnings"] == "max_tokens is not supported by scripted and was ignored"

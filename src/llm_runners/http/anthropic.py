@@ -237,10 +237,12 @@ def _usage(raw: dict[str, Any]) -> Usage:
     """This API's ``input_tokens`` excludes cache reads and writes; ``Usage`` counts the whole prompt, with the cache
     reads as ``cached_tokens`` (a subset), as the OpenAI formats do."""
     cached = int(raw.get("cache_read_input_tokens") or 0)
+    written = int(raw.get("cache_creation_input_tokens") or 0)
     return Usage(
-        input_tokens=int(raw.get("input_tokens") or 0) + cached + int(raw.get("cache_creation_input_tokens") or 0),
+        input_tokens=int(raw.get("input_tokens") or 0) + cached + written,
         output_tokens=int(raw.get("output_tokens") or 0),
         cached_tokens=cached,
+        cache_write_tokens=written,
     )
 
 

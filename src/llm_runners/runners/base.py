@@ -236,6 +236,8 @@ class CLIRunner(Provider):
     pass_env: ClassVar[tuple[str, ...]] = ()
     known_models: ClassVar[tuple[str, ...]] = ()
     version_args: ClassVar[tuple[str, ...]] = ("--version",)
+    #: variables that make the CLI bill an API key instead of the user's subscription (see subscription_billed)
+    api_key_env: ClassVar[tuple[str, ...]] = ()
     #: whether a spare process can wait for its prompt on stdin (see :mod:`llm_runners.runners.warm`)
     warmable: ClassVar[bool] = True
     #: whether the CLI can resume a session non-interactively. When it cannot, no session is remembered and every
@@ -682,6 +684,10 @@ class CLIRunner(Provider):
         names = listed if listed else [m for m in (self.default_model, *self.known_models) if m]
         seen: dict[str, None] = dict.fromkeys(names)
         return [ModelInfo(id=n, provider=self.name) for n in seen]
+
+    def subscription_billed(self) -> bool:
+        """A CLI runs on the user's login (a subscription) unless one of its API-key variables is set."""
+        return not any(self.getenv(name) for name in self.api_key_env)
 
     async def aclose(self) -> None:
         # first: the spares and live processes run in directories removed below

@@ -292,13 +292,13 @@ class ClaudeCodeParser:
         if not isinstance(usage, dict):
             return None
         cache_read = int_or_zero(usage.get("cache_read_input_tokens"))
+        cache_write = int_or_zero(usage.get("cache_creation_input_tokens"))
         cost = result.get("total_cost_usd")
         return Usage(
-            input_tokens=int_or_zero(usage.get("input_tokens"))
-            + cache_read
-            + int_or_zero(usage.get("cache_creation_input_tokens")),
+            input_tokens=int_or_zero(usage.get("input_tokens")) + cache_read + cache_write,
             output_tokens=int_or_zero(usage.get("output_tokens")),
             cached_tokens=cache_read,
+            cache_write_tokens=cache_write,
             cost_usd=float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else None,
         )
 
@@ -346,6 +346,7 @@ class ClaudeCodeRunner(CLIRunner):
     package: ClassVar[str] = "@anthropic-ai/claude-code"
     #: stream-json input keeps the process reading turns: one per stdin line, each ended by its own `result`
     live_turns: ClassVar[bool] = True
+    api_key_env: ClassVar[tuple[str, ...]] = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
     pass_env: ClassVar[tuple[str, ...]] = (
         "ANTHROPIC_API_KEY",
         "ANTHROPIC_AUTH_TOKEN",

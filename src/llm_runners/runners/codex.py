@@ -322,6 +322,7 @@ class CodexRunner(CLIRunner):
     default_model: ClassVar[str | None] = None
     binary_name: ClassVar[str] = "codex"
     package: ClassVar[str] = "@openai/codex"
+    api_key_env: ClassVar[tuple[str, ...]] = ("OPENAI_API_KEY", "CODEX_API_KEY")
     pass_env: ClassVar[tuple[str, ...]] = (
         "CODEX_HOME",
         "OPENAI_API_KEY",

@@ -328,6 +328,7 @@ class GeminiRunner(CLIRunner):
     #: gone before any request came
     warmable: ClassVar[bool] = False
     package: ClassVar[str] = "@google/gemini-cli"
+    api_key_env: ClassVar[tuple[str, ...]] = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
     pass_env: ClassVar[tuple[str, ...]] = (
         "GEMINI_API_KEY",
         "GOOGLE_API_KEY",

@@ -19,7 +19,8 @@ Choices made where the wire format leaves room:
   ``message_delta`` event.
 - ``model`` given as an array of names asks them all at once (:mod:`.multiplex`).
 - ``max_tokens`` is optional here (the real API requires it): a CLI has no such limit to pass, and clients that
-  omit it mean "no particular limit". Given, it must be a positive integer. ``anthropic-version`` and
+  omit it mean "no particular limit". Given, it must be a positive integer; a provider without a token limit drops
+  it *without* a warning, since every request of this format carries it. ``anthropic-version`` and
   ``anthropic-beta`` headers are accepted whatever their value.
 - ``stop_reason`` is ``stop_sequence`` with the matching ``stop_sequence`` when one of ``stop_sequences`` ended
   the answer (emulated by the feature adapter for providers without native stop sequences).
@@ -60,11 +61,12 @@ from ..types import (
     Usage,
     UsageEvent,
 )
+from ..wrappers.features import FORMAT_REQUIRED_KEY
 from .errors import from_validation, opt_bool, opt_dict, opt_int, opt_list, opt_number, opt_str, read_json
 from .multiplex import MultiplexCall, multiplex_models
 from .observe import note_route
 from .openai_chat import CONVERSATION_HEADER, chat_model_name
-from .sse import CompletionCall, Render, StreamingCall, dumps, json_string, sse_event, warnings_headers
+from .sse import CompletionCall, Render, StreamingCall, cost_fields, dumps, json_string, sse_event, warnings_headers
 
 __all__ = ["AnthropicMessages", "CountTokens", "estimate_tokens", "parse_messages_request"]
 
@@ -249,6 +251,9 @@ def parse_messages_request(body: dict[str, Any], headers: Any = None) -> tuple[C
     top_k = opt_int(body, "top_k")
     if top_k is not None:
         extra["top_k"] = top_k
+    max_tokens = opt_int(body, "max_tokens")
+    if max_tokens is not None:
+        extra[FORMAT_REQUIRED_KEY] = ("max_tokens",)  # the format requires it: not the caller's choice
     try:
         messages = _system(body.get("system"))
         for i, msg in enumerate(raw):
@@ -256,7 +261,7 @@ def parse_messages_request(body: dict[str, Any], headers: Any = None) -> tuple[C
         request = ChatRequest(
             messages=messages,
             model=opt_str(body, "model"),
-            max_tokens=opt_int(body, "max_tokens"),
+            max_tokens=max_tokens,
             temperature=opt_number(body, "temperature", 0.0, 1.0),
             top_p=opt_number(body, "top_p", 0.0, 1.0),
             stop=stop,
@@ -294,10 +299,11 @@ def estimate_tokens(request: ChatRequest) -> int:
 def _usage(usage: Usage | None) -> dict[str, Any]:
     u = usage or Usage()
     return {
-        "input_tokens": max(0, u.input_tokens - u.cached_tokens),
+        "input_tokens": max(0, u.input_tokens - u.cached_tokens - u.cache_write_tokens),
         "output_tokens": u.output_tokens,
         "cache_read_input_tokens": u.cached_tokens,
-        "cache_creation_input_tokens": 0,
+        "cache_creation_input_tokens": u.cache_write_tokens,
+        **cost_fields(u),
     }
 
 

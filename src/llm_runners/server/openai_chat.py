@@ -64,7 +64,7 @@ from .errors import (
 )
 from .multiplex import MultiplexCall, multiplex_models
 from .observe import note_route
-from .sse import CompletionCall, Render, StreamingCall, dumps, json_string, sse_data, warnings_headers
+from .sse import CompletionCall, Render, StreamingCall, cost_fields, dumps, json_string, sse_data, warnings_headers
 
 __all__ = ["ChatCompletions", "parse_chat_request"]
 
@@ -323,6 +323,7 @@ def usage_dict(usage: Usage | None) -> dict[str, Any]:
         "total_tokens": u.total_tokens,
         "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
         "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+        **cost_fields(u),
     }
 
 

@@ -77,7 +77,7 @@ from .errors import (
 from .multiplex import MultiplexCall, multiplex_models
 from .observe import note_route
 from .openai_chat import CONVERSATION_HEADER, chat_model_name
-from .sse import CompletionCall, Render, StreamingCall, dumps, sse_event, warnings_headers
+from .sse import CompletionCall, Render, StreamingCall, cost_fields, dumps, sse_event, warnings_headers
 
 __all__ = ["ResponseStore", "Responses", "StoredResponse", "parse_responses_request"]
 
@@ -323,6 +323,7 @@ def _usage(usage: Usage | None) -> dict[str, Any]:
         "output_tokens": u.output_tokens,
         "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
         "total_tokens": u.total_tokens,
+        **cost_fields(u),
     }
 
 

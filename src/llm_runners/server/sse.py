@@ -33,7 +33,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..errors import LLMError, ProviderTimeout, UpstreamError
 from ..provider import Provider
-from ..types import ChatRequest, ChatResponse, StreamEvent
+from ..types import ChatRequest, ChatResponse, StreamEvent, Usage
 from .errors import Flavor, error_body, to_llm_error
 from .observe import note_error, note_usage
 
@@ -43,6 +43,7 @@ __all__ = [
     "StreamRenderer",
     "StreamingCall",
     "Watched",
+    "cost_fields",
     "dumps",
     "json_string",
     "send_json",
@@ -67,6 +68,13 @@ json_string: Callable[[str], str] = json.encoder.encode_basestring
 def dumps(obj: Any) -> str:
     """Compact JSON, UTF-8 kept as is (smaller and faster than ASCII escapes)."""
     return _ENCODER.encode(obj)
+
+
+def cost_fields(usage: Usage) -> dict[str, Any]:
+    """The cost every wire format's usage object carries next to its own fields (the SDKs keep unknown fields):
+    ``cost_usd`` (``null`` when no price is known for the model) and ``cost_estimated`` (see
+    :mod:`llm_runners.wrappers.cost`)."""
+    return {"cost_usd": usage.cost_usd, "cost_estimated": usage.cost_estimated}
 
 
 def sse_data(obj: Any) -> bytes:

@@ -62,6 +62,11 @@ from ..types import (
 
 _SAMPLING = ("temperature", "top_p", "max_tokens")
 
+#: ``ChatRequest.extra`` key: the parameters the caller's wire format makes every request carry (Anthropic's
+#: ``max_tokens``). One the provider cannot honour is dropped without a warning (or, strict, an error): the caller
+#: did not choose it, so a warning on every request would be noise
+FORMAT_REQUIRED_KEY = "format_required"
+
 #: sampling parameters carried in ``ChatRequest.extra``, with the values that ask for nothing
 EXTRA_SAMPLING: dict[str, tuple[object, ...]] = {
     "seed": (),
@@ -302,9 +307,11 @@ class FeatureAdapter(Provider):
             plan.warnings.append(f"{param} is not supported by {label} and was ignored")
 
         _check_tool_choice(request)
+        required: tuple[str, ...] = request.extra.get(FORMAT_REQUIRED_KEY, ()) if request.extra else ()
         for param in _SAMPLING:
             if getattr(request, param) is not None and not getattr(caps, param):
-                unsupported(param)
+                if param not in required:
+                    unsupported(param)
                 updates[param] = None
         if request.extra:
             honoured: frozenset[str] = getattr(self.inner, "extra_params", frozenset())
