@@ -18,11 +18,13 @@ Model listings are cached for ``models_ttl`` seconds so a bare model name does n
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -38,7 +40,7 @@ from .wrappers.limits import ConcurrencyLimit
 if TYPE_CHECKING:
     from .config import Settings
 
-__all__ = ["Route", "Router", "build_provider"]
+__all__ = ["Route", "Router", "build_provider", "check_aliases", "valid_options"]
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,7 @@ class Router:
             raise ValueError(f"default provider {default!r} is not configured (have: {', '.join(providers) or '-'})")
         if default is None and len(providers) == 1:
             default = next(iter(providers))
+        check_aliases(aliases or {}, providers, default)
         self.providers: dict[str, Provider] = {
             name: (Priced(FeatureAdapter(p, strict=strict), pricing) if adapt else p) for name, p in providers.items()
         }
@@ -102,8 +105,20 @@ class Router:
         (already built, e.g. scripted providers in tests), and wrap each in the feature adapter, the cost (the
         shipped prices with the settings' ``[pricing]`` on top) and the concurrency limit."""
         built: dict[str, Provider] = {}
+        problems: list[str] = []
         for name, ps in settings.providers.items():
-            built[name] = build_provider(name, ps.options)
+            try:
+                built[name] = build_provider(name, ps.options)
+            except ValueError as exc:  # every bad entry is reported at once, not only the first
+                problems.append(str(exc))
+        names = {*settings.providers, *(extra or {})}
+        default = settings.default_provider or (next(iter(names)) if len(names) == 1 else None)
+        try:
+            check_aliases(settings.aliases, names, default)
+        except ValueError as exc:
+            problems.append(str(exc))
+        if problems:
+            raise ValueError("; ".join(problems))
         built.update(extra or {})
         wrapped: dict[str, Provider] = {}
         table = PriceTable(settings.pricing)
@@ -263,6 +278,58 @@ HTTP_TYPES: dict[str, str] = {
 }
 
 
+def check_aliases(aliases: Mapping[str, str], providers: Collection[str], default: str | None) -> None:
+    """Refuse aliases that cannot resolve: a target naming a provider that is not configured (``x:model``), or a
+    bare target that is neither a provider nor an alias while there is no default provider to take it as a model.
+    Raises ``ValueError`` listing every such alias."""
+    problems = []
+    for alias, target in sorted(aliases.items()):
+        prefix, sep, _ = target.strip().partition(":")
+        if prefix in providers or prefix in aliases:
+            continue
+        if sep:
+            problems.append(f"alias {alias!r} -> {target!r}: no provider {prefix!r}")
+        elif default is None:
+            problems.append(f"alias {alias!r} -> {target!r}: neither a provider nor an alias, and no default provider")
+    if problems:
+        have = ", ".join(sorted(providers)) or "none"
+        raise ValueError(f"{'; '.join(problems)} (providers: {have})")
+
+
+def valid_options(cls: type) -> list[str] | None:
+    """The keyword options ``cls(...)`` takes: the named parameters of its ``__init__`` and of each base's that a
+    ``**options`` passes on to; ``None`` when the chain ends in a ``**kwargs`` that takes anything."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        if klass is object:
+            return sorted(names)
+        params = inspect.signature(init).parameters.values()
+        names.update(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self")
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return sorted(names)
+    return sorted(names)
+
+
+def _unknown_options(name: str, cls: type, options: Mapping[str, Any]) -> ValueError | None:
+    valid = valid_options(cls)
+    if valid is None:
+        return None
+    unknown = sorted(set(options) - set(valid))
+    if not unknown:
+        return None
+    hints = []
+    for option in unknown:
+        close = difflib.get_close_matches(option, valid, n=1)
+        hints.append(f"{option!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return ValueError(
+        f"provider {name!r}: unknown option{'s' * (len(unknown) > 1)} {', '.join(hints)}; "
+        f"valid options: {', '.join(['type', 'api_key_env', *valid] if 'api_key' in valid else ['type', *valid])}"
+    )
+
+
 def build_provider(name: str, options: Mapping[str, Any]) -> Provider:
     """Build one provider from its settings name and constructor options.
 
@@ -280,6 +347,8 @@ def build_provider(name: str, options: Mapping[str, Any]) -> Provider:
         from .testing.scripted import ScriptedProvider
 
         opts.setdefault("name", name)
+        if (unknown := _unknown_options(name, ScriptedProvider, opts)) is not None:
+            raise unknown
         return ScriptedProvider(**opts)
     from .acp import DIALECTS, AcpRunner  # here: the ACP runner imports the CLI runners
     from .runners import REGISTRY  # here, not at the top: the runners import the process layer and dialects
@@ -311,6 +380,8 @@ def build_provider(name: str, options: Mapping[str, Any]) -> Provider:
         known = ", ".join(sorted([*registry, *HTTP_TYPES, "scripted"]))
         raise ValueError(f"provider {name!r}: unknown type {kind!r} (known: {known})")
     cls = registry[kind]
+    if (unknown := _unknown_options(name, cls, opts)) is not None:
+        raise unknown
     try:
         return cls(**opts)
     except TypeError as exc:

@@ -171,3 +171,42 @@ def test_bad_log_options_are_refused() -> None:
     env = {**_env(), "LLM_RUNNERS_LOG_LEVEL": "loud"}
     done = subprocess.run([CLI, "providers"], env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "LLM_RUNNERS_LOG_LEVEL" in done.stderr
+
+
+def test_every_config_problem_is_reported_in_one_line_before_binding(tmp_path: Path) -> None:
+    config = tmp_path / "typos.toml"
+    config.write_text(
+        '[aliases]\nfast = "nope:haiku"\n\n'
+        "[providers.claude_code.options]\ntimeot = 5\n\n"
+        '[providers.echo.options]\ntype = "scripted"\n'
+    )
+    line = _refuses("serve", "--config", str(config), "--port", "0")
+    assert line.startswith(f"llm-runners serve: {config}: ")
+    assert "provider 'claude_code': unknown option 'timeot' (did you mean 'timeout'?)" in line
+    assert "valid options: type, allow_tools, binary" in line and "TypeError" not in line
+    assert "alias 'fast' -> 'nope:haiku': no provider 'nope'" in line
+
+
+def test_a_missing_binary_is_a_warning_and_the_rest_is_served(tmp_path: Path) -> None:
+    config = tmp_path / "missing.toml"
+    config.write_text(
+        'default_provider = "echo"\n\n'
+        '[providers.claude_code.options]\nbinary = "/nonexistent/bin/claude"\n\n'
+        '[providers.echo.options]\ntype = "scripted"\nreplies = ["still here"]\n'
+    )
+    server = _Server(config)
+    try:
+        url = server.wait_ready()
+        warning = [line for line in server.lines if "WARNING" in line and "claude_code" in line]
+        assert len(warning) == 1 and "`/nonexistent/bin/claude` is not installed" in warning[0]
+        started = next(i for i, line in enumerate(server.lines) if "running on" in line)
+        assert server.lines.index(warning[0]) < started  # said before the server listens
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        out = client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi"}])
+        assert out.choices[0].message.content == "still here"
+        with pytest.raises(openai.APIStatusError) as missing:
+            client.chat.completions.create(model="claude_code", messages=[{"role": "user", "content": "hi"}])
+        assert "not found" in missing.value.message
+    finally:
+        server.proc.kill()
+        server.proc.wait(5)

@@ -41,6 +41,7 @@ from starlette.routing import Route
 
 from ..config import Settings
 from ..errors import InvalidRequest, LLMError, ModelNotFound
+from ..provider import Provider
 from ..router import Router
 from .anthropic_messages import AnthropicMessages, CountTokens
 from .auth import DEFAULT_EXEMPT, APIKeyAuth
@@ -206,6 +207,7 @@ def serve(
         raise
     except ValueError as exc:  # an unknown provider type, bad options, a default provider that is not configured
         raise ConfigError(f"{config or 'settings'}: {exc}") from None
+    _warn_missing_binaries(router, configured=set(settings.providers))
     app = create_app(router, settings)
     with _stop_on_signals():
         # log_config=None: uvicorn's records go to our handler (logs.configure); access_log=False: our one line per
@@ -250,6 +252,34 @@ def _stop_on_signals() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _warn_missing_binaries(router: Router, *, configured: set[str]) -> None:
+    """Before the server binds: a configured CLI provider whose binary is not installed is a warning (its requests
+    fail with ``binary_not_found`` and the fix until it is installed, the others are served); the runners offered
+    by default, without a ``[providers]`` table, are listed in one info line."""
+    from ..runners.base import CLIRunner
+
+    log = logging.getLogger("llm_runners.server")
+    offered: list[str] = []
+    for name, provider in router.providers.items():
+        runner: Any = provider
+        while not isinstance(runner, CLIRunner) and isinstance(getattr(runner, "inner", None), Provider):
+            runner = runner.inner
+        if not isinstance(runner, CLIRunner) or runner.find_binary() is not None:
+            continue
+        binary = runner.binary or runner.binary_name
+        if name in configured:
+            log.warning(
+                "provider %s: `%s` is not installed; its requests fail until it is (npm install -g %s)",
+                name,
+                binary,
+                runner.package,
+            )
+        else:
+            offered.append(f"{name} (`{binary}`)")
+    if offered:
+        log.info("not installed, so not ready: %s", ", ".join(offered))
 
 
 def _registry_defaults(settings: Settings) -> dict[str, Any]:

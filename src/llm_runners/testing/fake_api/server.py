@@ -9,7 +9,7 @@ import logging
 import re
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -94,6 +94,8 @@ class FakeModelAPI:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        #: called (in the server's thread) with each request once it is answered, e.g. to log it
+        self.on_answered: Callable[[RecordedRequest], None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     def start(self) -> FakeModelAPI:
@@ -328,6 +330,9 @@ class FakeModelAPI:
             await responder.send_json(
                 500, {"error": {"message": "fake model API bug (see log)", "type": "server_error"}}
             )
+        finally:
+            if self.on_answered is not None:
+                self.on_answered(record)
 
     async def _answer(
         self,
