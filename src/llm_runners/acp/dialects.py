@@ -11,7 +11,10 @@ Facts (clis.md sections 5-10 and 14, and the transcripts in ``tests/fixtures/acp
   model config option); usage in the prompt result's ``_meta.quota.token_count``; an API error is a JSON-RPC error
   whose code is the HTTP status and whose message is the API's error JSON. Needs ``GEMINI_CLI_TRUST_WORKSPACE``.
 - OpenCode 1.18.33 ``opencode acp`` and Kilo 7.7.7 ``kilo acp``: a ``model`` config option (values
-  ``provider/model``); usage in the prompt result.
+  ``provider/model``) and a ``mode`` one (the primary agents: the exec runner's ``llm-runners`` agent, tools and
+  permissions off, is selected); usage in the prompt result. OpenCode sends a turn's chunks together at its end
+  (2 s of upstream streaming arrived within 0.2 s); Kilo streams them as they come. ``session/cancel`` ends the
+  turn (``stopReason: cancelled``) but both keep a hanging upstream request open.
 - Qwen Code 0.15.10 ``qwen --acp``: ``models`` (ids like ``$runtime|openai|fake-model(openai)``) and config options;
   usage in the ``_meta`` of an empty ``agent_message_chunk`` at the end, none in the result.
 - Copilot CLI 1.0.102 ``copilot --acp``: API errors are streamed as answer text (``Info: Request failed …``,
@@ -28,6 +31,7 @@ from typing import Literal
 
 from ..errors import LLMError
 from ..runners.gemini import classify_api_error
+from ..runners.opencode import AGENT as OPENCODE_AGENT
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,11 @@ class AcpDialect:
     #: the exec dialect's classifier for the error text the agent passes on (a JSON-RPC error's message), when
     #: it knows that text better than the generic rules
     classify_error: Callable[[str], LLMError] | None = None
+    #: the value of the session's ``mode`` config option to select after ``session/new`` when the agent offers
+    #: it (OpenCode / Kilo: the exec runner's own agent, whose tools and permissions are off)
+    mode: str | None = None
+    #: whether answer chunks arrive as the model generates them
+    token_streaming: bool = True
 
 
 COPILOT_STATUS = re.compile(r"\s*(?:Info|Error|Warning): .*", re.S)
@@ -63,8 +72,8 @@ DIALECTS: dict[str, AcpDialect] = {
             default_transport="exec",
             classify_error=lambda message: classify_api_error(message, 0),
         ),
-        AcpDialect("opencode", ("acp",)),
-        AcpDialect("kilo", ("acp",)),
+        AcpDialect("opencode", ("acp",), mode=OPENCODE_AGENT, token_streaming=False),
+        AcpDialect("kilo", ("acp",), mode=OPENCODE_AGENT),
         AcpDialect("qwen", ("--acp",)),
         AcpDialect("copilot", ("--acp", "--no-auto-update"), status_text=COPILOT_STATUS),
     )

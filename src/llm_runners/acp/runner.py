@@ -173,6 +173,8 @@ class AcpRunner(Provider):
         setattr(self, "name", runner.name)  # noqa: B010
         setattr(self, "display_name", f"{runner.display_name or runner.name} (ACP)")  # noqa: B010
         setattr(self, "default_model", runner.default_model)  # noqa: B010
+        caps = self.capabilities.model_copy(update={"token_streaming": dialect.token_streaming})
+        setattr(self, "capabilities", caps)  # noqa: B010
         self.pool_size = pool_size
         self.warm = warm
         self.idle = idle
@@ -279,7 +281,18 @@ class AcpRunner(Provider):
         choice = ModelChoice.of(result)
         if choice is not None and choice.options:
             self._advertised = choice.names()
-        return LiveSession(agent, result["sessionId"], choice)
+        session_id = result["sessionId"]
+        mode = self.dialect.mode
+        if mode is not None and any(
+            isinstance(o, dict) and o.get("id") == "mode" and any(v.get("value") == mode for v in o.get("options", []))
+            for o in result.get("configOptions") or ()
+        ):
+            await agent.call(
+                agent.conn.set_config_option(config_id="mode", session_id=session_id, value=mode),
+                self.start_timeout,
+                "session/set_config_option",
+            )
+        return LiveSession(agent, session_id, choice)
 
     async def _select_model(self, live: LiveSession, model: str | None) -> None:
         choice = live.model
