@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from copilot_env import copilot_env
 from opencode_env import KILO, OPENCODE, Flavor, write_user_config
+from qwen_env import qwen_env
 
 from llm_runners.acp import AcpRunner
 from llm_runners.errors import AuthenticationError, LLMError, UpstreamError
@@ -56,6 +58,15 @@ def _opencode_like(flavor: Flavor) -> Callable[[Any, FakeModelAPI, str], dict[st
     return setup
 
 
+def _qwen(tmp_home: Any, fake_api: FakeModelAPI, key: str) -> dict[str, Any]:
+    return {"env": qwen_env(tmp_home.env(), fake_api.openai_base_url, key)}
+
+
+def _copilot(tmp_home: Any, fake_api: FakeModelAPI, key: str) -> dict[str, Any]:
+    # a cache per test: the first run of a fresh cache unpacks the CLI (+0.8 s), acceptable for an ACP process
+    return {"env": copilot_env(tmp_home.env(), fake_api.openai_base_url, tmp_home.home / ".cache", key)}
+
+
 AGENTS = [
     Agent(
         "opencode",
@@ -72,6 +83,10 @@ AGENTS = [
         errors=(("fake-err-401", AuthenticationError), ("fake-err-500", UpstreamError)),
         cancel_drops_upstream=False,
     ),
+    # Qwen advertises only the configured model (and its OAuth model): a name maps to its ``$runtime|…`` id
+    Agent("qwen", _qwen, ("fake-model", "fake-model"), errors=(("fake-err-401", AuthenticationError),)),
+    # Copilot offers no model selection over ACP (only its process's COPILOT_MODEL): a warning says so
+    Agent("copilot", _copilot, ("fake-model-2", "fake-model"), errors=(("fake-err-401", AuthenticationError),)),
 ]
 
 
@@ -146,6 +161,7 @@ async def test_answer_streams_with_system_prompt_usage_and_model(
     assert isinstance(done, Done) and done.session_id
     main = fake_api.last_main_request()
     assert main.model == upstream
+    assert bool(done.warnings) is (asked != upstream)  # a model the agent could not select is never silent
     assert "<system_instructions>\nYou are a terse test bot.\n</system_instructions>" in main.last_user_text()
     assert main.tool_names() == []  # the exec runner's setup: the CLI's tools stay off
     await runner.aclose()

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..errors import LLMError
+from ..runners import copilot
+from ..runners.base import CLIRunner
 from ..runners.gemini import classify_api_error
 from ..runners.opencode import AGENT as OPENCODE_AGENT
 
@@ -40,6 +42,8 @@ class AcpDialect:
     name: str
     #: argv after the binary
     args: tuple[str, ...]
+    #: more argv that depends on the runner's options (Copilot's tool and user-config switches)
+    runner_args: Callable[[CLIRunner], list[str]] | None = None
     #: variables the agent process gets on top of the exec runner's ``child_env()``
     env: Mapping[str, str] = field(default_factory=dict)
     #: a whole answer chunk matching this is a status line the agent streams instead of an error (Copilot); such
@@ -62,6 +66,17 @@ class AcpDialect:
 
 COPILOT_STATUS = re.compile(r"\s*(?:Info|Error|Warning): .*", re.S)
 
+
+def copilot_args(runner: CLIRunner) -> list[str]:
+    """The exec runner's switches that also hold in ACP mode: tools off (or all allowed), no GitHub MCP servers
+    and instruction files unless ``user_config``, no telemetry."""
+    args = ["--disable-client-telemetry"]
+    if not runner.user_config:
+        args += copilot.NO_USER_CONFIG_ARGS
+    args.append("--allow-all-tools" if runner.allow_tools else f"--available-tools={copilot.NO_TOOL}")
+    return args
+
+
 DIALECTS: dict[str, AcpDialect] = {
     d.name: d
     for d in (
@@ -75,6 +90,6 @@ DIALECTS: dict[str, AcpDialect] = {
         AcpDialect("opencode", ("acp",), mode=OPENCODE_AGENT, token_streaming=False),
         AcpDialect("kilo", ("acp",), mode=OPENCODE_AGENT),
         AcpDialect("qwen", ("--acp",)),
-        AcpDialect("copilot", ("--acp", "--no-auto-update"), status_text=COPILOT_STATUS),
+        AcpDialect("copilot", ("--acp", "--no-auto-update"), runner_args=copilot_args, status_text=COPILOT_STATUS),
     )
 }

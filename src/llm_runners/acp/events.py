@@ -7,8 +7,10 @@
   the ``_meta.usage`` of a (usually empty) message chunk (Qwen).
 - ``stopReason``: ``end_turn`` -> stop, ``max_tokens`` / ``max_turn_requests`` -> length, ``refusal`` ->
   content_filter; ``cancelled`` we did not ask for is an UpstreamError.
-- Status text (Copilot): chunks matching the dialect's ``status_text`` are held back; a turn that ends without
-  usage after an ``Error:`` chunk raises the error those lines name, else they are released as text.
+- Status text (Copilot): chunks matching the dialect's ``status_text`` before any answer text are held back
+  (``Info: Disabled tools: …``, ``Info: Request failed … Retrying...``) and dropped (logged) once the answer
+  starts; a turn that ends without usage after an ``Error:`` chunk raises the error those lines name; a turn
+  whose only text they were returns them as its answer.
 """
 
 from __future__ import annotations
@@ -70,10 +72,13 @@ class UpdateMapper:
             text = getattr(update.content, "text", None)
             if not isinstance(text, str) or not text:
                 return []
-            if self.status_text is not None and self.status_text.fullmatch(text):
-                self._held.append(text)
+            if not self.text and self.status_text is not None and self.status_text.fullmatch(text):
+                self._held.append(text)  # a status line before the answer: not part of it
                 return []
-            return [*self._release(), self._text(text)]
+            if self._held:
+                log.info("%s: agent status before the answer: %s", self.provider, " | ".join(self._held))
+                self._held = []
+            return [self._text(text)]
         if isinstance(update, AgentThoughtChunk):
             text = getattr(update.content, "text", None)
             return [ReasoningDelta(text)] if isinstance(text, str) and text else []

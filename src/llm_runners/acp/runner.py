@@ -192,8 +192,9 @@ class AcpRunner(Provider):
     # ------------------------------------------------------------------------------------------ processes
     def process_spec(self) -> process.ProcessSpec:
         cli = self.cli
+        runner_args = self.dialect.runner_args(cli) if self.dialect.runner_args is not None else []
         return process.ProcessSpec(
-            argv=[cli.binary_path, *self.dialect.args, *cli.extra_args],
+            argv=[cli.binary_path, *self.dialect.args, *runner_args, *cli.extra_args],
             env={**cli.child_env(), **self.dialect.env},
             pass_env=cli.pass_env,
             cwd=cli.workdir,
@@ -294,11 +295,17 @@ class AcpRunner(Provider):
             )
         return LiveSession(agent, session_id, choice)
 
-    async def _select_model(self, live: LiveSession, model: str | None) -> None:
+    async def _select_model(self, live: LiveSession, model: str | None) -> str | None:
+        """Select ``model`` for the session; a warning when the agent offers no way to (Copilot over ACP: its
+        model is the process's ``COPILOT_MODEL``)."""
         choice = live.model
-        if model is None or choice is None or model == choice.current:
-            return
+        if model is None or (choice is not None and model == choice.current):
+            return None
+        if choice is None:
+            return f"{self.name}: the agent offers no model selection over ACP; its configured model answered"
         value = choice.resolve(model)
+        if value is not None and value == choice.current:
+            return None
         if choice.config_id is not None:
             if value is None:
                 shown = ", ".join(choice.names()[:20])
@@ -316,6 +323,7 @@ class AcpRunner(Provider):
                 "session/set_model", {"sessionId": live.session_id, "modelId": value}, self.start_timeout
             )
         choice.current = value
+        return None
 
     # ------------------------------------------------------------------------------------------ streaming
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
@@ -336,7 +344,7 @@ class AcpRunner(Provider):
                 sent = conversation_messages(request.messages[claim.first_new :])
                 text = render_new_messages(sent)
             model = request.model or self.cli.model
-            await self._select_model(live, model)
+            warning = await self._select_model(live, model)
             blocks = self._blocks(agent, text, sent)
             mapper = UpdateMapper(self.name, self.dialect.status_text)
             # aclosing: a consumer that stops at Done (collect) must end the turn now, not when the GC gets to it
@@ -351,8 +359,9 @@ class AcpRunner(Provider):
                             self._live[live.session_id] = live
                         event = Done(
                             finish_reason=event.finish_reason,
-                            model=(live.model.current if live.model else None) or model,
+                            model=(live.model.current if live.model else None) or (None if warning else model),
                             session_id=live.session_id,
+                            warnings=(warning,) if warning else (),
                         )
                     yield event
         finally:
