@@ -352,3 +352,28 @@ async def test_image_and_long_prompt(tmp_home: Any, fake_api: Any, cli_bin: Any)
     assert (await runner.complete(ask(prompt))).content == "pong from fake"
     assert fake_api.last_main_request().messages() == [("user", prompt)]
     await runner.aclose()
+
+
+async def test_a_thread_another_runner_owned_is_replayed(
+    tmp_home: Any, fake_api: Any, cli_bin: Any, no_leftover_processes: None
+) -> None:
+    """Each runner's server has a private CODEX_HOME: a thread id from another (closed) runner is unknown to it
+    (``no rollout found``), which is SessionNotFound, and the base replays the history into a new thread."""
+    from llm_runners.sessions import SessionStore
+
+    store = SessionStore()
+    fake_api.script("noted", "replayed answer")
+    first_runner = make_runner(tmp_home, fake_api, cli_bin, sessions=store)
+    first = await first_runner.complete(ask("remember KIWI"))
+    await first_runner.aclose()
+    second_runner = make_runner(tmp_home, fake_api, cli_bin, sessions=store)
+    history = [
+        {"role": "user", "content": "remember KIWI"},
+        {"role": "assistant", "content": first.content},
+        {"role": "user", "content": "which fruit?"},
+    ]
+    second = await second_runner.complete(ChatRequest(messages=history))
+    assert second.content == "replayed answer" and second.session_id != first.session_id
+    replay = fake_api.last_main_request().messages()
+    assert len(replay) == 1 and "remember KIWI" in replay[0][1] and replay[0][1].rstrip().endswith("which fruit?")
+    await second_runner.aclose()
