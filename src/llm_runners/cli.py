@@ -93,6 +93,9 @@ async def _chat(args: argparse.Namespace) -> int:
         provider.allow_tools = provider.allow_tools or args.allow_tools
         if args.timeout is not None:
             provider.timeout = args.timeout
+        # one question, then exit: a spare or a live process (even if the settings ask for warm) would only be
+        # started to be killed
+        provider.warm_pool = provider.live_pool = None
     elif args.allow_tools:
         await provider.aclose()
         raise CommandError(f"--allow-tools: {name} is not a CLI runner and has no tools of its own")

@@ -100,15 +100,17 @@ class Router:
 
     # -- building from settings -------------------------------------------------------------------------------
     @classmethod
-    def from_settings(cls, settings: Settings, *, extra: Mapping[str, Provider] | None = None) -> Router:
-        """Build every provider named in ``settings.providers`` (see :func:`build_provider`), add ``extra``
-        (already built, e.g. scripted providers in tests), and wrap each in the feature adapter, the cost (the
-        shipped prices with the settings' ``[pricing]`` on top) and the concurrency limit."""
+    def from_settings(
+        cls, settings: Settings, *, extra: Mapping[str, Provider] | None = None, warm: int | None = None
+    ) -> Router:
+        """Build every provider named in ``settings.providers`` (see :func:`build_provider`, which gets ``warm``),
+        add ``extra`` (already built, e.g. scripted providers in tests), and wrap each in the feature adapter, the
+        cost (the shipped prices with the settings' ``[pricing]`` on top) and the concurrency limit."""
         built: dict[str, Provider] = {}
         problems: list[str] = []
         for name, ps in settings.providers.items():
             try:
-                built[name] = build_provider(name, ps.options)
+                built[name] = build_provider(name, ps.options, warm=warm)
             except ValueError as exc:  # every bad entry is reported at once, not only the first
                 problems.append(str(exc))
         names = {*settings.providers, *(extra or {})}
@@ -330,7 +332,12 @@ def _unknown_options(name: str, cls: type, options: Mapping[str, Any]) -> ValueE
     )
 
 
-def build_provider(name: str, options: Mapping[str, Any]) -> Provider:
+#: spares per CLI runner that ``llm-runners serve`` starts unless a provider's options say ``warm``: one spare for
+#: the next fresh conversation, and (with it) a live process per conversation for the runners that can keep one
+SERVE_WARM = 1
+
+
+def build_provider(name: str, options: Mapping[str, Any], *, warm: int | None = None) -> Provider:
     """Build one provider from its settings name and constructor options.
 
     The class is found by ``options["type"]`` when given (so two differently configured entries can use one
@@ -340,6 +347,8 @@ def build_provider(name: str, options: Mapping[str, Any]) -> Provider:
     ``transport = "acp" | "exec"`` (default: its dialect's ``default_transport``); ``acp`` builds an
     :class:`~llm_runners.acp.AcpRunner` around the same runner options. A runner class that implements
     transports of its own (``transports``: codex's ``"app-server"`` and ``"exec"``) gets the option itself.
+    ``warm`` is the ``warm`` option of a warmable CLI runner whose options do not set it (``warm = 0`` turns it
+    off); None leaves the runner's own default (no spares, no live processes).
     """
     opts = dict(options)
     kind = str(opts.pop("type", name))
@@ -355,6 +364,8 @@ def build_provider(name: str, options: Mapping[str, Any]) -> Provider:
 
     #: transports the runner class implements itself (codex: "app-server" | "exec"), passed on as an option
     own: tuple[str, ...] = getattr(REGISTRY.get(kind), "transports", ())
+    if warm is not None and "warm" not in opts and getattr(REGISTRY.get(kind), "warmable", False):
+        opts["warm"] = warm  # the caller's default (the server's: SERVE_WARM) for a CLI that can be kept warm
     transport = None if opts.get("transport") in own else opts.pop("transport", None)
     if transport is not None or (kind in DIALECTS and "transport" not in opts):
         transport = str(transport or DIALECTS[kind].default_transport)

@@ -92,3 +92,35 @@ async def test_from_settings_builds_scripted_entries_with_limits() -> None:
 def test_build_provider_unknown_type_names_the_known_ones() -> None:
     with pytest.raises(ValueError, match="scripted"):
         build_provider("mystery", {})
+
+
+@pytest.mark.anyio
+async def test_the_server_turns_warm_on_unless_the_options_say_otherwise() -> None:
+    from llm_runners.router import SERVE_WARM
+    from llm_runners.runners.claude_code import ClaudeCodeRunner
+    from llm_runners.runners.gemini import GeminiRunner
+
+    settings = Settings(
+        providers={
+            "claude_code": ProviderSettings(options={}, max_concurrency=3),
+            "cold": ProviderSettings(options={"type": "claude_code", "warm": 0}),
+            "gemini": ProviderSettings(options={}),  # cannot be kept warm: no option given
+        }
+    )
+    router = Router.from_settings(settings, warm=SERVE_WARM)
+    try:
+        warm = build_provider("claude_code", {}, warm=SERVE_WARM)
+        assert isinstance(warm, ClaudeCodeRunner)
+        assert warm.warm_pool is not None and warm.warm_pool.size == SERVE_WARM == 1
+        assert warm.live_pool is not None and warm.live_pool.size >= 1  # live conversations come with warm
+        cold = build_provider("cold", {"type": "claude_code", "warm": 0}, warm=SERVE_WARM)
+        assert isinstance(cold, ClaudeCodeRunner) and cold.warm_pool is None and cold.live_pool is None
+        library = build_provider("claude_code", {})  # the library's (and `chat`'s) default: cold
+        assert isinstance(library, ClaudeCodeRunner) and library.warm_pool is None and library.live_pool is None
+        assert isinstance(build_provider("gemini", {}, warm=SERVE_WARM), GeminiRunner)
+        # the routed claude_code counts its processes against its concurrency limit (3)
+        assert router.providers["claude_code"].processes() == {"running": 0, "live": 0, "spare": 0}
+        inner = router.providers["claude_code"].inner.inner  # type: ignore[attr-defined]
+        assert isinstance(inner, ClaudeCodeRunner) and inner.process_limit == 3 and inner.warm_pool is not None
+    finally:
+        await router.aclose()

@@ -42,7 +42,7 @@ from starlette.routing import Route
 from ..config import Settings
 from ..errors import InvalidRequest, LLMError, ModelNotFound
 from ..provider import Provider
-from ..router import Router
+from ..router import SERVE_WARM, Router
 from .anthropic_messages import AnthropicMessages, CountTokens
 from .auth import DEFAULT_EXEMPT, APIKeyAuth
 from .errors import Flavor, error_response
@@ -181,8 +181,10 @@ def serve(
     build the router and run uvicorn until SIGINT or SIGTERM, then shut down gracefully and return 0.
 
     With no ``[providers]`` in the settings, every runner in the registry is offered with its default options (those
-    that fail to build are skipped with a log line). Every settings problem (a bad file, an unsafe bind, a provider
-    that cannot be built) raises :class:`~llm_runners.config.ConfigError` before anything listens.
+    that fail to build are skipped with a log line). Warm is on: every CLI runner that can be kept warm gets
+    ``warm = SERVE_WARM`` (one spare, and a live process per conversation where the CLI can keep one) unless its
+    options set ``warm`` (``warm = 0``: every turn spawns cold). Every settings problem (a bad file, an unsafe
+    bind, a provider that cannot be built) raises :class:`~llm_runners.config.ConfigError` before anything listens.
 
     Requests still running at shutdown get :data:`SHUTDOWN_GRACE` seconds, then are cancelled (so their CLI processes
     are killed) rather than holding the server up forever.
@@ -202,7 +204,7 @@ def serve(
         settings.default_provider = default_provider
     check_bind_safety(settings)
     try:
-        router = Router.from_settings(settings, extra=_registry_defaults(settings))
+        router = Router.from_settings(settings, extra=_registry_defaults(settings), warm=SERVE_WARM)
     except ConfigError:
         raise
     except ValueError as exc:  # an unknown provider type, bad options, a default provider that is not configured
@@ -291,7 +293,7 @@ def _registry_defaults(settings: Settings) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in REGISTRY:
         try:
-            out[name] = build_provider(name, {})
+            out[name] = build_provider(name, {}, warm=SERVE_WARM)
         except Exception as exc:
             logging.getLogger("llm_runners.server").warning("provider %s unavailable: %s", name, exc)
     return out
