@@ -476,7 +476,7 @@ class CLIRunner(Provider):
         warm = self.warm_pool if turn.resume is None else None  # a resumed turn never takes a spare
         key = shape_of(spec, turn) if warm is not None else None
         if proc is None and warm is not None and key is not None:
-            proc = await warm.take(key, spec, turn, keep_stdin=live is not None)
+            proc = await warm.take(key, spec, turn, keep_stdin=self.live_turns)
             if proc is not None:
                 parser = self.new_parser(turn)  # the turn now carries the spare's session id
         was_live = proc is not None and turn.resume is not None and live is not None

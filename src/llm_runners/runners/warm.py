@@ -104,8 +104,9 @@ class WarmPool:
         self, key: Shape, spec: process.ProcessSpec, turn: Turn, *, keep_stdin: bool = False
     ) -> process.Process | None:
         """A spare started like ``spec``, handed the prompt (stdin written, then closed unless ``keep_stdin``: a
-        process that stays live for the conversation's next turns) and this request's limits; None when there is
-        none. The turn adopts the spare's session id; its own assets are removed unused."""
+        CLI that reads a turn per line gets end of input after its turn, or stays live for the next one) and this
+        request's limits; None when there is none. The turn adopts the spare's session id; its own assets are
+        removed unused."""
         self._own_loop()
         for spare in [s for s in self._spares if s.key == key]:
             self._forget(spare)
