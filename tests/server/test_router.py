@@ -120,7 +120,9 @@ async def test_the_server_turns_warm_on_unless_the_options_say_otherwise() -> No
         assert isinstance(build_provider("gemini", {}, warm=SERVE_WARM), GeminiRunner)
         # the routed claude_code counts its processes against its concurrency limit (3)
         assert router.providers["claude_code"].processes() == {"running": 0, "live": 0, "spare": 0}
-        inner = router.providers["claude_code"].inner.inner  # type: ignore[attr-defined]
+        inner: object = router.providers["claude_code"]
+        while not isinstance(inner, ClaudeCodeRunner):
+            inner = inner.inner  # type: ignore[attr-defined]  # through the wrappers
         assert isinstance(inner, ClaudeCodeRunner) and inner.process_limit == 3 and inner.warm_pool is not None
     finally:
         await router.aclose()
