@@ -662,3 +662,25 @@ async def _script_run(watch: _Watch, step: str) -> tuple[list[bytes], int]:
     async with await start(ProcessSpec(argv=argv, timeout=30.0, kill_grace=0.2, stderr_watch=watch)) as proc:
         lines = await collect(proc)
         return lines, await proc.wait()
+
+
+async def test_stdin_through_a_fifo_on_every_loop() -> None:
+    """A pipe is a FIFO on asyncio but a socket on uvloop; a CLI that reads piped input only from a FIFO (Cline)
+    gets it through one on either loop, also when it is larger than a pipe's buffer."""
+    data = b"line one\nline two\n" + b"x" * 300_000
+    probe = (
+        "import os, stat, sys; d = sys.stdin.buffer.read(); print(stat.S_ISFIFO(os.fstat(0).st_mode), len(d), d[:8])"
+    )
+    argv = [sys.executable, "-I", "-S", "-c", probe]
+    async with await start(ProcessSpec(argv=argv, stdin=data, stdin_fifo=True, timeout=30.0)) as proc:
+        lines = [line async for line in proc.lines()]
+        assert await proc.wait() == 0
+    assert lines == [f"True {len(data)} b'line one'".encode()]
+
+
+async def test_a_fifo_the_child_never_reads_does_not_outlive_it() -> None:
+    argv = [sys.executable, "-I", "-S", "-c", "print('not reading')"]
+    async with await start(ProcessSpec(argv=argv, stdin=b"y" * 1_000_000, stdin_fifo=True, timeout=30.0)) as proc:
+        assert [line async for line in proc.lines()] == [b"not reading"]
+        assert await proc.wait() == 0
+    assert proc._fifo is None

@@ -100,6 +100,9 @@ class ProcessSpec:
     stdin: bytes | None = None
     #: keep stdin open for later ``send()`` (warm start, long-lived stream-json / ACP processes)
     keep_stdin_open: bool = False
+    #: give ``stdin`` through a FIFO (``os.pipe``) rather than the event loop's stdin pipe, which under uvloop is a
+    #: socket: for CLIs that read piped input only when fd 0 is a FIFO (Cline). Not with ``keep_stdin_open``.
+    stdin_fifo: bool = False
     #: whole-run limit in seconds (None = none)
     timeout: float | None = 600.0
     #: longest silence on stdout in seconds before the process counts as hung (None = none)
@@ -369,6 +372,7 @@ class Process:
         self._verdict: asyncio.TimerHandle | None = None
         # stdin
         self._stdin: asyncio.WriteTransport | None = None
+        self._fifo: asyncio.BaseTransport | None = None  # stdin given through a FIFO (``spec.stdin_fifo``)
         self._stdin_closed = False
         self._stdin_lost = False
         self._stdin_paused = False
@@ -722,6 +726,10 @@ class Process:
         self._deadline = self._sweep = self._verdict = None
         if self._transport is not None:
             self._transport.close()
+        if self._fifo is not None:
+            with contextlib.suppress(Exception):
+                cast(asyncio.WriteTransport, self._fifo).abort()
+            self._fifo = None
         self._stdout_eof = True
         self._stdin_lost = True
         _remove_paths(self._cleanup)
@@ -811,11 +819,14 @@ async def start(spec: ProcessSpec) -> Process:
         name = spec.provider or os.path.basename(argv[0])
         proc = Process(spec, name=name, cleanup=cleanup)
         loop = proc._loop
+        if spec.stdin_fifo and spec.keep_stdin_open:
+            raise InvalidRequest("stdin_fifo cannot be combined with keep_stdin_open", provider=spec.provider)
+        stdin_fd, fifo_fd = os.pipe() if spec.stdin_fifo else (None, None)
         try:
             await loop.subprocess_exec(
                 lambda: _Protocol(proc),
                 *argv,
-                stdin=subprocess.PIPE,
+                stdin=stdin_fd if stdin_fd is not None else subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=env,
@@ -828,11 +839,27 @@ async def start(spec: ProcessSpec) -> Process:
                     f"cannot use working directory {cwd!r}: {exc.strerror}", provider=spec.provider
                 ) from exc
             raise BinaryNotFound(_not_found_message(argv[0], spec.provider, exc), provider=spec.provider) from exc
+        except BaseException:
+            if fifo_fd is not None:
+                os.close(fifo_fd)
+            raise
+        finally:
+            if stdin_fd is not None:
+                os.close(stdin_fd)  # the child has its own descriptor
     except BaseException:
         _remove_paths(cleanup)
         raise
     transport = proc._transport
     assert transport is not None
+    if fifo_fd is not None:
+        proc._stdin_closed = True
+        fifo, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(fifo_fd, "wb", buffering=0))
+        proc._fifo = fifo
+        if spec.stdin:
+            fifo.write(spec.stdin)
+        fifo.close()  # after the buffer is written; a child that never reads gets it aborted when it ends
+        proc.reset_deadline(spec.timeout)
+        return proc
     pipe = transport.get_pipe_transport(0)
     assert pipe is not None
     stdin = cast(asyncio.WriteTransport, pipe)  # not isinstance: uvloop's pipe transports are not asyncio's classes

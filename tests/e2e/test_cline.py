@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 from cline_env import MCP_TOOL_MARKER, RULE_MARKER, bait_user_config, cline_user_setup, providers_file
+from test_cli_command import write_config
+from test_server_real_cli import openai_client, serving
 
 from llm_runners.errors import (
     AuthenticationError,
@@ -22,6 +24,7 @@ from llm_runners.errors import (
     RateLimited,
 )
 from llm_runners.runners.cline import ClineRunner
+from llm_runners.testing.fake_api import FakeModelAPI
 from llm_runners.testing.fake_api.script import FakeToolCall, Reply
 from llm_runners.types import ChatRequest, Done, TextDelta, UsageEvent
 
@@ -191,3 +194,30 @@ async def test_health(tmp_home: Any, fake_api: Any, cli_bin: Any) -> None:
     health = await runner.health()
     assert not health.ready and health.fix and "cline auth" in health.fix
     await runner.aclose()
+
+
+def test_through_the_server_with_the_openai_sdk(
+    tmp_path: Path, tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any
+) -> None:
+    """``llm-runners serve``'s path (settings file -> router -> server) with the official openai SDK as the client:
+    a streamed chat completion answered by the real CLI, the system prompt and the model upstream."""
+    cline_user_setup(tmp_home.home, fake_api.openai_base_url)
+    options = {"binary": str(cli_bin("cline")), "timeout": 120.0, "env": tmp_home.env()}
+    config = write_config(tmp_path / "llm-runners.toml", {"cline": options}, default_provider="cline")
+    fake_api.script(Reply(text="four", input_tokens=50, output_tokens=1))
+    with serving(config) as url:
+        chunks = list(
+            openai_client(url).chat.completions.create(
+                model="cline:fake-model-2",
+                messages=[{"role": "system", "content": "Be terse."}, {"role": "user", "content": "What is 2+2?"}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "four"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    final = chunks[-1]
+    assert final.usage is not None and (final.usage.prompt_tokens, final.usage.completion_tokens) == (50, 1)
+    [main] = fake_api.main_requests()
+    assert main.model == "fake-model-2" and main.system_text() == "Be terse."
+    assert main.last_user_text() == "What is 2+2?"

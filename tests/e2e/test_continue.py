@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 from continue_env import MCP_TOOL_MARKER, RULE_MARKER, config_file, continue_user_setup
+from test_cli_command import write_config
+from test_server_real_cli import openai_client, serving
 
 from llm_runners.errors import (
     AuthenticationError,
@@ -23,6 +25,7 @@ from llm_runners.errors import (
     UpstreamError,
 )
 from llm_runners.runners.continue_cli import ContinueRunner
+from llm_runners.testing.fake_api import FakeModelAPI
 from llm_runners.testing.fake_api.script import FakeToolCall, Reply
 from llm_runners.types import ChatRequest, Done, TextDelta, UsageEvent
 
@@ -155,7 +158,7 @@ async def test_consumer_stops_reading(tmp_home: Any, fake_api: Any, cli_bin: Any
     runner = make_runner(tmp_home, fake_api, cli_bin)
     before = set(procs.descendants())
     stream = runner.stream(ask("hi"))
-    consumer = asyncio.ensure_future(stream.__anext__())  # type: ignore[attr-defined]
+    consumer = asyncio.ensure_future(stream.__anext__())
     await asyncio.to_thread(fake_api.wait_for_requests, 1, timeout=30.0, main_only=True)
     assert not consumer.done() and procs.named("cn"), "the CLI should be waiting for the model"
     stopped = time.monotonic()
@@ -199,3 +202,24 @@ async def test_health(tmp_home: Any, fake_api: Any, cli_bin: Any) -> None:
     health = await runner.health()
     assert not health.ready and health.fix and "config.yaml" in health.fix
     await runner.aclose()
+
+
+def test_through_the_server_with_the_openai_sdk(
+    tmp_path: Path, tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any
+) -> None:
+    """``llm-runners serve``'s path (settings file -> router -> server) with the official openai SDK as the client:
+    a chat completion answered by the real CLI, the system prompt (as a rule) and the model upstream."""
+    continue_user_setup(tmp_home.home, fake_api.openai_base_url)
+    options = {"binary": str(cli_bin("cn")), "timeout": 120.0, "env": tmp_home.env()}
+    config = write_config(tmp_path / "llm-runners.toml", {"continue": options}, default_provider="continue")
+    fake_api.script(Reply(text="four", input_tokens=50, output_tokens=1))
+    with serving(config) as url:
+        out = openai_client(url).chat.completions.create(
+            model="continue:fake-model-2",
+            messages=[{"role": "system", "content": "Be terse."}, {"role": "user", "content": "What is 2+2?"}],
+        )
+    assert out.choices[0].message.content == "four" and out.choices[0].finish_reason == "stop"
+    assert out.usage is not None and (out.usage.prompt_tokens, out.usage.completion_tokens) == (50, 1)
+    [main] = fake_api.main_requests()
+    assert main.model == "fake-model-2" and "Be terse." in main.system_text()
+    assert main.last_user_text() == "What is 2+2?"

@@ -90,7 +90,7 @@ def test_the_watch_fires_only_while_the_api_is_silent() -> None:
 
 
 def _turn(runner: ClineRunner, tmp_path: Path, **kw: object) -> Turn:
-    request = ChatRequest(messages=[{"role": "user", "content": "hi"}], **kw)  # type: ignore[arg-type]
+    request = ChatRequest(messages=[{"role": "user", "content": "hi"}], **kw)
     return Turn(
         request=request,
         prompt="hi",
