@@ -377,3 +377,16 @@ async def test_a_thread_another_runner_owned_is_replayed(
     replay = fake_api.last_main_request().messages()
     assert len(replay) == 1 and "remember KIWI" in replay[0][1] and replay[0][1].rstrip().endswith("which fruit?")
     await second_runner.aclose()
+
+
+async def test_a_runner_dropped_without_aclose_takes_its_server_along(
+    tmp_home: Any, fake_api: Any, cli_bin: Any, procs: Any
+) -> None:
+    import gc
+
+    runner = make_runner(tmp_home, fake_api, cli_bin)
+    assert (await runner.complete(ask("hi"))).content == "pong from fake"
+    pid = server_pid(runner)
+    del runner
+    gc.collect()
+    assert procs.wait_until_gone([pid], timeout=5.0) == []

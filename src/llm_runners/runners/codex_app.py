@@ -47,7 +47,9 @@ import logging
 import os
 import re
 import shutil
+import signal
 import time
+import weakref
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -432,6 +434,14 @@ class AppServer:
             await self._reader
         await self.proc.kill()
 
+    def abandon(self) -> None:
+        """The runner was dropped without ``aclose()`` (or the interpreter exits): kill the server's group now,
+        synchronously; its reader then ends at end of output."""
+        pid = self.proc.pid
+        if pid > 0 and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+
 
 #: stderr lines every start prints (the PATH-alias warning under a temp CODEX_HOME, the bundled bubblewrap notice)
 _STARTUP_NOISE = re.compile(r"WARNING: proceeding, even though|could not find bubblewrap")
@@ -458,6 +468,7 @@ class CodexAppRunner(CodexRunner):
         options.pop("warm_idle", None)
         super().__init__(transport=transport, **options)
         self._server: AppServer | None = None
+        self._abandon: weakref.finalize[[], CodexAppRunner] | None = None
         self._starting: asyncio.Lock | None = None
         self._home: Path | None = None
 
@@ -492,6 +503,8 @@ class CodexAppRunner(CodexRunner):
             if self._server is not None and self._server.alive:
                 return self._server
             if self._server is not None:
+                if self._abandon is not None:
+                    self._abandon.detach()
                 await self._server.aclose()
                 self._server = None
             spec = process.ProcessSpec(
@@ -526,6 +539,8 @@ class CodexAppRunner(CodexRunner):
                 await server.aclose()
                 raise
             self._server = server
+            # the runner owns the server: dropped without aclose(), it takes the server with it
+            self._abandon = weakref.finalize(self, server.abandon)
             return server
 
     # ------------------------------------------------------------------------------------------ turns
@@ -565,8 +580,10 @@ class CodexAppRunner(CodexRunner):
 
     async def _run(self, turn: Turn) -> AsyncGenerator[StreamEvent, None]:
         try:
-            async for event in self._run_turn(turn):
-                yield event
+            # aclosing: a consumer that stops early (at Done, or gone mid-turn) ends the turn now, not at GC
+            async with contextlib.aclosing(self._run_turn(turn)) as events:
+                async for event in events:
+                    yield event
         finally:
             shutil.rmtree(turn.assets, ignore_errors=True)
 
@@ -696,6 +713,9 @@ class CodexAppRunner(CodexRunner):
 
     async def aclose(self) -> None:
         server, self._server = self._server, None
+        if self._abandon is not None:
+            self._abandon.detach()
+            self._abandon = None
         if server is not None:
             await server.aclose()
         self._home = None
