@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from qwen_env import mcp_server_script
+from bait_mcp import write_bait_mcp_server
 
 #: text of the user's own instruction file and the marker an MCP server of theirs leaves when it is started
 INSTRUCTIONS_MARKER = "USER-COPILOT-INSTRUCTIONS-7731"
-MCP_TOOL = "bait_tool"
+MCP_TOOL = "bait_marker_tool"
 
 
 def copilot_env(home_env: dict[str, str], base_url: str, cache: Path, api_key: str = "sk-fake") -> dict[str, str]:
@@ -33,12 +33,16 @@ def copilot_env(home_env: dict[str, str], base_url: str, cache: Path, api_key: s
     }
 
 
-def bait_user_config(user_home: Path, python: str, marker: Path) -> None:
-    """The user's own Copilot setup beyond the login: an instruction file, an MCP server that leaves ``marker``
-    when started, and a model choice in settings.json (which must carry over)."""
+def bait_user_config(user_home: Path, python: str) -> Path:
+    """The user's own Copilot setup beyond the login: an instruction file and an MCP server. Returns the file the
+    server leaves when it is started."""
     user_home.mkdir(parents=True, exist_ok=True)
     (user_home / "copilot-instructions.md").write_text(f"Always say {INSTRUCTIONS_MARKER}.\n")
-    server = user_home / "bait_mcp.py"
-    server.write_text(mcp_server_script(marker, MCP_TOOL))
-    config = {"mcpServers": {"bait": {"type": "local", "command": python, "args": [str(server)], "tools": ["*"]}}}
+    server, started = write_bait_mcp_server(user_home)
+    config = {
+        "mcpServers": {
+            "bait": {"type": "local", "command": python, "args": [str(server), str(started)], "tools": ["*"]}
+        }
+    }
     (user_home / "mcp-config.json").write_text(json.dumps(config))
+    return started

@@ -4,6 +4,7 @@ A run costs ~0.7 s; the unpacked CLI cache is shared by the session (copilot_env
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 import time
@@ -14,6 +15,9 @@ from typing import Any
 import anyio
 import pytest
 from copilot_env import INSTRUCTIONS_MARKER, MCP_TOOL, bait_user_config, copilot_env
+from test_cli_command import write_config
+from test_codex import PNG
+from test_server_real_cli import openai_client, serving
 
 from llm_runners.errors import (
     AuthenticationError,
@@ -25,8 +29,9 @@ from llm_runners.errors import (
     UpstreamError,
 )
 from llm_runners.runners.copilot import CopilotRunner
+from llm_runners.sessions import SessionStore
 from llm_runners.testing.fake_api import FakeModelAPI, FakeToolCall, Reply
-from llm_runners.types import ChatRequest, Done, TextDelta, Usage, UsageEvent
+from llm_runners.types import ChatRequest, Done, ImagePart, TextDelta, Usage, UsageEvent
 
 pytestmark = pytest.mark.anyio
 
@@ -241,8 +246,7 @@ async def test_users_login_and_model_carry_over_their_mcp_and_instructions_do_no
     tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any, copilot_cache: Path, tmp_path: Path, user_config: bool
 ) -> None:
     user_home = tmp_home.home / ".copilot"
-    marker = tmp_path / "mcp-started"
-    bait_user_config(user_home, sys.executable, marker)
+    marker = bait_user_config(user_home, sys.executable)
     (user_home / "settings.json").write_text(json.dumps({"model": "users-own-model", "logLevel": "all"}))
     (user_home / "config.json").write_text("// managed\n" + json.dumps({"firstLaunchAt": "2026-01-01T00:00:00Z"}))
     runner = make_runner(
@@ -278,3 +282,67 @@ async def test_health_reports_version_and_auth(
     assert health.fix and "copilot login" in health.fix and "COPILOT_PROVIDER_BASE_URL" in health.fix
     await runner.aclose()
     await bare.aclose()
+
+
+async def test_lost_session_is_replayed_in_a_fresh_one(
+    tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any, copilot_cache: Path
+) -> None:
+    """A session id the CLI does not know (another runner's private home here) is SessionNotFound; the base then
+    replays the whole history in a fresh session."""
+    store = SessionStore()
+    fake_api.script("noted", "replayed answer")
+    first_runner = make_runner(tmp_home, fake_api, cli_bin, copilot_cache, sessions=store)
+    first = await first_runner.complete(ask("remember KIWI"))
+    await first_runner.aclose()  # its private home, and the session in it, are gone
+    second_runner = make_runner(tmp_home, fake_api, cli_bin, copilot_cache, sessions=store)
+    history = [
+        {"role": "user", "content": "remember KIWI"},
+        {"role": "assistant", "content": first.content},
+        {"role": "user", "content": "which fruit?"},
+    ]
+    second = await second_runner.complete(ChatRequest(messages=history))
+    assert second.content == "replayed answer" and second.session_id != first.session_id
+    replay = fake_api.last_main_request().messages()
+    assert len(replay) == 1 and "remember KIWI" in replay[0][1] and replay[0][1].rstrip().endswith("which fruit?")
+    await second_runner.aclose()
+
+
+async def test_image_arrives_as_an_attachment(
+    tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any, copilot_cache: Path
+) -> None:
+    runner = make_runner(tmp_home, fake_api, cli_bin, copilot_cache)
+    request = ChatRequest(
+        messages=[{"role": "user", "content": [{"type": "text", "text": "what is this?"}, ImagePart(data=PNG)]}]
+    )
+    response = await runner.complete(request)
+    assert response.content == "pong from fake"
+    user = [m for m in fake_api.last_main_request().body["messages"] if m.get("role") == "user"][-1]
+    parts = user["content"] if isinstance(user["content"], list) else []
+    images = [p["image_url"]["url"] for p in parts if p.get("type") == "image_url"]
+    assert images == ["data:image/png;base64," + base64.b64encode(PNG).decode()], str(user)[:500]
+    await runner.aclose()
+
+
+def test_exec_transport_answers_through_the_server_with_the_openai_sdk(
+    tmp_path: Path, tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any, copilot_cache: Path
+) -> None:
+    env = copilot_env(tmp_home.env(), fake_api.openai_base_url, copilot_cache)
+    options = {"binary": str(cli_bin("copilot")), "transport": "exec", "timeout": 60.0, "env": env}
+    config = write_config(tmp_path / "llm-runners.toml", {"copilot": options}, default_provider="copilot")
+    fake_api.script(Reply(chunks=["four", " it", " is"], input_tokens=40, output_tokens=3))
+    with serving(config) as url:
+        client = openai_client(url)
+        stream = client.chat.completions.create(
+            model="copilot:fake-model-3",
+            messages=[{"role": "system", "content": "Be terse."}, {"role": "user", "content": "2+2?"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "four it is"
+    usage = [c.usage for c in chunks if c.usage is not None]
+    assert usage and usage[-1].prompt_tokens == 40 and usage[-1].completion_tokens == 3
+    main = fake_api.last_main_request()
+    assert main.model == "fake-model-3" and "Be terse." in main.system_text()
+    assert user_text(main.last_user_text()) == "2+2?"

@@ -12,6 +12,8 @@ from typing import Any
 import anyio
 import pytest
 from qwen_env import INSTRUCTIONS_MARKER, MCP_TOOL, bait_user_config, qwen_env
+from test_cli_command import write_config
+from test_server_real_cli import openai_client, serving
 
 from llm_runners.errors import (
     AuthenticationError,
@@ -23,6 +25,7 @@ from llm_runners.errors import (
     UpstreamError,
 )
 from llm_runners.runners.qwen import QwenRunner
+from llm_runners.sessions import SessionStore
 from llm_runners.testing.fake_api import FakeModelAPI, FakeToolCall, Reply
 from llm_runners.types import ChatRequest, Done, TextDelta, Usage, UsageEvent
 
@@ -218,8 +221,7 @@ async def test_tools_off_nothing_written_nothing_read(
 async def test_users_provider_carries_over_their_mcp_and_qwen_md_do_not(
     tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any, tmp_path: Path, user_config: bool
 ) -> None:
-    marker = tmp_path / "mcp-started"
-    bait_user_config(tmp_home.home / ".qwen", sys.executable, marker, fake_api.openai_base_url, "sk-users-key")
+    marker = bait_user_config(tmp_home.home / ".qwen", sys.executable, fake_api.openai_base_url, "sk-users-key")
     runner = make_runner(
         tmp_home, fake_api, cli_bin, user_config=user_config, allow_tools=user_config,
         unset=["OPENAI_BASE_URL", "OPENAI_API_KEY", "OPENAI_MODEL"],
@@ -245,3 +247,49 @@ async def test_health_reports_version_and_auth(tmp_home: Any, fake_api: FakeMode
     assert not health.ready and health.authenticated is False and health.fix and "OPENAI_API_KEY" in health.fix
     await runner.aclose()
     await bare.aclose()
+
+
+async def test_lost_session_is_replayed_in_a_fresh_one(tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any) -> None:
+    """A session id the CLI does not know (another runner's runtime directory here) is SessionNotFound; the base
+    then replays the whole history in a fresh session."""
+    store = SessionStore()
+    fake_api.script("noted", "replayed answer")
+    first_runner = make_runner(tmp_home, fake_api, cli_bin, sessions=store)
+    first = await first_runner.complete(ask("remember KIWI"))
+    await first_runner.aclose()  # its runtime directory, and the session in it, are gone
+    second_runner = make_runner(tmp_home, fake_api, cli_bin, sessions=store)
+    history = [
+        {"role": "user", "content": "remember KIWI"},
+        {"role": "assistant", "content": first.content},
+        {"role": "user", "content": "which fruit?"},
+    ]
+    second = await second_runner.complete(ChatRequest(messages=history))
+    assert second.content == "replayed answer" and second.session_id != first.session_id
+    replay = fake_api.last_main_request().messages()
+    assert len(replay) == 1 and "remember KIWI" in replay[0][1] and sent(replay[0][1]).endswith("which fruit?")
+    await second_runner.aclose()
+
+
+def test_exec_transport_answers_through_the_server_with_the_openai_sdk(
+    tmp_path: Path, tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any
+) -> None:
+    env = qwen_env(tmp_home.env(), fake_api.openai_base_url)
+    options = {"binary": str(cli_bin("qwen")), "transport": "exec", "timeout": 60.0, "env": env}
+    config = write_config(tmp_path / "llm-runners.toml", {"qwen": options}, default_provider="qwen")
+    fake_api.script(Reply(chunks=["four", " it", " is"], input_tokens=40, output_tokens=3))
+    with serving(config) as url:
+        client = openai_client(url)
+        stream = client.chat.completions.create(
+            model="qwen:fake-model-3",
+            messages=[{"role": "system", "content": "Be terse."}, {"role": "user", "content": "2+2?"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "four it is"
+    usage = [c.usage for c in chunks if c.usage is not None]
+    assert usage and usage[-1].prompt_tokens == 40 and usage[-1].completion_tokens == 3
+    main = fake_api.last_main_request()
+    assert main.model == "fake-model-3" and main.system_text().startswith("Be terse.")
+    assert sent(main.last_user_text()) == "2+2?"
