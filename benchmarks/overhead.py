@@ -183,8 +183,40 @@ def _opencode_like(cli: str) -> Any:
     return make
 
 
+def _copilot(home: Path, api: Any) -> Any:
+    """Copilot with the fake as the user's BYOK provider (the runner then turns on its offline mode)."""
+    from llm_runners.runners.copilot import CopilotRunner
+    from llm_runners.sessions import SessionStore
+
+    env = {
+        "HOME": str(home),
+        "TMPDIR": str(home),
+        "COPILOT_PROVIDER_BASE_URL": api.openai_base_url,
+        "COPILOT_PROVIDER_API_KEY": "k",
+        "COPILOT_MODEL": "fake-model",
+    }
+    binary = str(ROOT / "tests" / "clis" / "node_modules" / ".bin" / "copilot")
+    return CopilotRunner(binary=binary, env=env, sessions=SessionStore())
+
+
+def _qwen(home: Path, api: Any) -> Any:
+    """Qwen Code with the fake as the user's OpenAI-compatible provider."""
+    from llm_runners.runners.qwen import QwenRunner
+    from llm_runners.sessions import SessionStore
+
+    env = {"HOME": str(home), "TMPDIR": str(home), "OPENAI_BASE_URL": api.openai_base_url, "OPENAI_API_KEY": "k"}
+    env["OPENAI_MODEL"] = "fake-model"
+    binary = str(ROOT / "tests" / "clis" / "node_modules" / ".bin" / "qwen")
+    return QwenRunner(binary=binary, env=env, sessions=SessionStore())
+
+
 #: CLI name -> a function (throw-away HOME, fake API) -> a runner set up to answer from the fake
-CLI_SETUPS: dict[str, Any] = {"opencode": _opencode_like("opencode"), "kilo": _opencode_like("kilo")}
+CLI_SETUPS: dict[str, Any] = {
+    "opencode": _opencode_like("opencode"),
+    "kilo": _opencode_like("kilo"),
+    "copilot": _copilot,
+    "qwen": _qwen,
+}
 
 
 async def measure_cli(cli: str, runs: int) -> tuple[str, list[float], list[float]]:
@@ -201,6 +233,7 @@ async def measure_cli(cli: str, runs: int) -> tuple[str, list[float], list[float
             turn = runner._turn(request, None, 0)
             try:
                 inv = runner.invocation(turn)
+                runner.new_parser(turn)  # the per-run preparation a dialect does there (Qwen links its debug log)
                 child_env = process.build_env({**runner.child_env(), **inv.env}, runner.pass_env)
                 elapsed, _ = await _direct([*inv.argv, *runner.extra_args], inv.stdin, child_env, turn.workdir)
             finally:
