@@ -484,6 +484,11 @@ class Process:
             _signal_group(self.pid, signal.SIGKILL)
         _remove_paths(self._cleanup)
 
+    def reset_output_count(self) -> None:
+        """Start counting ``max_output_bytes`` from zero: a live process serving a conversation's next turn gets
+        the whole cap for that turn, not what is left after the earlier ones."""
+        self._total = 0
+
     def has_exited(self) -> bool:
         """Has the main process exited (or been killed)? Also true in the moment before the event loop has heard of
         it (a zombie not yet reaped): ``waitid`` with WNOWAIT looks without reaping, so the loop's child watcher

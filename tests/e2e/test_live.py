@@ -13,9 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import openai
 import pytest
 from test_claude_code import ask, make_runner
+from test_cli_command import claude_options, write_config
+from test_server_real_cli import serving
 
+from llm_runners.router import SERVE_WARM
 from llm_runners.runners.claude_code import ClaudeCodeRunner
 from llm_runners.testing.fake_api import FakeModelAPI, Reply
 from llm_runners.types import ChatRequest, TextDelta
@@ -256,3 +260,49 @@ async def test_nothing_is_left_after_aclose(
     assert runner.processes() == {"running": 0, "live": 0, "spare": 0}
     assert procs.wait_until_gone(procs.named("claude"), timeout=3.0) == []
     assert procs.wait_until_gone([*pids], timeout=1.0) == []
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    except OSError:
+        return []
+
+
+async def test_through_the_server_with_its_defaults_a_conversation_stays_on_its_live_process(
+    tmp_path: Path, tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any, procs: Any, no_leftover_processes: None
+) -> None:
+    config = write_config(
+        tmp_path / "llm-runners.toml",
+        {"claude_code": claude_options(tmp_home, cli_bin, fake_api.anthropic_base_url)},
+        default_provider="claude_code",
+    )
+    fake_api.script("noted", "BANANA")
+    u1, u2 = "remember the word BANANA", "which word?"
+    with serving(config, warm=SERVE_WARM) as url:
+        client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused")
+        headers = {"X-LLM-Runners-Conversation": "c1"}
+        first = await client.chat.completions.create(
+            model="claude_code", messages=[{"role": "user", "content": u1}], extra_headers=headers
+        )
+        session = fake_api.last_main_request().headers.get("x-claude-code-session-id")
+        assert first.choices[0].message.content == "noted" and session
+        second = await client.chat.completions.create(
+            model="claude_code",
+            messages=[
+                {"role": "user", "content": u1},
+                {"role": "assistant", "content": "noted"},
+                {"role": "user", "content": u2},
+            ],
+            extra_headers=headers,
+        )
+        assert second.choices[0].message.content == "BANANA"
+        upstream = fake_api.last_main_request()
+        assert upstream.headers.get("x-claude-code-session-id") == session
+        assert turns_of(upstream) == [("user", u1), ("assistant", "noted"), ("user", u2)]
+        # the process that started the session (--session-id S) answered turn 2 and is still up; no cold resume ran
+        claude = [cmdline(pid) for pid in procs.named("claude")]
+        assert sum(1 for argv in claude if session in argv and "--session-id" in argv) == 1
+        assert not any("--resume" in argv for argv in claude)
+        await client.close()
+    assert await gone(procs, procs.named("claude")) == []  # the server's shutdown closed live and spare processes

@@ -28,11 +28,12 @@ from llm_runners.testing.fake_api import FakeModelAPI, Reply
 
 
 @contextlib.contextmanager
-def serving(config: Path) -> Iterator[str]:
+def serving(config: Path, *, warm: int | None = None) -> Iterator[str]:
     """Settings file -> Router.from_settings -> create_app, the path ``llm-runners serve`` takes (its limits and
-    feature-adapter wrappers included), on a free loopback port; yields the server's URL."""
+    feature-adapter wrappers included; ``warm=SERVE_WARM`` for serve's warm default), on a free loopback port;
+    yields the server's URL."""
     settings = load_settings(str(config), env={})
-    app = create_app(Router.from_settings(settings), settings)
+    app = create_app(Router.from_settings(settings, warm=warm), settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

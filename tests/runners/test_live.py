@@ -255,3 +255,16 @@ def test_the_default_bound_is_sized_from_memory(tmp_path: Path) -> None:
     meminfo.write_text("MemAvailable: 900000000 kB\n")
     assert default_live_max(meminfo=str(meminfo)) == 16
     assert default_live_max(meminfo=str(tmp_path / "missing")) == 4
+
+
+async def test_each_turn_on_a_live_process_gets_the_whole_output_cap(stand_in: Path) -> None:
+    runner = make(stand_in)
+    runner.max_output_bytes = 1500  # one turn prints ~600 bytes: three turns together would pass the cap
+    try:
+        r1 = await runner.complete(ask("q1"))
+        r2 = await runner.complete(ask("q1", r1.content, "q2"))
+        r3 = await runner.complete(ask("q1", r1.content, "q2", r2.content, "q3"))
+        assert r3.content == "turn 3: q3"
+        assert len({line["pid"] for line in log(stand_in)}) == 1
+    finally:
+        await runner.aclose()

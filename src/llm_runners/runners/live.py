@@ -110,6 +110,7 @@ class LivePool:
             proc.spec.timeout = spec.timeout
             proc.spec.idle_timeout = spec.idle_timeout
             proc.reset_deadline(spec.timeout)
+            proc.reset_output_count()
             await proc.send(spec.stdin or b"")
         except LLMError:  # it exited just now, before reading the message: a cold resume is still a clean answer
             await proc.kill()
