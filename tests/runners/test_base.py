@@ -4,6 +4,7 @@ ephemeral conversations and early close. The real dialects are proven against th
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -134,6 +135,20 @@ async def test_a_lost_session_is_replayed_once_in_a_fresh_one(standin: StandIn) 
     assert log[1]["argv"][0] == "--session"  # type: ignore[index]
     assert "u1" in str(log[1]["prompt"]) and "a1" in str(log[1]["prompt"]) and "u2" in str(log[1]["prompt"])
     assert response.session_id != "lost-1"
+
+
+@pytest.mark.anyio
+async def test_a_failed_run_is_a_warning_with_its_stderr_tail(
+    standin: StandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    standin.sessions.remember("standin", None, [user("u1")], assistant("a1"), "lost-2")
+    with caplog.at_level(logging.INFO, logger="llm_runners.runners.standin"):
+        await standin.complete(ChatRequest(messages=[user("u1"), assistant("a1"), user("u2")]))
+    (record,) = [r for r in caplog.records if r.name == "llm_runners.runners.standin"]
+    assert record.levelno == logging.WARNING and record.getMessage() == "run failed"
+    fields = record.fields  # type: ignore[attr-defined]
+    assert fields["exit"] == 3 and fields["error_kind"] == "session_not_found"
+    assert fields["stderr"] == "no such session"
 
 
 @pytest.mark.anyio

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import re
 import shutil
@@ -186,6 +187,22 @@ async def _watch(proc: process.Process, watch: ErrorWatch) -> None:
         if error is not None:
             proc.fail(error)
             return
+
+
+#: characters of a failed run's stderr tail in its warning line
+FAILED_RUN_STDERR_CHARS = 2000
+
+
+def _log_failed_run(provider: str, returncode: int, error: LLMError, stderr: str) -> None:
+    """A failed run at warning, on ``llm_runners.runners.<provider>``: the error, and the end of what the CLI wrote
+    to stderr (which the error message may only summarise). Not at info: a CLI's stderr may quote the prompt."""
+    tail = stderr.strip()[-FAILED_RUN_STDERR_CHARS:]
+    logging.getLogger(f"llm_runners.runners.{provider}").warning(
+        "run failed",
+        extra={
+            "fields": {"exit": returncode, "error_kind": error.kind, "error": error.message, "stderr": tail or None}
+        },
+    )
 
 
 #: ``ChatRequest.extra`` key: True marks a throw-away conversation (no session remembered, nothing to resume)
@@ -513,7 +530,11 @@ class CLIRunner(Provider):
                 raise _LiveProcessLost
             returncode = 0 if ended else await proc.wait()
             stderr = proc.stderr_tail()
-            events = self._parse(lambda _: parser.finish(returncode, stderr), None)
+            try:
+                events = self._parse(lambda _: parser.finish(returncode, stderr), None)
+            except LLMError as exc:
+                _log_failed_run(self.name, returncode, exc, stderr)
+                raise
             # before the last events: a consumer may stop reading at Done
             if live is not None and shape is not None and ended:
                 done = next((e for e in events if isinstance(e, Done)), None)
