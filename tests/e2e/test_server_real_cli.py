@@ -79,6 +79,9 @@ def test_chat_completion_plain_and_streamed(server_url: str, fake_api: FakeModel
     assert out.usage is not None
     assert (out.usage.prompt_tokens, out.usage.completion_tokens) == (500, 1)
     assert out.usage.prompt_tokens_details is not None and out.usage.prompt_tokens_details.cached_tokens == 120
+    # the CLI's own cost (total_cost_usd), at Sonnet's list prices: 380 fresh + 120 cache-read input, 1 output
+    assert out.usage.model_extra is not None
+    assert out.usage.model_extra["cost_usd"] == pytest.approx((380 * 3.0 + 120 * 0.30 + 1 * 15.0) / 1e6, rel=0.05)
     first = fake_api.last_main_request()
     assert first.model == "claude-sonnet-4-5"
     assert first.body["system"][-1]["text"] == "Be terse."
@@ -156,12 +159,14 @@ def test_anthropic_messages_one_turn(server_url: str, fake_api: FakeModelAPI) ->
     fake_api.script(Reply(text="Ahoy there", input_tokens=300, output_tokens=2))
     prompt = f"greet me {uuid.uuid4()}"
     client = anthropic.Anthropic(base_url=server_url, api_key="unused-on-loopback", max_retries=0, timeout=60)
-    message = client.messages.create(
+    raw = client.messages.with_raw_response.create(
         model="claude_code",
         max_tokens=256,
         system="You are a pirate.",
         messages=[{"role": "user", "content": prompt}],
     )
+    assert "x-llm-runners-warnings" not in raw.headers  # max_tokens is the format's, not the caller's choice
+    message = raw.parse()
     assert [b.type for b in message.content] == ["text"]
     assert message.content[0].text == "Ahoy there"  # type: ignore[union-attr]
     assert message.stop_reason == "end_turn"
