@@ -390,3 +390,27 @@ async def test_a_runner_dropped_without_aclose_takes_its_server_along(
     del runner
     gc.collect()
     assert procs.wait_until_gone([pid], timeout=5.0) == []
+
+
+async def test_a_cancelled_request_interrupts_the_turn(
+    tmp_home: Any, fake_api: Any, cli_bin: Any, no_leftover_processes: None
+) -> None:
+    """The HTTP server cancels a request's task when its client goes away: the turn is interrupted all the same."""
+    fake_api.script(Reply(chunks=[" w0", " w1", " w2"], hang="mid"), "next turn")
+    runner = make_runner(tmp_home, fake_api, cli_bin)
+    got_text = anyio.Event()
+
+    async def consume() -> None:
+        async for event in runner.stream(ask("long answer")):
+            if isinstance(event, TextDelta):
+                got_text.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consume)
+        with anyio.fail_after(30):
+            await got_text.wait()
+        tg.cancel_scope.cancel()
+    upstream = fake_api.main_requests()[0]
+    assert await anyio.to_thread.run_sync(upstream.wait_disconnected, 5.0)
+    assert (await runner.complete(ask("hi"))).content == "next turn"
+    await runner.aclose()
