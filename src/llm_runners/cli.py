@@ -262,7 +262,7 @@ def _common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
         choices=logs.LEVELS,
         type=str.lower,
         default=default(env.get("LLM_RUNNERS_LOG_LEVEL", "").lower() or None),
-        help="log records shown on stderr (default: info for serve, warning otherwise)",
+        help="log records shown on stderr (default: info for serve, error otherwise)",
     )
     parser.add_argument(
         "--log-format",
@@ -318,7 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.log_format not in logs.FORMATS:
         parser.error(f"LLM_RUNNERS_LOG_FORMAT: invalid choice {args.log_format!r} (choose from text, json)")
     if args.command != "serve":  # serve configures logging itself, once its settings are read
-        logs.configure(args.log_level or "warning", args.log_format)
+        # error by default: an expected failure of chat or providers is one line of their own on stderr
+        logs.configure(args.log_level or "error", args.log_format)
     try:
         code: int = args.func(args)
     except CommandError as exc:
