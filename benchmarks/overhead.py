@@ -16,9 +16,9 @@ a loopback-only network namespace (``unshare -n``) with a throw-away HOME.
 
     .venv/bin/python benchmarks/overhead.py [--runs 20]
 
-``--cli opencode --cli kilo`` (any of :data:`CLI_SETUPS`) measures those CLIs instead, two columns each (direct and
-runner, the same way: the runner's exact argv, stdin, environment and working directory started directly, against
-``complete()``), alternating which goes first.
+``--cli opencode --cli cline`` (any of :data:`CLI_SETUPS`) measures those CLIs instead, two columns each (direct
+and runner, the same way: the runner's exact argv, stdin, environment and working directory started directly,
+against ``complete()``), alternating which goes first.
 """
 
 from __future__ import annotations
@@ -210,12 +210,52 @@ def _qwen(home: Path, api: Any) -> Any:
     return QwenRunner(binary=binary, env=env, sessions=SessionStore())
 
 
+def _cline(home: Path, api: Any) -> Any:
+    """A Cline runner whose user's providers.json (in the throw-away HOME) names the fake, as ``cline auth`` does."""
+    import json
+
+    from llm_runners.runners.cline import ClineRunner
+    from llm_runners.sessions import SessionStore
+
+    settings = {"provider": "openai-compatible", "apiKey": "k", "model": "fake-model", "baseUrl": api.openai_base_url}
+    providers = {"version": 1, "lastUsedProvider": "openai-compatible"}
+    providers["providers"] = {
+        "openai-compatible": {"settings": settings, "updatedAt": "2026-01-01T00:00:00.000Z", "tokenSource": "manual"}
+    }
+    path = home / ".cline" / "data" / "settings" / "providers.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(providers))
+    env = {"HOME": str(home), "TMPDIR": str(home)}
+    return ClineRunner(
+        binary=str(ROOT / "tests" / "clis" / "node_modules" / ".bin" / "cline"), env=env, sessions=SessionStore()
+    )
+
+
+def _continue(home: Path, api: Any) -> Any:
+    """A Continue runner whose user's ``~/.continue/config.yaml`` (in the throw-away HOME) defines the fake model."""
+    import json
+
+    from llm_runners.runners.continue_cli import ContinueRunner
+    from llm_runners.sessions import SessionStore
+
+    model = {"name": "fake", "provider": "openai", "model": "fake-model", "apiBase": api.openai_base_url, "apiKey": "k"}
+    path = home / ".continue" / "config.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"name": "bench", "version": "1.0.0", "schema": "v1", "models": [model]}))
+    env = {"HOME": str(home), "TMPDIR": str(home)}
+    return ContinueRunner(
+        binary=str(ROOT / "tests" / "clis" / "node_modules" / ".bin" / "cn"), env=env, sessions=SessionStore()
+    )
+
+
 #: CLI name -> a function (throw-away HOME, fake API) -> a runner set up to answer from the fake
 CLI_SETUPS: dict[str, Any] = {
     "opencode": _opencode_like("opencode"),
     "kilo": _opencode_like("kilo"),
     "copilot": _copilot,
     "qwen": _qwen,
+    "cline": _cline,
+    "continue": _continue,
 }
 
 
