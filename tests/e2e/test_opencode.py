@@ -103,6 +103,7 @@ async def test_answer_system_model_usage_and_the_users_setup(
     events = [event async for event in runner.stream(request)]
     assert procs.wait_until_gone(timeout=2.0, exclude=before) == []
     assert started_with(f"HOME={runner.cli_home()}\0".encode()) == []  # no detached daemon either
+    assert [type(e) for e in events] == [TextDelta, UsageEvent, Done]  # whole text part, usage, done: in order
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "Hello world"
     [usage] = [e.usage for e in events if isinstance(e, UsageEvent)]
     assert (usage.input_tokens, usage.output_tokens, usage.cached_tokens) == (40, 3, 5)
@@ -133,6 +134,25 @@ async def test_the_users_instructions_reach_the_model_only_with_user_config(
     body = json.dumps(fake_api.last_main_request().body)
     assert INSTRUCTIONS_MARKER in body and AGENTS_MD_MARKER in body
     await runner.aclose()
+
+
+async def test_the_users_login_carries_over(
+    flavor: Flavor, tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any
+) -> None:
+    """The key is not in the user's config but in their ``auth.json`` (what ``<cli> auth login`` writes): the runner's
+    private home links it, and the request carries it."""
+    runner = make_runner(flavor, tmp_home, fake_api, cli_bin)
+    config_path = tmp_home.home / ".config" / flavor.app / flavor.config_name
+    config = json.loads(config_path.read_text())
+    del config["provider"]["fake"]["options"]["apiKey"]
+    config_path.write_text(json.dumps(config))
+    auth = tmp_home.home / ".local" / "share" / flavor.app / "auth.json"
+    auth.parent.mkdir(parents=True, exist_ok=True)
+    auth.write_text(json.dumps({"fake": {"type": "api", "key": "key-from-auth-json"}}))
+    assert (await runner.complete(ask("hi"))).content == "pong from fake"
+    assert fake_api.last_main_request().api_key == "key-from-auth-json"
+    await runner.aclose()
+    assert auth.is_file()  # the link was removed with the private home, never the user's file
 
 
 async def test_two_turns_resume_the_cli_session(
