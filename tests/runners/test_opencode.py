@@ -240,6 +240,19 @@ def test_private_home_carries_login_and_provider_only(tmp_path: Path, cls: type[
     assert runner.cli_model("small") == "corp/small" and runner.cli_model("x/y") == "x/y"
 
 
+def test_cloud_logins_in_the_real_home_stay_reachable(tmp_path: Path) -> None:
+    (tmp_path / ".aws").mkdir()
+    (tmp_path / ".aws" / "credentials").write_text("[default]\n")
+    adc = tmp_path / ".config" / "gcloud" / "application_default_credentials.json"
+    adc.parent.mkdir(parents=True)
+    adc.write_text("{}")
+    env = OpenCodeRunner(env={"HOME": str(tmp_path)}).child_env()
+    assert env["AWS_SHARED_CREDENTIALS_FILE"] == str(tmp_path / ".aws" / "credentials")
+    assert env["GOOGLE_APPLICATION_CREDENTIALS"] == str(adc) and "AWS_CONFIG_FILE" not in env
+    own = OpenCodeRunner(env={"HOME": str(tmp_path), "GOOGLE_APPLICATION_CREDENTIALS": "/x.json"}).child_env()
+    assert own["GOOGLE_APPLICATION_CREDENTIALS"] == "/x.json"
+
+
 def test_kilo_switches_daemon_telemetry_and_retries_off(tmp_path: Path) -> None:
     env = KiloRunner(env={"HOME": str(tmp_path)}).child_env()
     assert env["KILO_NO_DAEMON"] == "1" and env["KILO_TELEMETRY_LEVEL"] == "off"

@@ -19,8 +19,9 @@ How a turn runs (facts measured on 1.18.33, see ``clis.md`` section 6):
   over is the user's login and choice of provider: the ``provider``, ``model``, ``small_model``,
   ``enabled_providers`` and ``disabled_providers`` of their config files (``$XDG_CONFIG_HOME/opencode/*.json[c]``
   and ``OPENCODE_CONFIG``), their ``auth.json`` (linked, so refreshed tokens are written back) and the variables
-  those configs name (``{env:NAME}``) plus the usual provider key variables. ``user_config=True`` runs the CLI
-  with the user's real home and config instead.
+  those configs name (``{env:NAME}``) plus the usual provider key variables, and the cloud logins of the real
+  HOME (``~/.aws``, gcloud application-default credentials) through the variables the SDKs read.
+  ``user_config=True`` runs the CLI with the user's real home and config instead.
 - The system prompt: an agent ``llm-runners`` defined in the run's own config file (``OPENCODE_CONFIG``). Its
   prompt replaces OpenCode's ~9.7 KB coding prompt; the CLI still appends one line naming the model and an
   ``<env>`` block (working directory, platform, date). Without a system message the agent gets
@@ -534,7 +535,21 @@ class OpenCodeRunner(CLIRunner):
             value = self.getenv(name)
             if value is not None:
                 env.setdefault(name, value)
+        for name, path in self.cloud_logins().items():
+            env.setdefault(name, str(path))
         return env
+
+    def cloud_logins(self) -> dict[str, Path]:
+        """The user's cloud logins that live in their real HOME, which the private home hides (Bedrock's
+        ``~/.aws``, Vertex's application-default credentials), named by the variables the SDKs read instead."""
+        home = self.home()
+        gcloud = Path(self.getenv("CLOUDSDK_CONFIG") or home / ".config" / "gcloud")
+        candidates = {
+            "AWS_SHARED_CREDENTIALS_FILE": home / ".aws" / "credentials",
+            "AWS_CONFIG_FILE": home / ".aws" / "config",
+            "GOOGLE_APPLICATION_CREDENTIALS": gcloud / "application_default_credentials.json",
+        }
+        return {name: path for name, path in candidates.items() if not self.getenv(name) and path.is_file()}
 
     # ------------------------------------------------------------------------------------------ argv
     def cli_model(self, model: str | None) -> str | None:
