@@ -298,12 +298,15 @@ def test_through_the_server_with_the_openai_sdk(
     """``llm-runners serve``'s path (settings file -> router -> server) with the official openai SDK as the client:
     a streamed chat completion answered by the real CLI, the system prompt and the model upstream."""
     write_user_config(flavor, tmp_home.home, fake_api.openai_base_url)
-    # the exec runner (the server's default for these CLIs is their ACP transport, tested with the ACP runner)
-    options = {"binary": str(cli_bin(flavor.cli)), "timeout": 120.0, "env": tmp_home.env(), "transport": "exec"}
+    # the exec runner, cold (the server's default for these CLIs is their ACP transport, tested with the ACP runner;
+    # a spare started next to the one request would only slow Kilo's ~6 s start-up down)
+    options = {"binary": str(cli_bin(flavor.cli)), "env": tmp_home.env(), "transport": "exec", "warm": 0}
+    options["timeout"] = 120.0
     config = write_config(tmp_path / "llm-runners.toml", {flavor.cli: options}, default_provider=flavor.cli)
     fake_api.script(Reply(text="four", input_tokens=50, output_tokens=1))
     with serving(config) as url:
-        client = openai_client(url)
+        # a generous timeout: Kilo's ~6 s start-up takes a minute on a loaded 2-core machine
+        client = openai_client(url).with_options(timeout=240)
         chunks = list(
             client.chat.completions.create(
                 model=f"{flavor.cli}:fake/fake-model-2",
