@@ -5,6 +5,7 @@ Each CLI run costs ~1.3 s, so several honest assertions share one run."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,19 @@ def make_runner(
     return ClineRunner(binary=str(cli_bin("cline")), env=tmp_home.env(), **kw)
 
 
+def hub_daemons(workdir: Path) -> list[int]:
+    """Every Cline hub daemon on the machine (not only among our descendants: it detaches) started for ``workdir``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes() if entry.isdigit() else b""
+        except OSError:
+            continue
+        if b"--cline-hub-daemon" in cmdline and str(workdir).encode() in cmdline:
+            found.append(int(entry))
+    return found
+
+
 def ask(text: str, **kw: Any) -> ChatRequest:
     return ChatRequest(messages=[{"role": "user", "content": text}], **kw)
 
@@ -67,6 +81,8 @@ async def test_answer_streaming_system_model_usage_and_no_tools(tmp_home: Any, f
     assert main.system_text() == "You are a terse test bot."  # -s replaces the whole system prompt
     assert main.messages() == [("user", prompt)]
     assert main.tool_names() == []
+    # CLINE_SESSION_BACKEND_MODE=local: no detached hub daemon (parent PID 1) was left for this working directory
+    assert hub_daemons(runner.workdir) == []
     # -m went into the private copy of providers.json, never into the user's
     assert (
         json.loads(providers_file(tmp_home.home).read_text())["providers"]["openai-compatible"]["settings"]["model"]
