@@ -68,6 +68,17 @@ def test_errors_from_real_output(name: str, error: type[LLMError], text: str) ->
     assert type(info.value) is error and info.value.provider == "cline"
 
 
+def test_done_without_run_result_is_still_the_answer() -> None:
+    parser = ClineParser(model="asked")
+    events: list[object] = []
+    for line in (FIXTURES / "json.stdout").read_bytes().splitlines()[:-1]:  # the run_result line is missing
+        events.extend(parser.feed(line))
+    events.extend(parser.finish(0, ""))
+    assert [e.text for e in events if isinstance(e, TextDelta)] == ["pong", " from", " fake"]
+    assert [(e.usage.input_tokens, e.usage.output_tokens) for e in events if isinstance(e, UsageEvent)] == [(11, 3)]
+    assert isinstance(events[-1], Done) and events[-1].model == "asked"
+
+
 def test_an_error_only_on_stderr_and_a_silent_exit() -> None:
     parser = ClineParser()
     stderr = 'Warning: AI SDK Warning System\n{"ts":"x","type":"error","message":"Incorrect API key provided: k"}\n'

@@ -128,6 +128,8 @@ class ClineParser:
         self.model = model
         self.unreadable = Unreadable()
         self.result: dict[str, Any] | None = None
+        #: the agent's ``done`` event: the answer is complete even if the CLI exits before ``run_result``
+        self.done: dict[str, Any] | None = None
         self.error: dict[str, Any] | None = None
         #: monotonic time an iteration started and the model API has not answered yet, else None
         self.waiting_since: float | None = None
@@ -147,8 +149,11 @@ class ClineParser:
         etype = event.get("type")
         if etype == "iteration_start":
             self.waiting_since = time.monotonic()
-        elif etype in ("content_start", "content_end", "usage", "done"):
+        elif etype in ("content_start", "content_end", "usage"):
             self.waiting_since = None
+        elif etype == "done":
+            self.waiting_since = None
+            self.done = event
         elif etype == "error":
             self.waiting_since = None
             if not event.get("recoverable"):
@@ -189,6 +194,10 @@ class ClineParser:
         if result is not None and result.get("finishReason") != "error" and returncode == 0:
             length = result.get("finishReason") in ("max_tokens", "length")
             return (Done(finish_reason="length" if length else "stop", model=self.model),)
+        done = self.done
+        if result is None and done is not None and done.get("reason") == "completed" and returncode == 0:
+            # seen once on a loaded machine: the CLI exited 0 after ``done`` without printing ``run_result``
+            return (*self._usage({"usage": done.get("usage")}), Done(finish_reason="stop", model=self.model))
         message = self._error_message(stderr)
         if message is None:
             if returncode == 0:
