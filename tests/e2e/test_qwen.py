@@ -84,7 +84,7 @@ async def test_tokens_stream_with_usage_model_session_and_no_tools(
 
 async def test_system_prompt_replaces_the_default(tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any) -> None:
     runner = make_runner(tmp_home, fake_api, cli_bin)
-    system = "You are a pirate.\nAnswer in three words."
+    system = "You are a pirate.\nAnswer in three words.\n" + "x" * 140_000  # more than one argv string may hold
     request = ChatRequest(messages=[{"role": "system", "content": system}, {"role": "user", "content": "hi"}])
     response = await runner.complete(request)
     assert response.content == "pong from fake" and response.provider == "qwen"

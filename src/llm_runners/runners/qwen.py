@@ -7,8 +7,10 @@ How a turn runs (facts measured on 0.15.10, see ``clis.md`` section 7):
   (``content_block_delta`` ``text_delta`` / ``thinking_delta``); the complete ``assistant`` event repeats the text
   and is used only for a message whose deltas never came. ``result`` carries usage (``input_tokens`` is the whole
   prompt, ``cache_read_input_tokens`` the cached part of it) and the session id.
-- ``--system-prompt X`` replaces the default ~24 KB prompt (the CLI appends a short ``## Deferred Tools`` section
-  when it has deferred tools; with tools off it has none). ``-m`` is passed verbatim.
+- The system prompt goes into a per-run file named by ``QWEN_SYSTEM_MD``, which replaces the default ~24 KB base
+  prompt exactly as ``--system-prompt X`` does, but keeps a long prompt off argv (one argv string is limited to
+  128 KiB on Linux). The CLI appends its short ``## Deferred Tools`` section when it has deferred tools (with tools
+  off it has none) and its own ``output-language.md`` context. ``-m`` is passed verbatim.
 - Sessions: ``--session-id <uuid>`` starts one with our id, ``-r <id>`` continues it (the CLI re-sends the history).
 - A private CLI home (:meth:`QwenRunner.cli_home`, ``QWEN_HOME``): a ``settings.json`` with telemetry, usage
   statistics, auto-update, managed auto-memory (a second model call per run) and the startup context pair off,
@@ -419,15 +421,14 @@ class QwenRunner(CLIRunner):
         argv = [self.binary_path, "-o", "stream-json", "--include-partial-messages"]
         if self.allow_tools:
             argv += ["--approval-mode", "auto-edit"]
-        if turn.system:
-            argv += ["--system-prompt", turn.system]
         if turn.model:
             argv += ["-m", turn.model]
         if turn.resume:
             argv += ["-r", turn.resume]
         elif turn.session:
             argv += ["--session-id", turn.session]
-        return Invocation(argv=argv, stdin=turn.prompt.encode("utf-8"))
+        env = {"QWEN_SYSTEM_MD": str(turn.tempfile("system.md", turn.system))} if turn.system else {}
+        return Invocation(argv=argv, stdin=turn.prompt.encode("utf-8"), env=env)
 
     def new_parser(self, turn: Turn) -> QwenParser:
         session = turn.resume or turn.session
