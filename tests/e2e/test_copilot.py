@@ -178,11 +178,11 @@ async def test_api_errors_are_classified_in_seconds(
 async def test_hang_times_out_and_kills_the_cli(
     tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any, copilot_cache: Path, procs: Any
 ) -> None:
-    runner = make_runner(tmp_home, fake_api, cli_bin, copilot_cache, key="fake-err-hang", timeout=15.0)
+    runner = make_runner(tmp_home, fake_api, cli_bin, copilot_cache, key="fake-err-hang", timeout=30.0)
     started = time.monotonic()
     with pytest.raises(ProviderTimeout):
         await runner.complete(ask("hi"))
-    assert time.monotonic() - started < 25
+    assert time.monotonic() - started < 45  # the total timeout (generous: start-up under load) and the kill
     assert procs.wait_until_gone(procs.named("copilot"), timeout=1.0) == []
     assert fake_api.last_main_request().wait_disconnected(2.0)
     await runner.aclose()
