@@ -635,7 +635,8 @@ def test_delay_before_first_byte_and_between_chunks(api: FakeModelAPI, http: htt
         for line in response.iter_lines():
             if '"content":"' in line and '"content":""' not in line:
                 arrivals.append(time.monotonic() - started)
-    assert len(arrivals) == 3 and arrivals[2] - arrivals[0] >= 0.3
+    # two chunk delays of 0.15 s; the event loop may fire a timer up to ~1 ms early, so not exactly 0.3
+    assert len(arrivals) == 3 and arrivals[2] - arrivals[0] >= 0.28
 
 
 def test_hang_before_answer_until_client_disconnects(api: FakeModelAPI) -> None:
