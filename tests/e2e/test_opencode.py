@@ -243,7 +243,7 @@ async def test_consumer_that_stops_reading_kills_the_cli(
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(consume)
-        await anyio.to_thread.run_sync(lambda: fake_api.wait_for_requests(1, timeout=60, main_only=True))
+        await anyio.to_thread.run_sync(lambda: fake_api.wait_for_requests(1, timeout=240, main_only=True))
         assert procs.named(flavor.cli), "the CLI should still be running"
         tg.cancel_scope.cancel()
     assert got == []
