@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from .provider import Provider
 
 DEFAULT_CHAT_PROVIDER = "claude_code"
+#: the loggers the CLI runners report their CLI's retries on (``llm_runners.runners.<provider>``)
+RUNNER_LOGGER = "llm_runners.runners"
 
 #: seconds one provider's health check may take in ``providers`` before it is reported as hanging
 HEALTH_TIMEOUT = 30.0
@@ -106,6 +109,8 @@ async def _chat(args: argparse.Namespace) -> int:
     # a one-shot question: no CLI session is remembered for a conversation that never continues
     request = ChatRequest(messages=messages, model=args.model, extra={EPHEMERAL_KEY: True})
     printer = _Printer(show_reasoning=args.show_reasoning)
+    notices = _RetryNotices(printer)
+    logging.getLogger(RUNNER_LOGGER).addHandler(notices)
     try:
         async with provider:
             with anyio.fail_after(None if isinstance(provider, CLIRunner) else args.timeout):
@@ -122,12 +127,26 @@ async def _chat(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # the reader went away (`| head`): the provider stream is closed, the CLI killed
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    finally:
+        logging.getLogger(RUNNER_LOGGER).removeHandler(notices)
     printer.end()
     if args.usage and printer.usage is not None:
         u = printer.usage
         cost = f", ${u.cost_usd:.6f}" if u.cost_usd is not None else ""
         print(f"[{u.input_tokens} in ({u.cached_tokens} cached), {u.output_tokens} out{cost}]", file=sys.stderr)
     return 0
+
+
+class _RetryNotices(logging.Handler):
+    """The runners' retry notices (``codex: reconnecting 2/5 (…)``), one line each on stderr, as they happen."""
+
+    def __init__(self, printer: _Printer) -> None:
+        super().__init__(logging.WARNING)
+        self.printer = printer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.printer.end()
+        print(record.getMessage(), file=sys.stderr, flush=True)
 
 
 class _Printer:

@@ -1,7 +1,7 @@
 """Codex CLI's offline setup for the e2e tests (clis.md section 4).
 
-The runner ignores ``$CODEX_HOME/config.toml`` by default (``--ignore-user-config``), so the fake provider is given
-the way an operator would give it to such a runner: ``-c`` overrides in ``extra_args``. ``CODEX_HOME`` is still a
+The fake provider is given the way an operator would: ``-c`` overrides in ``extra_args`` (the route through the
+user's own ``config.toml`` is tested in ``test_user_setup.py``). ``CODEX_HOME`` is still a
 throw-away directory per test: it holds the session rollouts that ``exec resume`` reads. Retries are off
 (``request_max_retries`` / ``stream_max_retries`` = 0) so an error case costs one request, not a backoff loop.
 """

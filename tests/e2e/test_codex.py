@@ -258,9 +258,16 @@ async def test_health_and_models(tmp_home: Any, fake_api: Any, cli_bin: Any) -> 
     runner = make_runner(tmp_home, fake_api, cli_bin)
     health = await runner.health()
     assert health.installed and health.version == "0.169.0"
+    assert health.ready and health.authenticated  # the fake provider of extra_args has its key variable
+    del runner.env["FAKE_OPENAI_API_KEY"]
+    health = await runner.health()
+    assert not health.ready and health.reason and "FAKE_OPENAI_API_KEY" in health.reason
+    builtin = CodexRunner(binary=str(cli_bin("codex")), env=codex_env(tmp_home.env()))
+    health = await builtin.health()
     assert health.authenticated is False and health.fix and "codex login" in health.fix  # a bare CODEX_HOME
     await anyio.Path(runner.env["CODEX_HOME"], "auth.json").write_text("{}")
-    assert (await runner.health()).ready
+    assert (await builtin.health()).ready
+    await builtin.aclose()
     models = {m.id: m for m in await runner.models()}
     assert "gpt-5.5" in models and models["gpt-5.5"].context_window == 272000
     assert "codex-auto-review" not in models  # hidden models are not listed

@@ -239,7 +239,7 @@ def test_default_argv_is_streaming_and_safe(tmp_path: Path) -> None:
     assert "--resume" not in argv and "--no-session-persistence" not in argv
     assert "--model" not in argv and "--system-prompt-file" not in argv
     assert "hi" not in argv  # the prompt goes to stdin
-    assert inv.env == OFFLINE_ENV
+    assert inv.env == {**OFFLINE_ENV, "CLAUDE_CODE_MAX_RETRIES": "0"}  # the runner's retries bound
 
 
 def test_prompt_goes_to_stdin_as_one_user_message(tmp_path: Path) -> None:

@@ -153,6 +153,10 @@ def make_turn(tmp_path: Path, **kw: object) -> Turn:
     return Turn(**values)  # type: ignore[arg-type]
 
 
+#: what the runner writes by default: tools off, and 1 attempt per API call (``retries=0``)
+RUNNER_SETTINGS = {**SAFE_SETTINGS, "general": {**SAFE_SETTINGS["general"], "maxAttempts": 1}}
+
+
 def runner() -> GeminiRunner:
     return GeminiRunner(binary="/bin/true")
 
@@ -168,7 +172,7 @@ def test_argv_prompt_on_stdin_and_safe_settings(tmp_path: Path) -> None:
     assert inv.env["GEMINI_CLI_TRUST_WORKSPACE"] == "true"
     assert "GEMINI_SYSTEM_MD" not in inv.env
     settings = json.loads((turn.workdir / ".gemini" / "settings.json").read_text())
-    assert settings == SAFE_SETTINGS and settings["tools"]["core"] == []
+    assert settings == RUNNER_SETTINGS and settings["tools"]["core"] == []
 
 
 def test_argv_resume_system_prompt_and_images(tmp_path: Path) -> None:
@@ -247,7 +251,12 @@ def test_private_home_holds_only_what_auth_needs(tmp_path: Path) -> None:
     for name in ("oauth_creds.json", "google_accounts.json"):
         assert (own / name).is_symlink() and (own / name).resolve() == (home / ".gemini" / name).resolve()
     settings = json.loads((own / "settings.json").read_text())
-    assert settings == {**SAFE_SETTINGS, "security": {"auth": {"selectedType": "oauth-personal"}}}
+    # the user's login choice and model selection carry over; their maxAttempts, MCP server and trust do not
+    assert settings == {
+        **RUNNER_SETTINGS,
+        "security": {"auth": {"selectedType": "oauth-personal"}},
+        "model": {"name": "x // not a comment"},
+    }
     assert (own / ".env").read_text() == "export GEMINI_API_KEY=k1\nGOOGLE_CLOUD_PROJECT: p1\n"
     assert stat.S_IMODE((own / ".env").stat().st_mode) == 0o600
     # stable for the runner's lifetime (sessions live in it), also for --version and health
@@ -273,7 +282,7 @@ def test_private_home_follows_the_user_logging_in_later(tmp_path: Path) -> None:
     r = GeminiRunner(binary="/bin/true", env={"HOME": str(home)})
     own = r.cli_home() / ".gemini"
     assert sorted(p.name for p in own.iterdir()) == ["settings.json"]
-    assert json.loads((own / "settings.json").read_text()) == SAFE_SETTINGS
+    assert json.loads((own / "settings.json").read_text()) == RUNNER_SETTINGS
     (home / ".gemini").mkdir(parents=True)
     (home / ".gemini" / "oauth_creds.json").write_text("{}")
     (home / ".env").write_text("GOOGLE_API_KEY=g\nOTHER=x\n")  # used when there is no ~/.gemini/.env

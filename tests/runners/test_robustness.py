@@ -197,10 +197,14 @@ def one_shot(cls: type[CLIRunner]) -> dict[str, Any]:
     return {"transport": "exec"} if cls is CodexRunner else {}
 
 
+#: credentials for each dialect, so the runners' fail-fast auth check lets the stand-in run
+STAND_IN_KEYS = {"ANTHROPIC_API_KEY": "k", "OPENAI_API_KEY": "k", "GEMINI_API_KEY": "k"}
+
+
 def make(cls: type[CLIRunner], script: Path, mode: str = "ok", **kw: Any) -> CLIRunner:
     home = script.parent / "home"
     home.mkdir(exist_ok=True)
-    env = {"STANDIN_DIALECT": cls.name, "STANDIN_MODE": mode, "HOME": str(home)}
+    env = {"STANDIN_DIALECT": cls.name, "STANDIN_MODE": mode, "HOME": str(home), **STAND_IN_KEYS}
     options: dict[str, Any] = {"timeout": 30.0, "idle_timeout": 30.0, "sessions": SessionStore(), **one_shot(cls), **kw}
     return cls(binary=str(script), env=env, **options)
 
@@ -528,7 +532,9 @@ async def test_a_binary_that_cannot_start_is_binary_not_found_with_the_reinstall
     path = tmp_path / "cli"
     path.write_text("#!/nonexistent/interpreter\n")
     path.chmod(0o755)
-    runner = cls(binary=str(path), env={"HOME": str(tmp_path)}, sessions=SessionStore(), **one_shot(cls))
+    runner = cls(
+        binary=str(path), env={"HOME": str(tmp_path), **STAND_IN_KEYS}, sessions=SessionStore(), **one_shot(cls)
+    )
     for how in MODES.values():
         _events, error = await how(runner, ask("q1"))
         assert isinstance(error, BinaryNotFound) and f"npm install -g {cls.package}" in error.message

@@ -13,6 +13,28 @@ conversation may be served by a spare process started ahead of need (:mod:`llm_r
 The working directory is one empty directory per runner instance (or the operator's ``cwd``), not one per run:
 Claude Code and Gemini CLI file their sessions under the working directory, so a resume only finds its session
 when it runs in the same directory as the turn that created it. With the CLI's tools off nothing is written there.
+
+**The user's CLI setup: login in, tools out.** Every runner (the ones here and every runner added later, ACP agents
+included) draws the same line through the user's own CLI configuration:
+
+- *Carried over*, always: how the CLI reaches its model and proves who the user is. Login files and credentials,
+  the endpoint (base URL, gateway, Bedrock / Vertex / proxy selection), an auth or API-key helper, provider
+  definitions, the selected auth type, the default model and its reasoning settings, and the environment variables
+  those entries name (a provider's ``env_key``), which therefore pass the environment allow-list. The user's CLI
+  answers in their terminal, so it answers through the runner.
+- *Kept out* unless the operator sets ``user_config = true``: what the CLI *does* with its model. MCP servers,
+  hooks, plugins, skills, extensions, custom commands and agents, permissions and approval policies, instruction
+  files (CLAUDE.md, AGENTS.md, GEMINI.md), notify commands, status lines, shell environment policies. Each dialect
+  reads the user's files, keeps only the carried part and hands that to the CLI (a filtered settings file, ``-c``
+  overrides, a private CLI home); it never lets the CLI read the rest.
+
+**Fail in seconds.** ``health()`` says whether the user's CLI would answer (:meth:`CLIRunner.auth_status`), with
+the precise reason and fix when not; a request to a runner whose auth status is ``False`` fails at once with that
+:class:`~llm_runners.errors.AuthenticationError` (the status is cached for :data:`AUTH_RECHECK` seconds, so a
+login made meanwhile is seen on the next request after that). Each dialect bounds the CLI's own retry loop to
+``retries`` retries (default 0: none), so an unreachable or failing API becomes an error naming the endpoint within
+seconds: retrying is the server's decision (a fallback chain). Every retry the CLI still makes is logged as it
+happens on the logger ``llm_runners.runners.<provider>`` at WARNING (``llm-runners chat`` prints them to stderr).
 """
 
 from __future__ import annotations
@@ -26,14 +48,25 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import uuid
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypedDict
 
 from .. import process
-from ..errors import BinaryNotFound, InvalidRequest, LLMError, SessionNotFound, UpstreamError
+from ..errors import (
+    AuthenticationError,
+    BinaryNotFound,
+    InvalidRequest,
+    LLMError,
+    Overloaded,
+    ProviderTimeout,
+    SessionNotFound,
+    UpstreamError,
+)
 from ..prompt import conversation_messages, images_of, render_new_messages, render_transcript
 from ..provider import Provider
 from ..sessions import DEFAULT_STORE, SessionStore
@@ -208,6 +241,26 @@ def _log_failed_run(provider: str, returncode: int, error: LLMError, stderr: str
 #: ``ChatRequest.extra`` key: True marks a throw-away conversation (no session remembered, nothing to resume)
 EPHEMERAL_KEY = "ephemeral"
 
+#: seconds a runner trusts its last auth status before a request checks again (a few file stats and env lookups)
+AUTH_RECHECK = 2.0
+
+
+@dataclass(frozen=True)
+class AuthStatus:
+    """Whether the user's CLI setup would let the CLI answer, as far as it can be told without a model call."""
+
+    #: True: credentials for the configured endpoint are there; False: the CLI cannot answer; None: cannot tell
+    authenticated: bool | None
+    #: why not (one line), when ``authenticated`` is False
+    reason: str | None = None
+    #: what to do about it (one line), when ``authenticated`` is False
+    fix: str | None = None
+
+
+def retry_logger(provider: str) -> logging.Logger:
+    """The logger a runner reports its CLI's retries on: ``llm_runners.runners.<provider>``."""
+    return logging.getLogger(f"llm_runners.runners.{provider}")
+
 
 class _LiveProcessLost(Exception):
     """A live process died before it answered anything of the turn handed to it: the turn runs again, cold."""
@@ -226,6 +279,7 @@ class RunnerOptions(TypedDict, total=False):
     extra_args: Sequence[str]
     sessions: SessionStore | None
     user_config: bool
+    retries: int
     warm: int
     warm_idle: float
     live_max: int | None
@@ -285,6 +339,7 @@ class CLIRunner(Provider):
         extra_args: Sequence[str] = (),
         sessions: SessionStore | None = None,
         user_config: bool = False,
+        retries: int = 0,
         warm: int = 0,
         warm_idle: float = 300.0,
         live_max: int | None = None,
@@ -303,9 +358,14 @@ class CLIRunner(Provider):
         self.model = model
         self.extra_args = list(extra_args)
         self.sessions = sessions if sessions is not None else DEFAULT_STORE
-        #: let the CLI read the user's own configuration (settings, MCP servers, instructions files); dialects
-        #: that can keep it out do so unless this is set
+        #: let the CLI read ALL of the user's own configuration (MCP servers, hooks, instruction files …); without
+        #: it only the login / endpoint / provider part carries over (see the module docstring)
         self.user_config = user_config
+        if retries < 0:
+            raise ValueError(f"{self.name}: retries must be 0 or more, got {retries}")
+        #: how often the CLI itself may retry a failed model API call before the runner reports the error
+        self.retries = retries
+        self._auth_checked: tuple[float, AuthStatus] | None = None
         self._binary_path: str | None = None
         self._workdir: Path | None = None
         self._version: str | None = None
@@ -338,6 +398,51 @@ class CLIRunner(Provider):
     async def check_auth(self) -> tuple[bool | None, str | None]:
         """(authenticated?, one-line fix). None when it cannot be told without a model call."""
         return None, None
+
+    async def auth_status(self) -> AuthStatus:
+        """Whether the user's setup lets the CLI answer, with the precise reason and fix when it does not. The
+        default wraps :meth:`check_auth`; a dialect that can say more (which variable is missing) overrides it."""
+        authenticated, fix = await self.check_auth()
+        if authenticated is False:
+            return AuthStatus(False, f"{self.display_name or self.name} is not logged in", fix)
+        return AuthStatus(authenticated)
+
+    def endpoint(self) -> str | None:
+        """The model API the CLI talks to (its base URL), named in errors about an API it cannot reach or that
+        fails; None when unknown."""
+        return None
+
+    def name_endpoint(self, error: LLMError) -> None:
+        """Add the endpoint to an error about an unreachable, failing or silent API (UpstreamError, Overloaded,
+        ProviderTimeout), so the operator sees which URL did not answer."""
+        if not isinstance(error, UpstreamError | Overloaded | ProviderTimeout):
+            return
+        try:
+            endpoint = self.endpoint()
+        except Exception:  # a broken setup file is reported by health(); it must not hide the real error
+            return
+        if endpoint and endpoint not in error.message:
+            error.message += f" (model API: {endpoint})"
+            error.args = (error.message,)
+
+    def user_default_model(self) -> str | None:
+        """The default model the user's own CLI setup names, for dialects that must pass a model explicitly."""
+        return None
+
+    async def ensure_ready(self) -> None:
+        """Fail at once, with the fix, when the auth status says the CLI cannot answer (see the module docstring)."""
+        now = time.monotonic()
+        if self._auth_checked is None or now - self._auth_checked[0] > AUTH_RECHECK:
+            self._auth_checked = (now, await self.auth_status())
+        status = self._auth_checked[1]
+        if status.authenticated is False:
+            label = self.display_name or self.name
+            reason = status.reason or f"{label} is not logged in"
+            raise AuthenticationError(f"{reason}" + (f"; fix: {status.fix}" if status.fix else ""), provider=self.name)
+
+    def log_retry(self, notice: str) -> None:
+        """Report one retry the CLI makes (WARNING on ``llm_runners.runners.<provider>``)."""
+        retry_logger(self.name).warning("%s: %s", self.name, notice)
 
     async def list_models(self) -> list[str] | None:
         """Models listed live by the CLI, or None when it cannot list them."""
@@ -420,7 +525,7 @@ class CLIRunner(Provider):
             request=request,
             prompt=prompt,
             system=request.system or None,
-            model=request.model or self.model or self.default_model,
+            model=request.model or self.model or self.user_default_model() or self.default_model,
             resume=resume,
             session=None if resume else str(uuid.uuid4()),
             images=files,
@@ -434,6 +539,7 @@ class CLIRunner(Provider):
         binary = self.binary_path  # fail fast, before any session is claimed
         del binary
         check_model_name(request.model, self.name)
+        await self.ensure_ready()
         if self.resumable:
             claim = self.sessions.claim(self.name, request.conversation, request.messages)
             resume, first_new = claim.session_id, claim.first_new
@@ -520,6 +626,9 @@ class CLIRunner(Provider):
                             break
                         await proc.close_stdin()  # the turn is over: the CLI exits once it reads end of input
                         closing = True
+            except LLMError as exc:
+                self.name_endpoint(exc)
+                raise
             finally:
                 if watcher is not None:
                     watcher.cancel()
@@ -533,6 +642,7 @@ class CLIRunner(Provider):
             try:
                 events = self._parse(lambda _: parser.finish(returncode, stderr), None)
             except LLMError as exc:
+                self.name_endpoint(exc)
                 _log_failed_run(self.name, returncode, exc, stderr)
                 raise
             # before the last events: a consumer may stop reading at Done
@@ -687,17 +797,19 @@ class CLIRunner(Provider):
                 reason=f"{label} did not start: {exc.message}",
                 fix=f"reinstall it: npm install -g {self.package}",
             )
-        authenticated, fix = await self.check_auth()
+        status = await self.auth_status()
+        self._auth_checked = (time.monotonic(), status)
+        failed = status.authenticated is False
         return Health(
             provider=self.name,
             processes=self.processes(),
             installed=True,
-            ready=authenticated is not False,
+            ready=not failed,
             path=path,
             version=version,
-            authenticated=authenticated,
-            reason=None if authenticated is not False else f"{label} is not logged in",
-            fix=fix if authenticated is False else None,
+            authenticated=status.authenticated,
+            reason=(status.reason or f"{label} is not logged in") if failed else None,
+            fix=status.fix if failed else None,
         )
 
     async def models(self) -> list[ModelInfo]:

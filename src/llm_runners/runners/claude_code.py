@@ -24,6 +24,17 @@ Safety (the leanest set that is still safe):
 - ``--setting-sources ""``: none of the caller's user/project/local settings (hooks, permissions, env, plugins)
   and none of their CLAUDE.md files reach the run (verified: a ``~/.claude/CLAUDE.md`` and a parent-directory
   CLAUDE.md both disappear from the request). Unlike ``--bare`` this keeps OAuth (``claude login``) working.
+- The user's setup (see :mod:`llm_runners.runners.base`): the endpoint/auth part of ``~/.claude/settings.json``
+  (``$CLAUDE_CONFIG_DIR/settings.json``) goes back in through ``--settings <file>``, a per-run file holding only
+  :func:`carried_settings`: the ``env`` entries that choose and reach the endpoint (``ANTHROPIC_*``,
+  ``CLAUDE_CODE_USE_BEDROCK`` / ``_VERTEX`` / ``_FOUNDRY``, ``AWS_*``, ``CLOUD_ML_*``, ``GOOGLE_*``, ``VERTEX_*``)
+  and ``apiKeyHelper``, ``model``, ``awsAuthRefresh``, ``awsCredentialExport``, ``forceLoginMethod``. Verified on
+  2.1.197: ``--settings`` is read with ``--setting-sources ""`` and with ``--bare`` (its ``env`` and its
+  ``apiKeyHelper`` both work), while hooks, permissions, MCP servers, plugins and the status line of the user's
+  file never get there. An entry of the operator's ``env`` wins over the user's. ``user_config=True`` drops
+  ``--setting-sources ""``, ``--strict-mcp-config`` and ``--bare``: the CLI reads all of the user's setup.
+- Retries: ``CLAUDE_CODE_MAX_RETRIES`` = the runner's ``retries`` (default 10 in the CLI, ~3 min for a 401 or a
+  500) unless the operator's env sets it; each ``api_retry`` event is logged as it comes.
 - ``--strict-mcp-config`` without ``--mcp-config``: no MCP server from ``~/.claude.json`` or ``.mcp.json`` is
   started (verified: a user-scope stdio server is spawned without these flags).
 - ``--bare`` in addition when ``ANTHROPIC_API_KEY`` is set and tools are off: it reads auth only from that key (so
@@ -39,10 +50,9 @@ Safety (the leanest set that is still safe):
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -68,7 +78,17 @@ from ..types import (
     Usage,
     UsageEvent,
 )
-from .base import EPHEMERAL_KEY, CLIRunner, Invocation, LineParser, Turn, Unreadable, int_or_zero, json_object
+from .base import (
+    EPHEMERAL_KEY,
+    AuthStatus,
+    CLIRunner,
+    Invocation,
+    LineParser,
+    Turn,
+    Unreadable,
+    int_or_zero,
+    json_object,
+)
 
 PROVIDER = "claude_code"
 
@@ -92,6 +112,42 @@ LOGIN_HINT = "run `claude login` or set ANTHROPIC_API_KEY"
 # building live processes). Closing stdin only once `result` has been read costs nothing and gave 12/12 complete
 # files (24/24 with a 0.1 s wait after `result`). So stdin stays open for the turn and the base closes it when the
 # turn is over (`turn_over`), or keeps the process live for the conversation's next turn.
+
+#: ``env`` entries of the user's settings that carry over: how the CLI reaches its model and authenticates
+_CARRIED_ENV = re.compile(
+    r"ANTHROPIC_\w+|CLAUDE_CODE_USE_(?:BEDROCK|VERTEX|FOUNDRY)|CLAUDE_CODE_SKIP_(?:BEDROCK|VERTEX|FOUNDRY)_AUTH|"
+    r"CLAUDE_CODE_OAUTH_TOKEN|CLAUDE_CODE_API_KEY_HELPER_TTL_MS|AWS_\w+|CLOUD_ML_\w+|GOOGLE_\w+|VERTEX_\w+"
+)
+#: top-level keys of the user's settings that carry over (auth helpers, login method, the default model)
+CARRIED_KEYS: tuple[str, ...] = (
+    "apiKeyHelper",
+    "model",
+    "awsAuthRefresh",
+    "awsCredentialExport",
+    "forceLoginMethod",
+    "forceLoginOrgUUID",
+)
+#: variables (in the environment or the carried settings) by which the CLI has credentials without a login file
+_CREDENTIAL_VARS: tuple[str, ...] = (
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "CLAUDE_CODE_OAUTH_TOKEN",
+    "CLAUDE_CODE_USE_BEDROCK",
+    "CLAUDE_CODE_USE_VERTEX",
+    "CLAUDE_CODE_USE_FOUNDRY",
+)
+
+
+def carried_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The endpoint/auth part of a Claude Code settings object (see the module docstring); nothing else."""
+    out: dict[str, Any] = {k: settings[k] for k in CARRIED_KEYS if k in settings}
+    env = settings.get("env")
+    if isinstance(env, dict):
+        kept = {k: str(v) for k, v in env.items() if isinstance(k, str) and _CARRIED_ENV.fullmatch(k)}
+        if kept:
+            out["env"] = kept
+    return out
+
 
 _NO_SESSION = re.compile(r"No conversation found with session ID: ?(\S*)")
 _TOO_LONG = re.compile(r"prompt is too long|context.{0,20}(length|window)|too many tokens", re.I)
@@ -137,8 +193,15 @@ def image_block(image: ImagePart) -> dict[str, Any]:
 class ClaudeCodeParser:
     """stream-json lines of one ``claude -p`` run -> events; errors are raised from :meth:`finish`."""
 
-    def __init__(self, *, model: str | None = None, resume: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        model: str | None = None,
+        resume: str | None = None,
+        on_retry: Callable[[str], None] | None = None,
+    ) -> None:
         self.session_id: str | None = None
+        self.on_retry = on_retry
         self.unreadable = Unreadable()  # lines that were no JSON object, quoted in errors
         self.requested_model = model
         self.resume = resume
@@ -228,12 +291,15 @@ class ClaudeCodeParser:
             self.cli_model = event["model"]
         elif subtype == "api_retry":
             status = event.get("error_status")
-            self.warnings.append(
-                f"claude retried the model API (attempt {event.get('attempt')}/{event.get('max_retries')}"
-                + (f", HTTP {status}" if status is not None else "")
-                + (f", {event['error']}" if isinstance(event.get("error"), str) else "")
-                + ")"
+            detail = (f", HTTP {status}" if status is not None else "") + (
+                f", {event['error']}" if isinstance(event.get("error"), str) else ""
             )
+            attempt = f"{event.get('attempt')}/{event.get('max_retries')}"
+            self.warnings.append(f"claude retried the model API (attempt {attempt}{detail})")
+            if self.on_retry is not None:
+                delay = event.get("retry_delay_ms")
+                wait = f" in {delay / 1000:.1f} s" if isinstance(delay, int | float) else ""
+                self.on_retry(f"retrying {attempt}{wait}" + (f" ({detail[2:]})" if detail else ""))
 
     # ------------------------------------------------------------------------------------------ exit
     def finish(self, returncode: int, stderr: str) -> Iterable[StreamEvent]:
@@ -403,15 +469,18 @@ class ClaudeCodeRunner(CLIRunner):
             "stream-json",
             "--verbose",
             "--include-partial-messages",
-            "--setting-sources",
-            "",
-            "--strict-mcp-config",
         ]
+        carried = {} if self.user_config else self.user_setup()
+        if not self.user_config:
+            argv += ["--setting-sources", "", "--strict-mcp-config"]
+            if carried:
+                path = turn.tempfile("user-settings.json", json.dumps(carried))
+                argv += ["--settings", str(path)]
         if self.allow_tools:
             argv += ["--permission-mode", "acceptEdits"]
         else:
             argv += ["--tools", ""]
-            if self._api_key_auth():
+            if self._api_key_auth(carried) and not self.user_config:
                 argv.append("--bare")  # not with tools: it cuts the default set down to Bash, Edit, Read
         if turn.model:
             argv += ["--model", turn.model]
@@ -424,17 +493,66 @@ class ClaudeCodeRunner(CLIRunner):
         elif turn.session:
             argv += ["--session-id", turn.session]
         env = {k: v for k, v in OFFLINE_ENV.items() if k not in self.env}
+        if "CLAUDE_CODE_MAX_RETRIES" not in self.env:
+            env["CLAUDE_CODE_MAX_RETRIES"] = str(self.retries)
         stdin = (json.dumps(user_message(turn), ensure_ascii=False) + "\n").encode("utf-8")
         return Invocation(argv=argv, stdin=stdin, env=env)
 
     def new_parser(self, turn: Turn) -> ClaudeCodeParser:
-        return ClaudeCodeParser(model=turn.model, resume=turn.resume)
+        return ClaudeCodeParser(model=turn.model, resume=turn.resume, on_retry=self.log_retry)
 
     def turn_over(self, parser: LineParser) -> bool:
         return isinstance(parser, ClaudeCodeParser) and parser.result is not None
 
-    def _api_key_auth(self) -> bool:
-        return bool(self.env.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_API_KEY"))
+    def _api_key_auth(self, carried: Mapping[str, Any]) -> bool:
+        """Auth by API key or key helper, which ``--bare`` keeps (verified); an OAuth login it would lose."""
+        env = carried.get("env") or {}
+        return bool(self.getenv("ANTHROPIC_API_KEY") or env.get("ANTHROPIC_API_KEY") or carried.get("apiKeyHelper"))
+
+    # ------------------------------------------------------------------------------------------ user setup
+    def config_dir(self) -> Path:
+        config = self.getenv("CLAUDE_CONFIG_DIR")
+        return Path(config) if config else self.home() / ".claude"
+
+    def user_settings(self) -> dict[str, Any]:
+        """The user's ``settings.json`` as an object; ``{}`` when it is missing or unreadable (as the CLI does)."""
+        try:
+            data = json.loads((self.config_dir() / "settings.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def user_setup(self) -> dict[str, Any]:
+        """The carried part of the user's settings, minus the variables the operator's env sets (those win)."""
+        carried = carried_settings(self.user_settings())
+        env = carried.get("env")
+        if isinstance(env, dict):
+            env = {k: v for k, v in env.items() if k not in self.env}
+            if env:
+                carried["env"] = env
+            else:
+                del carried["env"]
+        return carried
+
+    def _setup_env(self) -> dict[str, str]:
+        """The variables a run sees, as the CLI applies them: the settings' ``env`` over the environment's."""
+        names = {*self.pass_env, "ANTHROPIC_BASE_URL", *_CREDENTIAL_VARS}
+        env = {n: v for n in names if (v := self.getenv(n))}
+        setup = self.user_settings() if self.user_config else self.user_setup()
+        carried = setup.get("env")
+        if isinstance(carried, dict):
+            env.update({k: str(v) for k, v in carried.items() if k not in self.env})
+        return env
+
+    def endpoint(self) -> str | None:
+        env = self._setup_env()
+        if env.get("ANTHROPIC_BASE_URL"):
+            return env["ANTHROPIC_BASE_URL"]
+        if env.get("CLAUDE_CODE_USE_BEDROCK"):
+            return "Amazon Bedrock" + (f" ({env['AWS_REGION']})" if env.get("AWS_REGION") else "")
+        if env.get("CLAUDE_CODE_USE_VERTEX"):
+            return "Google Vertex AI" + (f" ({env['CLOUD_ML_REGION']})" if env.get("CLOUD_ML_REGION") else "")
+        return "https://api.anthropic.com"
 
     # ------------------------------------------------------------------------------------------ metadata
     def parse_version(self, output: str) -> str | None:
@@ -442,28 +560,26 @@ class ClaudeCodeRunner(CLIRunner):
         return m.group(1) if m else super().parse_version(output)
 
     def credentials_file(self) -> Path:
-        config = self.env.get("CLAUDE_CONFIG_DIR") or os.environ.get("CLAUDE_CONFIG_DIR")
-        base = Path(config) if config else self.home() / ".claude"
-        return base / ".credentials.json"
+        return self.config_dir() / ".credentials.json"
 
     async def check_auth(self) -> tuple[bool | None, str | None]:
-        def has(name: str) -> bool:
-            return bool(self.env.get(name) or os.environ.get(name))
+        status = await self.auth_status()
+        return status.authenticated, status.fix
 
-        if any(
-            has(v)
-            for v in (
-                "ANTHROPIC_API_KEY",
-                "ANTHROPIC_AUTH_TOKEN",
-                "CLAUDE_CODE_OAUTH_TOKEN",
-                "CLAUDE_CODE_USE_BEDROCK",
-                "CLAUDE_CODE_USE_VERTEX",
-                "CLAUDE_CODE_USE_FOUNDRY",
-            )
-        ):
-            return True, None
-        if self.credentials_file().is_file():
-            return True, None
+    async def auth_status(self) -> AuthStatus:
+        """Ready with a key, token or cloud selection (environment or the user's settings ``env``), a key helper in
+        the settings, or a login file; on macOS the login may be in the keychain, which cannot be checked."""
+        env = self._setup_env()
+        if any(env.get(v) for v in _CREDENTIAL_VARS):
+            return AuthStatus(True)
+        setup = self.user_settings() if self.user_config else self.user_setup()
+        if setup.get("apiKeyHelper") or self.credentials_file().is_file():
+            return AuthStatus(True)
         if sys.platform == "darwin":
-            return None, None  # macOS keeps the login in the keychain, which cannot be checked from here
-        return False, LOGIN_HINT
+            return AuthStatus(None)
+        return AuthStatus(
+            False,
+            f"Claude Code is not logged in: no {self.credentials_file()}, no ANTHROPIC_API_KEY / ANTHROPIC_AUTH_TOKEN"
+            " in the environment or in the env of settings.json, no apiKeyHelper",
+            LOGIN_HINT,
+        )

@@ -14,10 +14,18 @@ How a turn runs (facts measured on 0.169.0, see ``clis.md`` section 4):
   web-search tools are switched off and the permissions / environment-context preambles dropped, so the upstream
   request carries our developer message, our prompt and ``tools: []``. ``allow_tools`` keeps the CLI's tools in a
   ``workspace-write`` sandbox; ``danger-full-access`` only ever comes from the operator's ``extra_args``.
-- ``--ignore-user-config``: the caller's ``$CODEX_HOME/config.toml`` (MCP servers, profiles, hooks, its default
-  provider) is not read unless the operator opts in with ``user_config=True``; auth still comes from
-  ``$CODEX_HOME`` (``auth.json``) or the API-key variables. ``extra_args`` go before ``resume``, as ``exec`` options
-  (``exec resume`` rejects some of them, e.g. ``-s``, after ``resume``).
+- The user's setup (see :mod:`llm_runners.runners.base`): ``--ignore-user-config``, then the carried part of the
+  user's ``$CODEX_HOME/config.toml`` (model, model provider and provider definitions, reasoning settings, login
+  method; profile applied) as ``-c`` overrides (:mod:`llm_runners.runners.codex_config`). MCP servers, ``notify``,
+  hooks, shell environment policy and the rest stay out unless the operator opts in with ``user_config=True``.
+  Auth comes from ``$CODEX_HOME/auth.json`` or the API-key variables; the active provider's ``env_key`` (and its
+  ``env_http_headers`` sources) pass the environment allow-list. ``extra_args`` go before ``resume``, as ``exec``
+  options (``exec resume`` rejects some of them, e.g. ``-s``, after ``resume``); their ``-c`` overrides count for
+  health and the allow-list too.
+- Retries: the active custom provider gets ``request_max_retries`` / ``stream_max_retries`` = the runner's
+  ``retries``, and ``--disable unbounded_connection_retries`` stops the endless reconnect loop. A built-in provider
+  (``openai``: 5 WebSocket attempts, then 5 HTTPS ones, ~30 s offline) cannot be given those keys, so the parser
+  counts the ``Reconnecting... n/5`` notices (each logged as it comes) and ends the run after ``retries`` of them.
 - Usage: ``turn.completed`` carries the *thread's running total*, not the turn's (a resumed turn reports the
   earlier turns again). The runner remembers the last total per thread and reports the difference; for a thread
   it has not seen (e.g. after a restart) the total is reported as given, with a warning.
@@ -52,7 +60,8 @@ from ..errors import (
     from_http_status,
 )
 from ..types import Capabilities, Done, ModelInfo, ReasoningDelta, StreamEvent, TextDelta, Usage, UsageEvent
-from .base import CLIRunner, Invocation, RunnerOptions, Turn, Unreadable, int_or_zero, json_object
+from . import codex_config
+from .base import AuthStatus, CLIRunner, Invocation, RunnerOptions, Turn, Unreadable, int_or_zero, json_object
 
 PROVIDER = "codex"
 
@@ -102,7 +111,7 @@ NO_TOOLS_ARGS: tuple[str, ...] = (
     "include_apps_instructions=false",
 )
 
-_RETRY_NOTICE = re.compile(r"^Reconnecting\.\.\.", re.I)
+_RETRY_NOTICE = re.compile(r"^Reconnecting\.\.\.\s*(\d+/\d+)?\s*(?:\((.*)\))?", re.I | re.S)
 _STATUS = re.compile(r"(?:unexpected status|last status:?)\s+(\d{3})\b", re.I)
 _CONTEXT = re.compile(
     r"ran out of room in the model's context window|context[_ ]length[_ ]exceeded|exceeds the context window|"
@@ -178,6 +187,8 @@ class CodexParser:
         resume: str | None = None,
         baseline: Usage | None = None,
         remember: Callable[[str, Usage], None] | None = None,
+        max_retries: int | None = None,
+        on_retry: Callable[[str], None] | None = None,
     ) -> None:
         self.session_id: str | None = None
         self.unreadable = Unreadable()  # lines that were no JSON object, quoted in errors
@@ -189,6 +200,9 @@ class CodexParser:
         self.failure: str | None = None
         self.errors: list[str] = []  # fatal `error` events (retry notices excluded)
         self.retries = 0
+        #: end the run after this many retry notices (None: let the CLI retry as it is configured)
+        self.max_retries = max_retries
+        self.on_retry = on_retry
         self.warnings: list[str] = []
         self._emitted: dict[tuple[str, str], str] = {}  # (kind, item id) -> text already yielded
         self._said_text = False
@@ -215,11 +229,21 @@ class CodexParser:
         elif kind == "error":
             message = event.get("message")
             if isinstance(message, str):
-                if _RETRY_NOTICE.match(message):
-                    self.retries += 1
+                notice = _RETRY_NOTICE.match(message)
+                if notice:
+                    self._retry(message, notice)
                 else:
                     self.errors.append(message)
         return ()
+
+    def _retry(self, message: str, notice: re.Match[str]) -> None:
+        """A ``Reconnecting... n/m (reason)`` notice: logged, and past the bound the run's error."""
+        self.retries += 1
+        count, reason = notice.group(1), notice.group(2)
+        if self.on_retry is not None:
+            self.on_retry(f"reconnecting {count or self.retries}" + (f" ({reason})" if reason else ""))
+        if self.max_retries is not None and self.retries > self.max_retries:
+            raise classify_error(reason or message, detail=message)
 
     def _item(self, item: dict[str, Any], *, final: bool) -> Iterable[StreamEvent]:
         kind = item.get("type")
@@ -360,19 +384,43 @@ class CodexRunner(CLIRunner):
         return super().__new__(cls)
 
     def __init__(self, *, transport: Transport | None = None, **options: Unpack[RunnerOptions]) -> None:
-        # user_config (base): read ``$CODEX_HOME/config.toml`` (off by default: it may add MCP servers, hooks,
-        # another provider)
+        # user_config (base): let codex read all of ``$CODEX_HOME/config.toml`` (off by default: only the carried
+        # part is passed, see :mod:`llm_runners.runners.codex_config`)
         if transport is not None and transport != self.transport:
             raise ValueError(f"codex: {type(self).__name__} implements transport {self.transport!r}, not {transport!r}")
         super().__init__(**options)
         self._thread_usage: OrderedDict[str, Usage] = OrderedDict()
+
+    # ------------------------------------------------------------------------------------------ user setup
+    def user_setup(self) -> dict[str, Any]:
+        """The carried part of the user's config.toml (all of it with ``user_config``), profile applied."""
+        profile = codex_config.profile_from_args(self.extra_args)
+        config = codex_config.read_config(self.codex_home())
+        return config if self.user_config and not profile else codex_config.carried_config(config, profile)
+
+    def effective_setup(self) -> dict[str, Any]:
+        """What a run uses: the user's setup with the operator's ``-c`` overrides (``extra_args``) applied."""
+        return codex_config.apply_overrides(self.user_setup(), self.extra_args)
+
+    def endpoint(self) -> str | None:
+        try:
+            pid, definition = codex_config.active_provider(self.effective_setup())
+        except codex_config.CodexConfigError:
+            return None
+        if definition is not None and isinstance(definition.get("base_url"), str):
+            return str(definition["base_url"])
+        if pid == "openai":
+            base = self.effective_setup().get("openai_base_url")
+            return base if isinstance(base, str) else "https://api.openai.com/v1"
+        return None
 
     # ------------------------------------------------------------------------------------------ argv
     def invocation(self, turn: Turn) -> Invocation:
         argv = [self.binary_path, "exec", "--json", "--skip-git-repo-check"]
         if not self.user_config:
             argv.append("--ignore-user-config")
-        argv += BASE_ARGS
+        setup_args, env = self.setup_args()
+        argv += [*setup_args, *BASE_ARGS]
         argv += ["-s", "workspace-write" if self.allow_tools else "read-only"]
         if not self.allow_tools:
             argv += NO_TOOLS_ARGS
@@ -387,11 +435,38 @@ class CodexRunner(CLIRunner):
         if turn.resume:
             argv += ["resume", turn.resume]
         argv.append("-")
-        return Invocation(argv=argv, stdin=turn.prompt.encode("utf-8"), extra_args_placed=True)
+        return Invocation(argv=argv, stdin=turn.prompt.encode("utf-8"), env=env, extra_args_placed=True)
+
+    def setup_args(self) -> tuple[list[str], dict[str, str]]:
+        """The user's setup for a codex process of any transport: the ``-c`` overrides carrying it (none with
+        ``user_config``, where codex reads the file itself) plus the retry bounds of the active provider, and the
+        variables its definition names (``env_key``, ``env_http_headers``), which pass the allow-list this way."""
+        try:
+            setup = self.user_setup()
+        except codex_config.CodexConfigError as exc:
+            raise InvalidRequest(f"codex: {exc}", provider=PROVIDER) from None
+        args = [] if self.user_config else codex_config.override_args(setup)
+        pid, definition = codex_config.active_provider(codex_config.apply_overrides(setup, self.extra_args))
+        if pid not in codex_config.BUILTIN_PROVIDERS:  # built-in providers refuse these keys
+            args += ["-c", f"model_providers.{pid}.request_max_retries={self.retries}"]
+            args += ["-c", f"model_providers.{pid}.stream_max_retries={self.retries}"]
+        env = {}
+        for name in codex_config.provider_env_names(definition or {}):
+            value = self.getenv(name)
+            if value is not None:
+                env[name] = value
+        return args, env
 
     def new_parser(self, turn: Turn) -> CodexParser:
         baseline = self._thread_usage.get(turn.resume) if turn.resume else None
-        return CodexParser(model=turn.model, resume=turn.resume, baseline=baseline, remember=self._remember_usage)
+        return CodexParser(
+            model=turn.model,
+            resume=turn.resume,
+            baseline=baseline,
+            remember=self._remember_usage,
+            max_retries=self.retries,
+            on_retry=self.log_retry,
+        )
 
     def _remember_usage(self, thread_id: str, total: Usage) -> None:
         """Keep the thread's running total, so the next resumed turn can report only its own tokens."""
@@ -406,11 +481,40 @@ class CodexRunner(CLIRunner):
         return Path(codex_home) if codex_home else self.home() / ".codex"
 
     async def check_auth(self) -> tuple[bool | None, str | None]:
+        status = await self.auth_status()
+        return status.authenticated, status.fix
+
+    async def auth_status(self) -> AuthStatus:
+        """Ready when the provider a run would use has its credentials: a custom provider its ``env_key``
+        variable, the built-in ``openai`` (or a provider with ``requires_openai_auth``) a login or an API key."""
+        try:
+            setup = self.effective_setup()
+        except codex_config.CodexConfigError as exc:
+            return AuthStatus(False, f"Codex CLI: {exc}", "fix the file, or point CODEX_HOME at another one")
+        pid, definition = codex_config.active_provider(setup)
+        where = f"model provider {pid!r} ({self.codex_home() / 'config.toml'})"
+        if definition is None and pid not in codex_config.BUILTIN_PROVIDERS:
+            return AuthStatus(
+                False,
+                f"Codex CLI: {where} is not defined: no [model_providers.{pid}] table",
+                f"define [model_providers.{pid}] or set model_provider to a defined one",
+            )
+        if pid in codex_config.BUILTIN_PROVIDERS - {"openai"}:
+            return AuthStatus(True)  # local servers (ollama, lmstudio) need no key; Bedrock has its own chain
+        if definition is not None and not definition.get("requires_openai_auth"):
+            env_key = definition.get("env_key")
+            if isinstance(env_key, str) and env_key and not self.getenv(env_key):
+                return AuthStatus(
+                    False,
+                    f"Codex CLI: {where} reads its API key from {env_key}, which is not set",
+                    f"set {env_key} in the server's environment or the runner's env",
+                )
+            return AuthStatus(True)
         if self.getenv("OPENAI_API_KEY") or self.getenv("CODEX_API_KEY"):
-            return True, None
+            return AuthStatus(True)
         if (self.codex_home() / "auth.json").is_file():
-            return True, None
-        return False, "run `codex login` or set OPENAI_API_KEY"
+            return AuthStatus(True)
+        return AuthStatus(False, "Codex CLI is not logged in", "run `codex login` or set OPENAI_API_KEY")
 
     async def _catalog(self) -> list[dict[str, Any]]:
         """The CLI's bundled model catalog (``codex debug models --bundled``: offline, no account needed)."""

@@ -474,13 +474,13 @@ class CodexAppRunner(CodexRunner):
 
     # ------------------------------------------------------------------------------------------ server
     def server_argv(self) -> list[str]:
-        argv = [self.binary_path, "app-server", *BASE_ARGS]
+        argv = [self.binary_path, "app-server", *self.setup_args()[0], *BASE_ARGS]  # the user's setup carried
         if not self.allow_tools:
             argv += NO_TOOLS_ARGS
         return [*argv, *self.extra_args]
 
     def server_env(self) -> dict[str, str]:
-        env = self.child_env()
+        env = {**self.child_env(), **self.setup_args()[1]}
         if not self.user_config:
             env["CODEX_HOME"] = str(self._private_home())
         return env

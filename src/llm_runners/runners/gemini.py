@@ -14,10 +14,17 @@ How a turn runs (facts measured on 0.61.0, see ``clis.md`` section 5):
   under it: GEMINI.md, settings.json (MCP servers, tools, model, hooks), extensions (their context files go into the
   first user message), commands, skills, agents, policies, ``.env``. The runner points ``GEMINI_CLI_HOME`` at a
   directory of its own (created on first use, removed by :meth:`GeminiRunner.aclose`) whose ``.gemini/`` holds
-  only what auth needs: symlinks to the user's login files (:data:`AUTH_FILES`; the CLI writes refreshed tokens
-  back with ``writeFile``, which follows the link), the auth lines of the user's ``.env`` (:data:`AUTH_ENV_KEYS`)
-  and a settings.json of our own that keeps the user's ``security.auth`` (the selected auth type; with
-  ``GOOGLE_GEMINI_BASE_URL`` set the CLI refuses to run without it). ``user_config=True`` uses the user's real home.
+  only what auth needs (the user's setup, see :mod:`llm_runners.runners.base`): symlinks to the user's login files
+  (:data:`AUTH_FILES`; the CLI writes refreshed tokens back with ``writeFile``, which follows the link), the auth,
+  endpoint and model lines of the user's ``.env`` (:data:`AUTH_ENV_KEYS`) and a settings.json of our own that keeps
+  the user's ``security.auth`` (the selected auth type; with ``GOOGLE_GEMINI_BASE_URL`` set the CLI refuses to run
+  without it) and ``model.name``, which also becomes the runner's default model (``-m`` is always passed).
+  ``user_config=True`` uses the user's real home.
+- Retries: ``general.maxAttempts`` = ``retries`` + 1 in the runner's settings (the CLI's default is 10 attempts,
+  ~200 s for a 500), unless the operator's ``settings`` say otherwise; the first retry waits ~5 s. The CLI prints
+  each retry on stderr (``Attempt 1 failed with status 500. Retrying with backoff...``); those lines are logged as
+  they come.
+  Measured with ``maxAttempts: 2``: a refused connection fails after 7.7 s, a 500 after 6.9 s (1.7-2 s with 1).
   ``installation_id`` is not linked: it is only sent with usage statistics, which are off.
 - Sessions: ``--session-id <uuid>`` starts one with our id, ``--resume <id>`` continues it. The CLI files them in
   the CLI home (``.gemini/projects.json`` names the project, ``.gemini/tmp/<project>/chats/session-*.jsonl`` holds
@@ -39,6 +46,7 @@ How a turn runs (facts measured on 0.61.0, see ``clis.md`` section 5):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -61,6 +69,7 @@ from ..errors import (
 )
 from ..types import Capabilities, Done, StreamEvent, TextDelta, Usage, UsageEvent
 from .base import (
+    AuthStatus,
     CLIRunner,
     Invocation,
     RunnerOptions,
@@ -108,12 +117,16 @@ AUTH_ENV_KEYS: frozenset[str] = frozenset(
         "GOOGLE_GENAI_USE_VERTEXAI",
         "GOOGLE_GENAI_USE_GCA",
         "GOOGLE_APPLICATION_CREDENTIALS",
+        "GOOGLE_CLOUD_ACCESS_TOKEN",
+        "GOOGLE_GEMINI_BASE_URL",
+        "GOOGLE_VERTEX_BASE_URL",
+        "GEMINI_MODEL",
     }
 )
 #: a dotenv assignment (``KEY=v``, ``export KEY=v``, ``KEY: v``), as the CLI's dotenv parser reads them
 _ENV_LINE = re.compile(r"^\s*(?:export\s+)?([\w.-]+)\s*(?:=|:\s)")
-#: an API key assignment with a value
-_API_KEY_LINE = re.compile(r"^[ \t]*(?:export[ \t]+)?(?:GEMINI|GOOGLE)_API_KEY[ \t]*(?:=|:[ \t])[ \t]*\S", re.M)
+#: a retry notice on stderr: ``Attempt 1 failed with status 500. Retrying with backoff... <error>``
+_RETRY_LINE = re.compile(r"^Attempt (\d+) failed(.*?)\. Retrying with backoff\.\.\.\s*(.*)")
 
 _EXIT_AUTH_METHOD = 41
 _EXIT_BAD_SESSION = 42
@@ -261,10 +274,30 @@ def _last_line(stderr: str, marker: str) -> str:
 
 
 def auth_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Only the ``security.auth`` part of user settings (selected, enforced or external auth type)."""
+    """The carried part of user settings: ``security.auth`` (selected, enforced or external auth type) and the
+    model selection ``model.name``; nothing else."""
+    out: dict[str, Any] = {}
     security = settings.get("security")
     auth = security.get("auth") if isinstance(security, dict) else None
-    return {"security": {"auth": dict(auth)}} if isinstance(auth, dict) and auth else {}
+    if isinstance(auth, dict) and auth:
+        out["security"] = {"auth": dict(auth)}
+    model = settings.get("model")
+    if isinstance(model, dict) and isinstance(model.get("name"), str) and model["name"]:
+        out["model"] = {"name": model["name"]}
+    return out
+
+
+def env_values(text: str) -> dict[str, str]:
+    """The assignments of a ``.env`` text (quotes around a value removed), as far as the runner needs them."""
+    values = {}
+    for line in text.splitlines():
+        m = _ENV_LINE.match(line)
+        if m:
+            value = line[m.end() :].strip()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            values[m.group(1)] = value
+    return values
 
 
 def auth_env(text: str) -> str:
@@ -385,8 +418,40 @@ class GeminiRunner(CLIRunner):
 
     def own_settings(self) -> dict[str, Any]:
         """The settings the runner writes: tools off (or the CLI's defaults with ``allow_tools``), no phone-home,
-        then the operator's ``settings``."""
-        return merged(TOOLS_SETTINGS if self.allow_tools else SAFE_SETTINGS, self.settings)
+        ``retries`` + 1 attempts per API call, then the operator's ``settings``."""
+        base = merged(
+            TOOLS_SETTINGS if self.allow_tools else SAFE_SETTINGS, {"general": {"maxAttempts": self.retries + 1}}
+        )
+        return merged(base, self.settings)
+
+    # ------------------------------------------------------------------------------------------ user setup
+    def user_settings(self) -> dict[str, Any]:
+        """The user's own ``~/.gemini/settings.json`` (comments allowed), ``{}`` when there is none."""
+        return read_jsonc(self.user_cli_home() / ".gemini" / "settings.json")
+
+    def _setup_env(self) -> dict[str, str]:
+        """The carried variables a run sees: the auth lines of the user's ``.env``, under the environment's (the
+        CLI's dotenv loader does not override variables that are set)."""
+        env = env_values(user_auth_env(self.user_cli_home()))
+        for name in (*self.pass_env, "GEMINI_MODEL"):
+            value = self.getenv(name)
+            if value:
+                env[name] = value
+        return env
+
+    def user_default_model(self) -> str | None:
+        """``GEMINI_MODEL`` (environment or ``.env``), else the user's ``model.name``: the CLI's own order after
+        ``-m``."""
+        model = self._setup_env().get("GEMINI_MODEL") or auth_settings(self.user_settings()).get("model", {}).get(
+            "name"
+        )
+        return model if isinstance(model, str) and model else None
+
+    def endpoint(self) -> str | None:
+        env = self._setup_env()
+        if (env.get("GOOGLE_GENAI_USE_VERTEXAI") or "").lower() in ("1", "true"):
+            return env.get("GOOGLE_VERTEX_BASE_URL") or "Vertex AI"
+        return env.get("GOOGLE_GEMINI_BASE_URL") or "https://generativelanguage.googleapis.com"
 
     def child_env(self) -> dict[str, str]:
         """``GEMINI_CLI_HOME`` for every process of this runner (turns, ``--version``); none with ``user_config``."""
@@ -413,6 +478,17 @@ class GeminiRunner(CLIRunner):
         prompt = turn.prompt + self._image_references(turn)
         return Invocation(argv=argv, stdin=prompt.encode("utf-8"), env=env)
 
+    def process_spec(self, turn: Turn, invocation: Invocation, cleanup: list[Path]) -> process.ProcessSpec:
+        """The turn's spec with a stderr watch that logs each retry notice as the CLI prints it."""
+        return dataclasses.replace(super().process_spec(turn, invocation, cleanup), stderr_watch=self._stderr_line)
+
+    def _stderr_line(self, raw: bytes) -> process.StderrVerdict | None:
+        m = _RETRY_LINE.match(raw.decode("utf-8", "replace"))
+        if m:
+            status = m.group(2).strip()
+            self.log_retry(f"retrying after attempt {m.group(1)}" + (f" ({status})" if status else ""))
+        return None  # only reported: maxAttempts bounds the loop
+
     def new_parser(self, turn: Turn) -> GeminiParser:
         return GeminiParser(model=turn.model, resume=turn.resume)
 
@@ -434,17 +510,64 @@ class GeminiRunner(CLIRunner):
 
     # ------------------------------------------------------------------------------------------ metadata
     async def check_auth(self) -> tuple[bool | None, str | None]:
-        if self.getenv("GEMINI_API_KEY") or self.getenv("GOOGLE_API_KEY"):
-            return True, None
-        if (self.getenv("GOOGLE_GENAI_USE_VERTEXAI") or "").lower() in ("1", "true"):
-            return True, None
-        user_home = self.user_cli_home()
-        if any((user_home / ".gemini" / name).is_file() for name in ("oauth_creds.json", "gemini-credentials.json")):
-            return True, None
-        if _API_KEY_LINE.search(user_auth_env(user_home)):
-            return True, None
-        return False, (
-            "set GEMINI_API_KEY (https://aistudio.google.com/apikey) or run `gemini` once to log in with Google"
+        status = await self.auth_status()
+        return status.authenticated, status.fix
+
+    async def auth_status(self) -> AuthStatus:
+        """What the user's CLI would do with its selected auth type (``security.auth.selectedType``) and the
+        credentials it would find (environment, the user's ``.env``, login files)."""
+        env = self._setup_env()
+        user_dir = self.user_cli_home() / ".gemini"
+        login = any((user_dir / name).is_file() for name in ("oauth_creds.json", "gemini-credentials.json"))
+        api_key = bool(env.get("GEMINI_API_KEY"))
+        vertex = bool(env.get("GOOGLE_API_KEY")) or bool(
+            env.get("GOOGLE_CLOUD_PROJECT") and env.get("GOOGLE_CLOUD_LOCATION")
+        )
+        auth = auth_settings(self.user_settings()).get("security", {}).get("auth", {})
+        selected = auth.get("selectedType") if isinstance(auth, dict) else None
+        settings_file = user_dir / "settings.json"
+        if selected == "gemini-api-key":
+            if api_key:
+                return AuthStatus(True)
+            return AuthStatus(
+                False,
+                f"Gemini CLI: {settings_file} selects the gemini-api-key auth type, but GEMINI_API_KEY is not set",
+                "set GEMINI_API_KEY (https://aistudio.google.com/apikey) in the environment or ~/.gemini/.env",
+            )
+        if selected == "oauth-personal":
+            if login:
+                return AuthStatus(True)
+            return AuthStatus(
+                False,
+                f"Gemini CLI: {settings_file} selects the Google login, but {user_dir} holds no login",
+                "run `gemini` once interactively to log in with Google",
+            )
+        if selected == "vertex-ai":
+            if vertex:
+                return AuthStatus(True)
+            return AuthStatus(
+                False,
+                f"Gemini CLI: {settings_file} selects Vertex AI, but neither GOOGLE_API_KEY nor GOOGLE_CLOUD_PROJECT "
+                "and GOOGLE_CLOUD_LOCATION are set",
+                "set GOOGLE_CLOUD_PROJECT and GOOGLE_CLOUD_LOCATION (or GOOGLE_API_KEY)",
+            )
+        if isinstance(selected, str) and selected:
+            return AuthStatus(None)  # compute-default-credentials and the like: known only to Google's servers
+        if env.get("GOOGLE_GEMINI_BASE_URL"):
+            return AuthStatus(
+                False,
+                "Gemini CLI: GOOGLE_GEMINI_BASE_URL is set but no auth type is selected, which 0.61.0 refuses "
+                "(exit 41, 'Invalid auth method selected')",
+                f'set security.auth.selectedType to "gemini-api-key" in {settings_file}',
+            )
+        if api_key or login or (env.get("GOOGLE_GENAI_USE_VERTEXAI") or "").lower() in ("1", "true"):
+            return AuthStatus(True)
+        if env.get("GOOGLE_API_KEY"):
+            return AuthStatus(True)
+        return AuthStatus(
+            False,
+            "Gemini CLI is not logged in: no GEMINI_API_KEY / GOOGLE_API_KEY, no Vertex AI selection, no Google login",
+            "set GEMINI_API_KEY (https://aistudio.google.com/apikey) or run `gemini` once to log in with Google",
         )
 
     async def aclose(self) -> None:
