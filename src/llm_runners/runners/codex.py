@@ -318,11 +318,6 @@ def _line_with(text: str, marker: str) -> str | None:
     return None
 
 
-def _toml_string(value: str) -> str:
-    """A TOML basic string (JSON's escapes are a subset TOML accepts)."""
-    return json.dumps(value)
-
-
 class CodexRunner(CLIRunner):
     """Codex ``exec --json``: whole messages (no token streaming), system prompt, sessions, images, reasoning.
 
@@ -426,7 +421,7 @@ class CodexRunner(CLIRunner):
             argv += NO_TOOLS_ARGS
         if turn.system:
             path = turn.tempfile("system-prompt.md", turn.system)
-            argv += ["-c", f"model_instructions_file={_toml_string(str(path))}"]
+            argv += ["-c", f"model_instructions_file={codex_config.toml_value(str(path))}"]
         if turn.model:
             argv += ["-m", turn.model]
         # `--image=<file>`: `-i <file>` takes several values and would swallow the `-` prompt argument

@@ -178,8 +178,13 @@ def provider_env_names(definition: Mapping[str, Any]) -> list[str]:
     return names
 
 
+def _basic_string(text: str) -> str:
+    """A TOML basic string: JSON's escapes are a subset of TOML's, but TOML also forbids a raw DEL (U+007F)."""
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
 def _key(name: str) -> str:
-    return name if _BARE_KEY.fullmatch(name) else json.dumps(name, ensure_ascii=False)
+    return name if _BARE_KEY.fullmatch(name) else _basic_string(name)
 
 
 def toml_value(value: Any) -> str:
@@ -193,7 +198,7 @@ def toml_value(value: Any) -> str:
             return "nan"
         return ("inf" if value > 0 else "-inf") if math.isinf(value) else repr(value)
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)  # JSON's escapes are a subset of TOML's basic string
+        return _basic_string(value)
     if isinstance(value, datetime | date | time):
         return value.isoformat()
     if isinstance(value, Mapping):
