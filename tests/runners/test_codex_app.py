@@ -244,7 +244,7 @@ async def test_a_server_binary_that_cannot_start_is_binary_not_found(tmp_path: P
     path = tmp_path / "codex"
     path.write_text("#!/nonexistent/interpreter\n")
     path.chmod(0o755)
-    runner = CodexRunner(binary=str(path), env={"HOME": str(tmp_path)})
+    runner = CodexRunner(binary=str(path), env={"HOME": str(tmp_path), "OPENAI_API_KEY": "k"})  # past the auth check
     with pytest.raises(BinaryNotFound, match="npm install -g @openai/codex"):
         await runner.complete(ChatRequest(messages=[{"role": "user", "content": "hi"}]))
     missing = CodexRunner(binary=str(tmp_path / "absent"), env={"HOME": str(tmp_path)})

@@ -67,6 +67,7 @@ def stand_in(tmp_path: Path) -> Path:
 def make(stand_in: Path, mode: str = "", **kw: Any) -> ClaudeCodeRunner:
     kw.setdefault("live_max", 2)
     env = {"STANDIN_LOG": str(stand_in.parent / "log.jsonl"), "STANDIN_MODE": mode}
+    env |= {"HOME": str(stand_in.parent), "ANTHROPIC_API_KEY": "k"}  # a user who is logged in (fail-fast auth)
     return ClaudeCodeRunner(binary=str(stand_in), env=env, sessions=SessionStore(), timeout=30, **kw)
 
 

@@ -584,6 +584,9 @@ class CodexAppRunner(CodexRunner):
             async with contextlib.aclosing(self._run_turn(turn)) as events:
                 async for event in events:
                     yield event
+        except LLMError as exc:
+            self.name_endpoint(exc)  # an unreachable or failing API: say which URL (as the base does for exec)
+            raise
         finally:
             shutil.rmtree(turn.assets, ignore_errors=True)
 
@@ -594,9 +597,8 @@ class CodexAppRunner(CodexRunner):
             thread_id=thread_id,
             turn_id=turn_id,
             model=turn.model,
-            # the runner's retry bound and retry log, where the base has them (the user-setup work adds them)
-            max_retries=getattr(self, "retries", None),
-            on_retry=getattr(self, "log_retry", None),
+            max_retries=self.retries,  # the runner's retry bound and retry log (see runners.base)
+            on_retry=self.log_retry,
         )
         try:
             while not parser.done:
