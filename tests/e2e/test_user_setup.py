@@ -112,12 +112,13 @@ def codex_runner(tmp_home: Any, cli_bin: Callable[[str], Path], key: str | None 
     return CodexRunner(binary=str(cli_bin("codex")), env=env, **kw)
 
 
+@pytest.mark.parametrize("transport", ["exec", "app-server"])
 @pytest.mark.parametrize("user_config", [False, True])
 async def test_codex_provider_from_the_users_config_answers_and_its_tools_stay_out(
-    tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any, user_config: bool
+    tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any, user_config: bool, transport: str
 ) -> None:
     mcp_started, notified = codex_user_config(tmp_home.home, fake_api.openai_base_url)
-    runner = codex_runner(tmp_home, cli_bin, user_config=user_config)
+    runner = codex_runner(tmp_home, cli_bin, user_config=user_config, transport=transport)
     health = await runner.health()
     assert (health.ready, health.authenticated) == (True, True), health
     answer = await runner.complete(ask())
