@@ -109,8 +109,11 @@ async def _chat(args: argparse.Namespace) -> int:
     # a one-shot question: no CLI session is remembered for a conversation that never continues
     request = ChatRequest(messages=messages, model=args.model, extra={EPHEMERAL_KEY: True})
     printer = _Printer(show_reasoning=args.show_reasoning)
-    notices = _RetryNotices(printer)
-    logging.getLogger(RUNNER_LOGGER).addHandler(notices)
+    # the runners' warnings (their CLI's retries) as plain lines among the answer, not as log records as well
+    runner_log = logging.getLogger(RUNNER_LOGGER)
+    notices, propagate = _RetryNotices(printer), runner_log.propagate
+    runner_log.addHandler(notices)
+    runner_log.propagate = False
     try:
         async with provider:
             with anyio.fail_after(None if isinstance(provider, CLIRunner) else args.timeout):
@@ -128,7 +131,8 @@ async def _chat(args: argparse.Namespace) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     finally:
-        logging.getLogger(RUNNER_LOGGER).removeHandler(notices)
+        runner_log.removeHandler(notices)
+        runner_log.propagate = propagate
     printer.end()
     if args.usage and printer.usage is not None:
         u = printer.usage
