@@ -81,7 +81,7 @@ def _build(name: str, settings: Settings) -> Provider:
 
 
 async def _chat(args: argparse.Namespace) -> int:
-    from .runners.base import EPHEMERAL_KEY, CLIRunner
+    from .runners.base import EPHEMERAL_KEY, RETRY_NOTICE, CLIRunner
 
     settings = _settings(args.config)
     name = args.provider or settings.default_provider or DEFAULT_CHAT_PROVIDER
@@ -109,11 +109,17 @@ async def _chat(args: argparse.Namespace) -> int:
     # a one-shot question: no CLI session is remembered for a conversation that never continues
     request = ChatRequest(messages=messages, model=args.model, extra={EPHEMERAL_KEY: True})
     printer = _Printer(show_reasoning=args.show_reasoning)
-    # the runners' warnings (their CLI's retries) as plain lines among the answer, not as log records as well
-    runner_log = logging.getLogger(RUNNER_LOGGER)
-    notices, propagate = _RetryNotices(printer), runner_log.propagate
+
+    # the CLI's retry notices as plain lines among the answer, and not as log records as well
+    def other_record(record: logging.LogRecord) -> bool:
+        return not getattr(record, RETRY_NOTICE, False)
+
+    runner_log, handlers = logging.getLogger(RUNNER_LOGGER), list(logging.getLogger().handlers)
+    notices = _RetryNotices(printer)
+    notices.addFilter(lambda record: not other_record(record))
     runner_log.addHandler(notices)
-    runner_log.propagate = False
+    for handler in handlers:
+        handler.addFilter(other_record)
     try:
         async with provider:
             with anyio.fail_after(None if isinstance(provider, CLIRunner) else args.timeout):
@@ -132,7 +138,8 @@ async def _chat(args: argparse.Namespace) -> int:
         return 1
     finally:
         runner_log.removeHandler(notices)
-        runner_log.propagate = propagate
+        for handler in handlers:
+            handler.removeFilter(other_record)
     printer.end()
     if args.usage and printer.usage is not None:
         u = printer.usage

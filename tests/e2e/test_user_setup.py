@@ -29,7 +29,7 @@ from test_cli_command import command_env, run, write_config
 from llm_runners.config import load_settings
 from llm_runners.errors import AuthenticationError, LLMError, UpstreamError
 from llm_runners.router import Router
-from llm_runners.runners.base import CLIRunner
+from llm_runners.runners.base import RETRY_NOTICE, CLIRunner
 from llm_runners.runners.claude_code import ClaudeCodeRunner
 from llm_runners.runners.codex import CodexRunner
 from llm_runners.runners.gemini import GeminiRunner
@@ -272,7 +272,8 @@ async def test_claude_unreachable_api_fails_within_seconds(
     with caplog.at_level("WARNING", logger="llm_runners.runners.claude_code"):
         error, elapsed = await fails_fast(runner, 15.0)
     assert not isinstance(error, AuthenticationError) and url in error.message, error
-    retries = [r.getMessage() for r in caplog.records if r.name == "llm_runners.runners.claude_code"]
+    retries = [r.getMessage() for r in caplog.records if getattr(r, RETRY_NOTICE, False)]
+    assert {r.name for r in caplog.records if getattr(r, RETRY_NOTICE, False)} == {"llm_runners.runners.claude_code"}
     assert len(retries) == 1 and retries[0].startswith("claude_code: retrying 1/1"), retries
     print(f"claude_code: closed port -> {type(error).__name__} in {elapsed:.1f} s")
     await runner.aclose()
@@ -359,7 +360,8 @@ async def test_gemini_retries_are_bounded_and_logged(
         error, elapsed = await fails_fast(runner, 60.0)
     assert isinstance(error, UpstreamError) and fake_api.gemini_base_url in error.message, error
     assert len(fake_api.main_requests()) == 2  # one retry, not the CLI's ten attempts
-    retries = [r.getMessage() for r in caplog.records if r.name == "llm_runners.runners.gemini"]
+    retries = [r.getMessage() for r in caplog.records if getattr(r, RETRY_NOTICE, False)]
+    assert {r.name for r in caplog.records if getattr(r, RETRY_NOTICE, False)} == {"llm_runners.runners.gemini"}
     assert retries == ["gemini: retrying after attempt 1 (with status 500)"], retries
     print(f"gemini: 500 with one retry -> {type(error).__name__} in {elapsed:.1f} s")
     await runner.aclose()

@@ -257,6 +257,10 @@ class AuthStatus:
     fix: str | None = None
 
 
+#: attribute set on the log records of retry notices (``llm-runners chat`` prints those as plain lines)
+RETRY_NOTICE = "retry_notice"
+
+
 def retry_logger(provider: str) -> logging.Logger:
     """The logger a runner reports its CLI's retries on: ``llm_runners.runners.<provider>``."""
     return logging.getLogger(f"llm_runners.runners.{provider}")
@@ -442,7 +446,7 @@ class CLIRunner(Provider):
 
     def log_retry(self, notice: str) -> None:
         """Report one retry the CLI makes (WARNING on ``llm_runners.runners.<provider>``)."""
-        retry_logger(self.name).warning("%s: %s", self.name, notice)
+        retry_logger(self.name).warning("%s: %s", self.name, notice, extra={RETRY_NOTICE: True})
 
     async def list_models(self) -> list[str] | None:
         """Models listed live by the CLI, or None when it cannot list them."""
