@@ -110,13 +110,19 @@ async def _chat(args: argparse.Namespace) -> int:
     request = ChatRequest(messages=messages, model=args.model, extra={EPHEMERAL_KEY: True})
     printer = _Printer(show_reasoning=args.show_reasoning)
 
-    # the CLI's retry notices as plain lines among the answer, and not as log records as well
-    def other_record(record: logging.LogRecord) -> bool:
-        return not getattr(record, RETRY_NOTICE, False)
+    # the CLI's retry notices (WARNING) as plain lines among the answer, whatever the log level, and not as log
+    # records as well; the log handlers still get what their level lets through
+    root = logging.getLogger()
+    threshold, handlers = root.getEffectiveLevel(), list(root.handlers)
 
-    runner_log, handlers = logging.getLogger(RUNNER_LOGGER), list(logging.getLogger().handlers)
+    def other_record(record: logging.LogRecord) -> bool:
+        return not getattr(record, RETRY_NOTICE, False) and record.levelno >= threshold
+
+    runner_log = logging.getLogger(RUNNER_LOGGER)
+    level = runner_log.level
+    runner_log.setLevel(min(logging.WARNING, runner_log.getEffectiveLevel()))
     notices = _RetryNotices(printer)
-    notices.addFilter(lambda record: not other_record(record))
+    notices.addFilter(lambda record: bool(getattr(record, RETRY_NOTICE, False)))
     runner_log.addHandler(notices)
     for handler in handlers:
         handler.addFilter(other_record)
@@ -138,6 +144,7 @@ async def _chat(args: argparse.Namespace) -> int:
         return 1
     finally:
         runner_log.removeHandler(notices)
+        runner_log.setLevel(level)
         for handler in handlers:
             handler.removeFilter(other_record)
     printer.end()
