@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from llm_runners.runners import REGISTRY
 from llm_runners.testing.fake_api import FakeModelAPI, Reply
 
 CLI = str(Path(sys.executable).with_name("llm-runners"))
@@ -244,7 +245,8 @@ def test_providers_lists_the_pinned_clis_found_versioned_and_ready(
     done = run(config, "providers", "--json", env=command_env(tmp_home))
     assert done.returncode == 0, done.stderr
     listed = {h["provider"]: h for h in json.loads(done.stdout)}
-    assert set(listed) == {*PINNED, "local"}
+    # every known CLI runner is listed (configured or not), and the configured HTTP provider under its own name
+    assert set(listed) == {*REGISTRY, "local"}
     for name, (binary, package) in PINNED.items():
         h = listed[name]
         assert (h["installed"], h["ready"], h["authenticated"]) == (True, True, True), h
@@ -257,7 +259,15 @@ def test_providers_lists_the_pinned_clis_found_versioned_and_ready(
     rows = {line.split()[0]: line.split() for line in text.stdout.splitlines() if not line.startswith(" ")}
     for name, (binary, package) in PINNED.items():
         assert rows[name] == [name, "ready", pinned_version(package), str(cli_bin(binary))]
-    assert "fix:" not in text.stdout
+    notes: dict[str, list[str]] = {}  # a row's indented lines (why:, fix:) belong to it
+    current = ""
+    for line in text.stdout.splitlines():
+        if line.startswith(" "):
+            notes[current].append(line.strip())
+        else:
+            current = line.split()[0]
+            notes[current] = []
+    assert all(not notes[name] for name in PINNED), {name: notes[name] for name in PINNED}
 
 
 def test_providers_says_what_is_missing_and_how_to_fix_it(tmp_path: Path, tmp_home: Any, cli_bin: Any) -> None:
