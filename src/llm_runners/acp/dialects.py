@@ -89,7 +89,13 @@ DIALECTS: dict[str, AcpDialect] = {
         ),
         AcpDialect("opencode", ("acp",), mode=OPENCODE_AGENT, token_streaming=False),
         AcpDialect("kilo", ("acp",), mode=OPENCODE_AGENT),
-        AcpDialect("qwen", ("--acp",)),
-        AcpDialect("copilot", ("--acp", "--no-auto-update"), runner_args=copilot_args, status_text=COPILOT_STATUS),
+        AcpDialect("qwen", ("--acp",), default_transport="exec"),
+        AcpDialect(
+            "copilot",
+            ("--acp", "--no-auto-update"),
+            runner_args=copilot_args,
+            status_text=COPILOT_STATUS,
+            default_transport="exec",
+        ),
     )
 }
