@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -28,36 +26,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from codex_warm import _isolated, _reexec_isolated, group_rss_kib
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / "tests" / "clis" / "node_modules" / ".bin"
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))  # each CLI's offline setup, as the e2e tests configure it
-
-
-def _isolated() -> bool:
-    return [name for _, name in socket.if_nameindex()] == ["lo"]
-
-
-def _reexec_isolated() -> None:
-    unshare = ["unshare", "-n"] if os.geteuid() == 0 else ["unshare", "-rn"]
-    argv = [*unshare, "sh", "-c", 'ip link set lo up && exec "$@"', "sh", sys.executable, *sys.argv]
-    os.execvp(argv[0], argv)
-
-
-def group_rss_kib(pgid: int) -> int:
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) != pgid:
-                continue
-            for line in Path(f"/proc/{entry}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-    return total
 
 
 def setups(api: Any, home: Path) -> dict[str, Callable[[], dict[str, Any]]]:

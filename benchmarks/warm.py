@@ -8,7 +8,9 @@ order conversation by conversation, and reports medians of:
   RSS         resident memory of one live process (its whole process group), where the case keeps one
 
 Then, per provider, each case against the provider's first (cold) case. Targets: claude_code turns 2-5 live / cold
-resume <= 0.15; codex app-server / exec resume <= 0.3 (its streaming lead is in ``codex_warm.py``).
+resume <= 0.15; codex app-server / exec resume <= 0.3 (its streaming lead is in ``codex_warm.py``); the ACP agents
+(gemini, opencode, qwen, kilo, copilot) acp / exec <= 0.2 for turn 1 and turns 2-5 (``acp_warm.py`` has their
+time-to-first-text table with the agent's start-up on its own row).
 
 Adding a row: append a :class:`Case` to :func:`cases` (a provider name, a label, how to build the provider from the
 :class:`Bench`, and optionally how to check that each turn was served the way the label says, how to let background
@@ -154,9 +156,37 @@ def codex_cases() -> list[Case]:
     ]
 
 
+# ------------------------------------------------------------------------------------------------ ACP agents
+def _acp_pair(name: str) -> list[Case]:
+    """The CLI's one-shot exec runner (a process per turn, resume from disk) and its ACP runner (one warm agent
+    process, a live session per conversation), with the offline setup of ``acp_warm.py``."""
+    from acp_warm import setups
+
+    from llm_runners.acp import AcpRunner
+    from llm_runners.runners import REGISTRY
+    from llm_runners.sessions import SessionStore
+
+    def build_exec(bench: Bench) -> Any:
+        options = setups(bench.api, bench.tmp)[name]()
+        return REGISTRY[name](binary=str(BIN / name), sessions=SessionStore(), **options)
+
+    def build_acp(bench: Bench) -> Any:
+        options = setups(bench.api, bench.tmp)[name]()
+        return AcpRunner(name, binary=str(BIN / name), sessions=SessionStore(), **options)
+
+    return [
+        Case(name, "exec", build_exec),
+        Case(name, "acp", build_acp, live_pids=lambda r: [a.pid for a in r.agents if a.pid]),
+    ]
+
+
+def acp_cases() -> list[Case]:
+    return [case for name in ("gemini", "opencode", "qwen", "kilo", "copilot") for case in _acp_pair(name)]
+
+
 def cases() -> list[Case]:
     """Every row of the table, grouped by provider; a provider's first case is the baseline of its ratios."""
-    return [*claude_cases(), *codex_cases()]
+    return [*claude_cases(), *codex_cases(), *acp_cases()]
 
 
 # ------------------------------------------------------------------------------------------------ running
@@ -234,7 +264,9 @@ def report(chosen: list[Case], runs: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--only", default=None, help="one provider's cases (claude_code, codex)")
+    parser.add_argument(
+        "--only", default=None, help="one provider's cases (claude_code, codex, gemini, opencode, qwen, kilo, copilot)"
+    )
     args = parser.parse_args()
     if not _isolated():
         _reexec_isolated()
