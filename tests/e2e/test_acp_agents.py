@@ -45,8 +45,8 @@ class Agent:
     #: whether ``session/cancel`` also closes the upstream request (OpenCode and Kilo end the turn with
     #: ``stopReason: cancelled`` but keep a hanging upstream request open: measured, 10 s)
     cancel_drops_upstream: bool = True
-    #: whether text chunks arrive as the model generates them (OpenCode 1.18.33 sends a turn's chunks together
-    #: at its end: measured, 2 s of upstream streaming arrived within 0.2 s)
+    #: whether text chunks reliably arrive as the model generates them (OpenCode 1.18.33 often sends a turn's
+    #: chunks together at its end: 2 s of upstream streaming arrived within 0.2 s in 3 of 4 runs, 1.4 s apart once)
     realtime: bool = True
 
 
@@ -154,7 +154,8 @@ async def test_answer_streams_with_system_prompt_usage_and_model(
         stamps.append((time.monotonic(), event))
     texts = [(t, e.text) for t, e in stamps if isinstance(e, TextDelta)]
     assert [text for _, text in texts] == ["Hel", "lo ", "world"]  # one chunk per upstream chunk, in order
-    assert (texts[-1][0] - texts[0][0] > 1.0) is agent.realtime  # streamed as generated (2 s upstream)
+    if agent.realtime:  # streamed as generated: 2 s upstream (a loaded machine compressed Kilo's spread to 0.5 s)
+        assert texts[-1][0] - texts[0][0] > 0.3
     usage = [e.usage for _, e in stamps if isinstance(e, UsageEvent)]
     assert len(usage) == 1 and (usage[0].input_tokens, usage[0].output_tokens) == (40, 3)
     done = stamps[-1][1]
