@@ -11,6 +11,7 @@ The file (every key optional; unknown keys are an error, so a typo never silentl
     default_provider = "claude_code"
     strict = false                # true: a requested feature a provider lacks is an error, not a warning
     request_timeout = 600.0       # seconds, per request
+    shutdown_grace = 30.0         # seconds in-flight requests get on SIGTERM / SIGINT before they are cancelled
     max_body_bytes = 33554432     # larger request bodies get 413
     metrics = true                # false: no /metrics and no metric updates
     metrics_public = false        # true: /metrics answers without an API key
@@ -80,6 +81,7 @@ class Settings:
     max_body_bytes: int = 32 * 1024 * 1024
     strict: bool = False
     request_timeout: float = 600.0
+    shutdown_grace: float = 30.0
     metrics: bool = True
     metrics_public: bool = False
     #: model-name prefix -> {"input", "output", "cache_read", "cache_write"} USD per million tokens
@@ -145,6 +147,8 @@ def _settings_from_dict(raw: dict[str, Any], *, where: str) -> Settings:
         s.strict = _bool(raw["strict"], where, "strict")
     if "request_timeout" in raw:
         s.request_timeout = _number(raw["request_timeout"], where, "request_timeout")
+    if "shutdown_grace" in raw:
+        s.shutdown_grace = _number(raw["shutdown_grace"], where, "shutdown_grace")
     for key in ("metrics", "metrics_public"):
         if key in raw:
             setattr(s, key, _bool(raw[key], where, key))

@@ -34,6 +34,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -72,8 +73,11 @@ __all__ = [
     "classify_exit",
     "classify_text",
     "find_binary",
+    "guard",
     "parse_retry_after",
+    "reap_dead_instances",
     "start",
+    "unguard",
 ]
 
 
@@ -725,6 +729,8 @@ class Process:
         if self._finished:
             return
         self._finished = True
+        if _GUARD is not None:
+            _GUARD.discard(self.pid)
         for handle in (self._deadline, self._sweep, self._verdict):
             if handle is not None:
                 handle.cancel()
@@ -739,6 +745,169 @@ class Process:
         self._stdin_lost = True
         _remove_paths(self._cleanup)
         self._wake()
+
+
+# ---------------------------------------------------------------------------------------------- the guard
+#: the environment variable every guarded child carries: ``<server pid>:<its start time>`` (the start-up reaper's mark)
+OWNER_ENV = "LLM_RUNNERS_OWNER"
+#: prefix of an instance's temp root in the system temp dir: ``llm-runners-serve-<pid>-<start time>``
+INSTANCE_PREFIX = "llm-runners-serve-"
+
+# The watchdog: started once per guarded server, reads "+pgid" / "-pgid" / "r<dir>" lines from a pipe whose only
+# writer is the server. EOF (the server is gone, however it died) = SIGKILL every registered group, remove the dirs.
+_WATCHDOG = r"""
+import os, shutil, signal, sys
+for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(s, signal.SIG_IGN)
+groups, dirs, buf = set(), [], b""
+while True:
+    try:
+        data = os.read(0, 65536)
+    except InterruptedError:
+        continue
+    if not data:
+        break
+    buf += data
+    *lines, buf = buf.split(b"\n")
+    for line in lines:
+        kind, arg = line[:1], line[1:].decode()
+        if kind == b"+":
+            groups.add(int(arg))
+        elif kind == b"-":
+            groups.discard(int(arg))
+        elif kind == b"r":
+            dirs.append(arg)
+for g in groups:
+    try:
+        os.killpg(g, signal.SIGKILL)
+    except OSError:
+        pass
+for d in dirs:
+    shutil.rmtree(d, ignore_errors=True)
+"""
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22): with the pid, an identity
+    that a recycled pid does not share."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rfind(b")") + 2 :].split(b" ")[19].decode()
+
+
+class _Guard:
+    """The orphan guarantee of a server (see :func:`guard`)."""
+
+    def __init__(self) -> None:
+        me = os.getpid()
+        self.owner = f"{me}:{_start_time(me)}"
+        self.root = Path(tempfile.gettempdir()) / f"{INSTANCE_PREFIX}{me}-{_start_time(me)}"
+        self.root.mkdir(mode=0o700, exist_ok=True)
+        (self.root / "owner").write_text(self.owner + "\n")
+        read, self._fd = os.pipe()
+        os.set_inheritable(self._fd, False)
+        self.watchdog = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _WATCHDOG], stdin=read, close_fds=True, start_new_session=False
+        )
+        os.close(read)
+        self.groups: set[int] = set()
+        self._send(f"r{self.root}")
+
+    def _send(self, line: str) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._fd, (line + "\n").encode())
+
+    def add(self, pgid: int) -> None:
+        self.groups.add(pgid)
+        self._send(f"+{pgid}")
+
+    def discard(self, pgid: int) -> None:
+        if pgid in self.groups:
+            self.groups.discard(pgid)
+            self._send(f"-{pgid}")
+
+    def close(self) -> None:
+        """Kill every registered group, remove the instance's temp root, stop the watchdog (the server's exit)."""
+        for pgid in list(self.groups):
+            _signal_group(pgid, signal.SIGKILL)
+        self.groups.clear()
+        with contextlib.suppress(OSError):
+            os.close(self._fd)  # EOF: the watchdog sweeps (nothing left) and exits
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.watchdog.wait(5)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+_GUARD: _Guard | None = None
+
+
+def guard() -> Path:
+    """Tie every child started from now on to this process's life (``llm-runners serve`` calls it at start-up).
+
+    Returns the instance's temp root: ``tempfile`` puts every temp dir there from now on. Idempotent."""
+    global _GUARD
+    if _GUARD is None:
+        _GUARD = _Guard()
+        tempfile.tempdir = str(_GUARD.root)
+    return _GUARD.root
+
+
+def unguard() -> None:
+    """The server's last act: kill every child group still registered, remove the temp root, stop the watchdog."""
+    global _GUARD
+    g, _GUARD = _GUARD, None
+    if g is not None:
+        tempfile.tempdir = None
+        g.close()
+
+
+def reap_dead_instances(tmp: str | Path | None = None) -> list[str]:
+    """Remove what crashed instances left: their processes (marked with :data:`OWNER_ENV`) and their temp roots.
+
+    An instance counts as dead when no process has its pid *and* start time, so a live server (this one or another)
+    and every other program are left alone. Returns the owners reaped."""
+    base = Path(tmp) if tmp is not None else Path(tempfile.gettempdir())
+    dead: dict[str, Path | None] = {}
+    with contextlib.suppress(OSError):
+        for entry in base.iterdir():
+            if not entry.name.startswith(INSTANCE_PREFIX) or not entry.is_dir() or entry.is_symlink():
+                continue
+            try:
+                owner = (entry / "owner").read_text().strip()
+            except OSError:
+                continue
+            if not _owner_alive(owner) and entry.name == INSTANCE_PREFIX + owner.replace(":", "-"):
+                dead[owner] = entry
+    marks: dict[int, str] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                environ = f.read()
+        except OSError:
+            continue
+        for var in environ.split(b"\0"):
+            if var.startswith(OWNER_ENV.encode() + b"="):
+                marks[int(name)] = var.split(b"=", 1)[1].decode(errors="replace")
+    for pid, owner in marks.items():
+        if owner not in dead and _owner_alive(owner):
+            continue
+        dead.setdefault(owner, None)
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    for root in dead.values():
+        if root is not None:
+            shutil.rmtree(root, ignore_errors=True)
+    return sorted(dead)
+
+
+def _owner_alive(owner: str) -> bool:
+    pid, _, start = owner.partition(":")
+    return pid.isdigit() and _start_time(int(pid)) == start
 
 
 def _set_if_pending(fut: asyncio.Future[object], value: object) -> None:
@@ -821,6 +990,8 @@ async def start(spec: ProcessSpec) -> Process:
             cwd = tempfile.mkdtemp(prefix="llm-runners-")
             cleanup.append(Path(cwd))
         env = build_env(spec.env, spec.pass_env)
+        if _GUARD is not None:
+            env[OWNER_ENV] = _GUARD.owner
         name = spec.provider or os.path.basename(argv[0])
         proc = Process(spec, name=name, cleanup=cleanup)
         loop = proc._loop
@@ -856,6 +1027,8 @@ async def start(spec: ProcessSpec) -> Process:
         raise
     transport = proc._transport
     assert transport is not None
+    if _GUARD is not None:
+        _GUARD.add(proc.pid)
     if fifo_fd is not None:
         proc._stdin_closed = True
         fifo, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(fifo_fd, "wb", buffering=0))

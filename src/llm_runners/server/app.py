@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -39,6 +40,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .. import process
 from ..config import Settings
 from ..errors import InvalidRequest, LLMError, ModelNotFound
 from ..provider import Provider
@@ -164,10 +166,6 @@ def _metrics_endpoint(observer: Observer) -> Callable[[Request], Awaitable[Respo
     return metrics
 
 
-#: seconds that requests still running at shutdown may take before they are cancelled
-SHUTDOWN_GRACE = 5
-
-
 def serve(
     *,
     host: str | None = None,
@@ -186,8 +184,12 @@ def serve(
     options set ``warm`` (``warm = 0``: every turn spawns cold). Every settings problem (a bad file, an unsafe
     bind, a provider that cannot be built) raises :class:`~llm_runners.config.ConfigError` before anything listens.
 
-    Requests still running at shutdown get :data:`SHUTDOWN_GRACE` seconds, then are cancelled (so their CLI processes
-    are killed) rather than holding the server up forever.
+    Orphans: before anything starts, :func:`~llm_runners.process.reap_dead_instances` removes what a crashed
+    instance left, then :func:`~llm_runners.process.guard` ties every child to this process (a watchdog kills them
+    all if it dies, even by SIGKILL). Shutdown: SIGTERM / SIGINT stops accepting; requests still running get
+    ``shutdown_grace`` seconds (settings), then are cancelled (so their CLI processes are killed); every child
+    still registered is killed and the temp root removed; exit 0. A second signal exits at once with status 1,
+    still killing every child and removing the temp root.
     """
     import uvicorn
 
@@ -210,21 +212,50 @@ def serve(
     except ValueError as exc:  # an unknown provider type, bad options, a default provider that is not configured
         raise ConfigError(f"{config or 'settings'}: {exc}") from None
     _warn_missing_binaries(router, configured=set(settings.providers))
-    app = create_app(router, settings)
-    with _stop_on_signals():
+    log = logging.getLogger("llm_runners.server")
+    reaped = process.reap_dead_instances()
+    if reaped:
+        log.info("removed what %d crashed instance(s) left: %s", len(reaped), ", ".join(reaped))
+    process.guard()
+    try:
+        app = create_app(router, settings)
         # log_config=None: uvicorn's records go to our handler (logs.configure); access_log=False: our one line per
         # request (llm_runners.access) says more than uvicorn's access line
-        uvicorn.run(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_config=None,
-            log_level=log_level,
-            access_log=False,
-            timeout_graceful_shutdown=SHUTDOWN_GRACE,
+        server = _uvicorn_server()(
+            uvicorn.Config(
+                app,
+                host=settings.host,
+                port=settings.port,
+                log_config=None,
+                log_level=log_level,
+                access_log=False,
+                timeout_graceful_shutdown=max(0, round(settings.shutdown_grace)),
+            )
         )
-    logging.getLogger("llm_runners.server").info("server stopped")
+        with _stop_on_signals():
+            server.run()
+    finally:
+        process.unguard()
+    log.info("server stopped")
     return 0
+
+
+def _uvicorn_server() -> type[Any]:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, where a second SIGTERM / SIGINT during the graceful shutdown exits at once (uvicorn's
+        own forces only on a second SIGINT), after killing every child group and removing the temp root."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if self.should_exit:
+                logging.getLogger("llm_runners.server").warning("second signal: exiting at once")
+                process.unguard()
+                logging.shutdown()
+                os._exit(1)
+            super().handle_exit(sig, frame)
+
+    return Server
 
 
 class _Stopped(Exception):
