@@ -1,0 +1,144 @@
+"""The orphan guarantee and graceful shutdown of a real ``llm-runners serve`` (a subprocess) with the real pinned
+``claude`` streaming from the fake model API, which streams slowly so the request is in flight when the signal
+comes. Loopback only.
+
+- SIGKILL of the server: 0 claude processes 2 s later, its temp root gone (the watchdog);
+- SIGTERM: the in-flight stream completes, exit 0, no claude process, no temp root;
+- a second SIGTERM during the grace period exits at once, still killing claude.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from test_cli_command import claude_options, write_config
+
+from llm_runners import process
+from llm_runners.testing.fake_api import FakeModelAPI, Reply
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "server"))
+from test_serve_command import _Server
+
+CHUNKS = [f"word{i} " for i in range(12)]
+
+
+def _claude_pids(tmp_home: Any) -> list[int]:
+    """Live processes (any parent) whose command line names the pinned claude and whose HOME is this test's."""
+    found = []
+    for name in Path("/proc").iterdir():
+        if not name.name.isdigit():
+            continue
+        try:
+            cmd = (name / "cmdline").read_bytes()
+            env = (name / "environ").read_bytes()
+            state = (name / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if b"claude" in cmd and f"HOME={tmp_home.home}".encode() in env.split(b"\0") and state != b"Z":
+            found.append(int(name.name))
+    return found
+
+
+@pytest.fixture
+def server(tmp_path: Path, tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any) -> Iterator[_Server]:
+    config = write_config(
+        tmp_path / "llm-runners.toml",
+        {"claude_code": {**claude_options(tmp_home, cli_bin, fake_api.anthropic_base_url), "warm": 0}},
+        default_provider="claude_code",
+        shutdown_grace=30.0,
+    )
+    s = _Server(config)
+    yield s
+    if s.proc.poll() is None:
+        s.proc.kill()
+        s.proc.wait(5)
+
+
+def _stream_in_background(url: str) -> tuple[threading.Thread, list[str], list[BaseException], threading.Event]:
+    got: list[str] = []
+    errors: list[BaseException] = []
+    first = threading.Event()
+
+    def run() -> None:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=120)
+        try:
+            stream = client.chat.completions.create(
+                model="claude_code:claude-sonnet-4-5", messages=[{"role": "user", "content": "count"}], stream=True
+            )
+            for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    got.append(chunk.choices[0].delta.content)
+                    first.set()
+        except BaseException as exc:
+            errors.append(exc)
+        first.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, got, errors, first
+
+
+def _instance_roots(tmp: Path, pid: int) -> list[Path]:
+    return list(tmp.glob(f"{process.INSTANCE_PREFIX}{pid}-*"))
+
+
+def test_sigkill_of_the_server_leaves_no_claude(server: _Server, fake_api: FakeModelAPI, tmp_home: Any) -> None:
+    url = server.wait_ready()
+    fake_api.script(Reply(chunks=CHUNKS, chunk_delay=1.0))
+    _, _, errors, first = _stream_in_background(url)
+    assert first.wait(60) and not errors, (errors, "".join(server.lines))
+    assert _claude_pids(tmp_home), "claude is not running while its stream is in flight"
+    roots = _instance_roots(Path(process.tempfile.gettempdir()), server.proc.pid)
+    server.proc.kill()
+    server.proc.wait(10)
+    t0 = time.monotonic()
+    while _claude_pids(tmp_home) and time.monotonic() - t0 < 2.0:
+        time.sleep(0.02)
+    gone_after = time.monotonic() - t0
+    assert _claude_pids(tmp_home) == [], "claude outlived the server by 2 s"
+    assert len(roots) == 1
+    while roots[0].exists() and time.monotonic() - t0 < 2.0:
+        time.sleep(0.02)
+    assert not roots[0].exists()
+    print(f"no claude {gone_after:.2f} s after SIGKILL, temp root gone {time.monotonic() - t0:.2f} s after")
+
+
+def test_sigterm_lets_the_stream_finish_then_exits_0_clean(
+    server: _Server, fake_api: FakeModelAPI, tmp_home: Any
+) -> None:
+    url = server.wait_ready()
+    fake_api.script(Reply(chunks=CHUNKS[:6], chunk_delay=0.7))
+    thread, got, errors, first = _stream_in_background(url)
+    assert first.wait(60) and not errors, (errors, "".join(server.lines))
+    roots = _instance_roots(Path(process.tempfile.gettempdir()), server.proc.pid)
+    server.proc.terminate()
+    thread.join(60)
+    assert not errors, errors
+    assert "".join(got).split() == [c.strip() for c in CHUNKS[:6]]
+    assert server.proc.wait(30) == 0, "".join(server.lines)
+    assert _claude_pids(tmp_home) == []
+    assert roots and not any(r.exists() for r in roots)
+
+
+def test_a_second_signal_exits_at_once_killing_claude(server: _Server, fake_api: FakeModelAPI, tmp_home: Any) -> None:
+    url = server.wait_ready()
+    fake_api.script(Reply(chunks=CHUNKS, chunk_delay=3.0))
+    _, _, errors, first = _stream_in_background(url)
+    assert first.wait(60) and not errors, (errors, "".join(server.lines))
+    roots = _instance_roots(Path(process.tempfile.gettempdir()), server.proc.pid)
+    server.proc.terminate()
+    time.sleep(0.5)
+    assert server.proc.poll() is None, "the first SIGTERM did not wait for the stream"
+    t0 = time.monotonic()
+    server.proc.terminate()
+    assert server.proc.wait(10) == 1
+    assert time.monotonic() - t0 < 5
+    assert _claude_pids(tmp_home) == []
+    assert roots and not any(r.exists() for r in roots)
