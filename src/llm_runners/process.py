@@ -23,6 +23,27 @@ consumer is behind, so a slow consumer applies back-pressure to the child instea
 appended to a tail buffer and never paused. stdin bytes are handed to the pipe transport, which writes them as the
 child reads, so a multi-megabyte prompt cannot deadlock against a child that writes before it reads. Waiting uses
 futures and loop timers (no task per process, no polling) and cleanup is shielded from cancellation.
+
+The orphan guarantee (:func:`guard`, called by ``llm-runners serve`` at start-up): when the server dies, even by
+SIGKILL, every child group dies with it. Chosen: one watchdog process per server (a tiny ``python -I -S -c``
+started once, ~30 ms) holding the read end of a pipe whose only writer is the server. :func:`start` writes
+``+pgid`` to it after each spawn and :meth:`Process._finalize` ``-pgid``: two ``write()`` calls of a few bytes
+(~30 µs per spawn under load, against a CLI run of hundreds of milliseconds), no per-spawn shim, no ``preexec_fn``
+(which would force fork+exec in Python instead of the loop's fast spawn). When the server is gone the pipe reaches
+EOF, and the watchdog SIGKILLs every registered group — the direct child *and* its grandchildren, which sit in the
+child's group (``start_new_session``) — then removes the instance's temp root. Why not the others:
+``PR_SET_PDEATHSIG`` covers only the direct child (not claude's helpers in its group), needs a pre-exec hook, and
+fires on the death of the spawning *thread*; a subreaper only re-parents orphans to us, which is no help when we
+are the one dying; cgroups need a delegated hierarchy we cannot count on. The watchdog ignores SIGINT / SIGTERM /
+SIGHUP (a terminal's Ctrl-C reaches the whole foreground group), so only EOF ends it; long-lived processes (live
+claude processes, the codex app-server, ACP agents, warm spares) start through :func:`start` like any other and are
+covered the same way. While guarded, ``tempfile`` creates every temp dir under the instance's root
+``$TMPDIR/llm-runners-serve-<pid>-<start time>`` (its ``owner`` file holds ``<pid>:<start time>``), and every child
+carries ``LLM_RUNNERS_OWNER=<pid>:<start time>``. If the watchdog was killed too (a ``kill -9`` of the whole group,
+the OOM killer), :func:`reap_dead_instances` at the next start-up kills the processes so marked and removes the roots
+whose owner is dead — a pid *and* start time no live process has, so a live instance and every other program's
+processes and directories are left alone. Not covered: a CLI that starts its own session (``setsid``) and scrubs its
+environment; temp files a CLI writes itself outside our temp root (its TMPDIR is the caller's).
 """
 
 from __future__ import annotations
