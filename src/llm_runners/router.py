@@ -25,6 +25,7 @@ import logging
 import os
 import time
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -277,6 +278,28 @@ class Router:
 HTTP_TYPES: dict[str, str] = {
     "openai_compat": "llm_runners.http:OpenAICompatProvider",
     "anthropic": "llm_runners.http:AnthropicProvider",
+    "gemini_api": "llm_runners.http:GeminiProvider",
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A common OpenAI-compatible endpoint: ``type = "openrouter"`` instead of ``openai_compat`` + a base URL.
+    Options still override both (``base_url`` for another host or port, ``api_key_env`` / ``api_key``)."""
+
+    base_url: str
+    #: the variable the key is read from when the options name none (None: the server takes no key by default)
+    api_key_env: str | None
+
+
+#: OpenAI-compatible presets, built as ``openai_compat`` with these filled in
+PRESETS: dict[str, Preset] = {
+    "openai": Preset("https://api.openai.com/v1", "OPENAI_API_KEY"),
+    "openrouter": Preset("https://openrouter.ai/api/v1", "OPENROUTER_API_KEY"),
+    "groq": Preset("https://api.groq.com/openai/v1", "GROQ_API_KEY"),
+    "ollama": Preset("http://127.0.0.1:11434/v1", None),
+    "vllm": Preset("http://127.0.0.1:8000/v1", "VLLM_API_KEY"),
+    "lmstudio": Preset("http://127.0.0.1:1234/v1", None),
 }
 
 
@@ -342,8 +365,10 @@ def build_provider(name: str, options: Mapping[str, Any], *, warm: int | None = 
 
     The class is found by ``options["type"]`` when given (so two differently configured entries can use one
     runner), else by ``name``: ``scripted`` (the test provider), an HTTP API type (``openai_compat``,
-    ``anthropic``), or a CLI runner from ``llm_runners.runners.REGISTRY``. ``api_key_env`` names an environment
-    variable to read the ``api_key`` from, so keys need not sit in the file. A CLI that also speaks ACP takes
+    ``anthropic``, ``gemini_api``), an OpenAI-compatible preset (:data:`PRESETS`: ``openai``, ``openrouter``,
+    ``groq``, ``ollama``, ``vllm``, ``lmstudio``), or a CLI runner from ``llm_runners.runners.REGISTRY``.
+    ``api_key_env`` names an environment variable to read the ``api_key`` from, so keys need not sit in the file.
+    A CLI that also speaks ACP takes
     ``transport = "acp" | "exec"`` (default: its dialect's ``default_transport``); ``acp`` builds an
     :class:`~llm_runners.acp.AcpRunner` around the same runner options. A runner class that implements
     transports of its own (``transports``: codex's ``"app-server"`` and ``"exec"``) gets the option itself.
@@ -379,6 +404,12 @@ def build_provider(name: str, options: Mapping[str, Any], *, warm: int | None = 
                 return AcpRunner(kind, **opts)
             except TypeError as exc:
                 raise ValueError(f"provider {name!r}: bad options {sorted(opts)}: {exc}") from exc
+    if kind in PRESETS:  # an OpenAI-compatible endpoint by name: its base URL and key variable filled in
+        preset = PRESETS[kind]
+        kind = "openai_compat"
+        opts.setdefault("base_url", preset.base_url)
+        if preset.api_key_env and "api_key" not in opts:
+            opts.setdefault("api_key_env", preset.api_key_env)
     key_env = opts.pop("api_key_env", None)
     if key_env is not None:
         opts["api_key"] = os.environ.get(str(key_env))
@@ -388,7 +419,7 @@ def build_provider(name: str, options: Mapping[str, Any], *, warm: int | None = 
         module, _, attr = HTTP_TYPES[kind].partition(":")
         registry[kind] = getattr(importlib.import_module(module), attr)
     if kind not in registry:
-        known = ", ".join(sorted([*registry, *HTTP_TYPES, "scripted"]))
+        known = ", ".join(sorted([*registry, *HTTP_TYPES, *PRESETS, "scripted"]))
         raise ValueError(f"provider {name!r}: unknown type {kind!r} (known: {known})")
     cls = registry[kind]
     if (unknown := _unknown_options(name, cls, opts)) is not None:

@@ -38,7 +38,7 @@ log = logging.getLogger("llm_runners.http")
 #: how upstream APIs word "your prompt does not fit" when they do not send ``code: context_length_exceeded``
 _CONTEXT_RE = re.compile(
     r"context[ _-]?(length|window)|prompt is too long|maximum context|too many tokens|"
-    r"input (is )?too long|exceeds? the (model'?s? )?(maximum )?(context|token)",
+    r"input (is )?too long|exceeds? the (model'?s? )?(maximum )?(number of )?(context|token)",
     re.IGNORECASE,
 )
 
@@ -226,16 +226,22 @@ class HTTPProvider(Provider):
         except json.JSONDecodeError:
             body = None
         fallback = f"HTTP {response.status_code} from {self.base_url}" + (f": {text[:300]}" if text.strip() else "")
-        message, code, _ = error_message(body, fallback)
-        error = classify(
-            response.status_code,
-            message,
-            code=code,
-            provider=self.name,
-            retry_after=parse_retry_after(response.headers.get("retry-after")),
+        error = self._error_for(
+            response.status_code, body, fallback, parse_retry_after(response.headers.get("retry-after"))
         )
         error.detail = text
         return error
+
+    def _error_for(self, status: int, body: Any, fallback: str, retry_after: float | None) -> LLMError:
+        """An error status + its parsed JSON body (``None`` when not JSON) -> the error tree; an API with its own
+        error shape overrides this."""
+        message, code, _ = error_message(body, fallback)
+        return classify(status, message, code=code, provider=self.name, retry_after=retry_after)
+
+    def _model_ids(self, body: Any) -> list[str]:
+        """The model ids of a model-list answer (OpenAI/Anthropic ``{"data": [{"id": ...}]}``)."""
+        data = body.get("data")
+        return [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
     async def models(self) -> list[ModelInfo]:
         """The API's live model list; the configured default model when the API cannot list."""
@@ -243,8 +249,7 @@ class HTTPProvider(Provider):
             response = await self._client.get(self._models_path())
             if response.status_code >= 400:
                 raise await self._status_error(response)
-            data = response.json().get("data")
-            ids = [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
+            ids = self._model_ids(response.json())
         except (httpx2.HTTPError, LLMError, ValueError, AttributeError, TypeError) as exc:
             log.warning("%s: cannot list models at %s: %s", self.name, self.base_url, exc)
             return await super().models()
