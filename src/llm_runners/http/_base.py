@@ -9,15 +9,17 @@ here once, so both providers classify them the same way.
 from __future__ import annotations
 
 import abc
+import contextlib
 import email.utils
 import json
 import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
+import anyio
 import httpx2
 
 from ..errors import (
@@ -115,6 +117,14 @@ def loads(data: str, provider: str) -> Any:
         raise UpstreamError(f"the API sent an event that is not JSON: {data[:200]!r}", provider=provider) from exc
 
 
+class _Retryable(Exception):
+    """Carries an error that another attempt may not meet (a 429 / 5xx, an overload), out of one attempt."""
+
+    def __init__(self, error: LLMError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
 class HTTPProvider(Provider):
     """Base of the HTTP API providers (see the module docstring)."""
 
@@ -130,7 +140,15 @@ class HTTPProvider(Provider):
         *,
         headers: Mapping[str, str] | None = None,
         transport: httpx2.AsyncBaseTransport | None = None,
+        max_retries: int = 2,
+        max_retry_wait: float = 20.0,
     ) -> None:
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be 0 or more, got {max_retries}")
+        if max_retry_wait < 0:
+            raise ValueError(f"max_retry_wait must be 0 or more, got {max_retry_wait}")
+        self.max_retries = max_retries
+        self.max_retry_wait = max_retry_wait
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
         if timeout <= 0:
@@ -183,13 +201,55 @@ class HTTPProvider(Provider):
         return model
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        """One request, retried on a 429 or 5xx answer (and on a rate-limit or overload error inside the stream)
+        only while nothing has reached the caller yet: up to ``max_retries`` more attempts, waiting what
+        ``retry-after`` asks (no retry when it asks more than ``max_retry_wait``) or else 0.5 s, 1 s, 2 s …"""
         path, body = self._build(request, self._model_for(request))
+        attempt = 0
+        while True:
+            sent = False
+            try:
+                async with contextlib.aclosing(self._attempt(path, body)) as events:
+                    async for event in events:
+                        sent = True
+                        yield event
+                return
+            except _Retryable as retryable:
+                error = retryable.error
+                delay = None if sent else self._retry_delay(error, attempt)
+                if delay is None:
+                    raise error from error.__cause__
+                log.warning(
+                    "%s: %s (%s); retrying in %.1f s (retry %d of %d)",
+                    self.name,
+                    type(error).__name__,
+                    error.message[:200],
+                    delay,
+                    attempt + 1,
+                    self.max_retries,
+                )
+            attempt += 1
+            await anyio.sleep(delay)
+
+    def _retry_delay(self, error: LLMError, attempt: int) -> float | None:
+        """Seconds to wait before retrying after ``error`` on attempt ``attempt`` (0-based); None: do not retry."""
+        if attempt >= self.max_retries:
+            return None
+        if error.retry_after is not None:
+            wait = float(error.retry_after)
+            return wait if wait <= self.max_retry_wait else None
+        return min(0.5 * 2.0**attempt, self.max_retry_wait)
+
+    async def _attempt(self, path: str, body: dict[str, Any]) -> AsyncGenerator[StreamEvent, None]:
         try:
             async with self._client.stream(
                 "POST", path, json=body, headers={"accept": "text/event-stream"}
             ) as response:
                 if response.status_code >= 400:
-                    raise await self._status_error(response)
+                    error = await self._status_error(response)
+                    if response.status_code == 429 or response.status_code >= 500:
+                        raise _Retryable(error)
+                    raise error
                 content_type = response.headers.get("content-type", "").partition(";")[0].strip().lower()
                 if content_type == "application/json":
                     await response.aread()
@@ -203,6 +263,8 @@ class HTTPProvider(Provider):
                     )
                 async for event in self._events(aiter(httpx2.EventSource(response))):
                     yield event
+        except (RateLimited, Overloaded) as exc:  # said inside a 200 stream: retried too, if nothing was sent
+            raise _Retryable(exc) from None
         except httpx2.TimeoutException as exc:
             raise ProviderTimeout(
                 f"{self.base_url} did not answer within {self.timeout:g} s ({type(exc).__name__})", provider=self.name

@@ -86,11 +86,22 @@ class AnthropicProvider(HTTPProvider):
         default_max_tokens: int = 4096,
         headers: Mapping[str, str] | None = None,
         transport: httpx2.AsyncBaseTransport | None = None,
+        max_retries: int = 2,
+        max_retry_wait: float = 20.0,
     ) -> None:
         if default_max_tokens < 1:
             raise ValueError(f"default_max_tokens must be at least 1, got {default_max_tokens}")
         self.default_max_tokens = default_max_tokens
-        super().__init__(base_url, api_key, model, timeout, headers=headers, transport=transport)
+        super().__init__(
+            base_url,
+            api_key,
+            model,
+            timeout,
+            headers=headers,
+            transport=transport,
+            max_retries=max_retries,
+            max_retry_wait=max_retry_wait,
+        )
 
     def _auth_headers(self) -> dict[str, str]:
         headers = {"anthropic-version": ANTHROPIC_VERSION}

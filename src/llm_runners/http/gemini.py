@@ -111,11 +111,22 @@ class GeminiProvider(HTTPProvider):
         api_version: str = "v1beta",
         headers: Mapping[str, str] | None = None,
         transport: httpx2.AsyncBaseTransport | None = None,
+        max_retries: int = 2,
+        max_retry_wait: float = 20.0,
     ) -> None:
         if not re.fullmatch(r"v\d+(alpha|beta)?\d*", api_version):
             raise ValueError(f"api_version must look like v1beta or v1, got {api_version!r}")
         self.api_version = api_version
-        super().__init__(base_url, api_key, model, timeout, headers=headers, transport=transport)
+        super().__init__(
+            base_url,
+            api_key,
+            model,
+            timeout,
+            headers=headers,
+            transport=transport,
+            max_retries=max_retries,
+            max_retry_wait=max_retry_wait,
+        )
 
     def _auth_headers(self) -> dict[str, str]:
         return {"x-goog-api-key": self.api_key} if self.api_key else {}

@@ -77,8 +77,19 @@ class OpenAICompatProvider(HTTPProvider):
         *,
         headers: Mapping[str, str] | None = None,
         transport: httpx2.AsyncBaseTransport | None = None,
+        max_retries: int = 2,
+        max_retry_wait: float = 20.0,
     ) -> None:
-        super().__init__(base_url, api_key, model, timeout, headers=headers, transport=transport)
+        super().__init__(
+            base_url,
+            api_key,
+            model,
+            timeout,
+            headers=headers,
+            transport=transport,
+            max_retries=max_retries,
+            max_retry_wait=max_retry_wait,
+        )
 
     def _auth_headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
