@@ -295,6 +295,25 @@ async def test_bad_tool_arguments_in_history() -> None:
         await Canned().provider().complete(request)
 
 
+async def test_health_says_a_bad_key_though_the_status_is_400() -> None:
+    body = error_body(
+        400,
+        "INVALID_ARGUMENT",
+        "API key not valid. Please pass a valid API key.",
+        [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}],
+    )
+    canned = Canned(status=400, body=body, content_type="application/json")
+    health = await canned.provider().health()
+    assert not health.ready and health.authenticated is False and "refused the key" in (health.reason or "")
+    assert "GEMINI_API_KEY" in (health.fix or "")
+    assert canned.requests[0].url.path == "/v1beta/models"
+    # a 400 that is not about the key leaves the provider ready (the API still chats)
+    other = Canned(
+        status=400, body=error_body(400, "INVALID_ARGUMENT", "bad page token"), content_type="application/json"
+    )
+    assert (await other.provider().health()).ready
+
+
 def test_registered_as_http_type() -> None:
     assert HTTP_TYPES["gemini_api"] == "llm_runners.http:GeminiProvider"
     with pytest.raises(ValueError, match="api_version"):

@@ -23,10 +23,12 @@ import anyio
 import httpx2
 
 from ..errors import (
+    AuthenticationError,
     ContextLengthExceeded,
     InvalidRequest,
     LLMError,
     Overloaded,
+    PermissionDenied,
     ProviderTimeout,
     RateLimited,
     UpstreamError,
@@ -329,7 +331,7 @@ class HTTPProvider(Provider):
                 reason=f"cannot reach {self.base_url}: {type(exc).__name__}",
                 fix=f"check that the API at {self.base_url} is up and base_url is right",
             )
-        if response.status_code in (401, 403):
+        if response.status_code in (401, 403) or self._refused_key(response):
             return Health(
                 **base,
                 ready=False,
@@ -343,6 +345,18 @@ class HTTPProvider(Provider):
             )
         # 404: some compatible servers cannot list models yet still chat; the key was not refused
         return Health(**base, ready=True, authenticated=True if self.api_key else None)
+
+    def _refused_key(self, response: httpx2.Response) -> bool:
+        """An error answer that says the key is bad though its status is not 401/403 (Gemini: 400
+        ``API_KEY_INVALID``)."""
+        if not 400 <= response.status_code < 500:
+            return False
+        try:
+            body: Any = response.json()
+        except ValueError:
+            return False
+        error = self._error_for(response.status_code, body, "", None)
+        return isinstance(error, AuthenticationError | PermissionDenied)
 
     async def aclose(self) -> None:
         await self._client.aclose()
