@@ -65,7 +65,7 @@ def cli_path(name: str) -> Path:
     path = CLI_BIN_DIR / name
     if not (path.exists() and os.access(path, os.X_OK)):
         pytest.fail(
-            f"pinned CLI {name!r} is not installed at {path}: run `npm ci` in tests/clis (CI must run every e2e test)",
+            f"pinned CLI {name!r} is not installed at {path}: run scripts/setup (CI must run every e2e test)",
             pytrace=False,
         )
     return path
