@@ -35,6 +35,7 @@ from llm_runners.process import (  # the guard against pid 0
     parse_retry_after,
     start,
 )
+from llm_runners.testing.procs import alive
 
 CHILD = str(Path(__file__).parent / "process_children" / "child.py")
 PY = [sys.executable, "-I", "-S", CHILD]
@@ -53,15 +54,6 @@ def spec(*args: str, **kw: object) -> ProcessSpec:
     kw.setdefault("timeout", 30.0)
     kw.setdefault("kill_grace", 0.2)
     return ProcessSpec(argv=[*PY, *args], **kw)  # type: ignore[arg-type]
-
-
-def alive(pid: int) -> bool:
-    """A pid counts as alive while it exists and is not a zombie (an orphan whose reaper never comes)."""
-    try:
-        data = Path(f"/proc/{pid}/stat").read_bytes()
-    except FileNotFoundError:
-        return False
-    return data[data.rfind(b")") + 2 :][:1] != b"Z"
 
 
 def exists(path: Path) -> bool:

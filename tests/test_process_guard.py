@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from llm_runners import process
+from llm_runners.testing.procs import alive as _alive
 
 # a guarded parent: starts two children (each a shell with a sleeping grandchild), prints their pids and its temp
 # root, then waits to be killed
@@ -36,14 +37,6 @@ async def main():
 
 asyncio.run(main())
 """
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return False
 
 
 def _wait_gone(pids: list[int], timeout: float = 10.0) -> list[int]:

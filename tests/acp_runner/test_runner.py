@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from llm_runners.acp import AcpDialect
 from llm_runners.acp.dialects import COPILOT_STATUS
 from llm_runners.errors import AuthenticationError, InvalidRequest, ModelNotFound, UpstreamError
 from llm_runners.sessions import SessionStore
+from llm_runners.testing.procs import alive
 from llm_runners.types import ChatRequest, Done, ImagePart, ReasoningDelta, TextDelta, UsageEvent
 
 pytestmark = pytest.mark.anyio
@@ -30,17 +30,6 @@ def ask(text: str, **kw: Any) -> ChatRequest:
 def follow_up(first: ChatRequest, answer: str, text: str, **kw: Any) -> ChatRequest:
     messages = [*first.messages, {"role": "assistant", "content": answer}, {"role": "user", "content": text}]
     return ChatRequest(messages=messages, conversation=first.conversation, **kw)
-
-
-def alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    return state != "Z"
 
 
 async def test_answer_streams_with_usage_session_and_model(tmp_path: Path) -> None:

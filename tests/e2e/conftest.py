@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from llm_runners.testing.fake_api import FakeModelAPI
+from llm_runners.testing.procs import alive, descendants
 
 CLI_BIN_DIR = Path(__file__).resolve().parents[1] / "clis" / "node_modules" / ".bin"
 E2E_DIR = Path(__file__).resolve().parent
@@ -125,40 +126,6 @@ def fake_api() -> Iterator[FakeModelAPI]:
 # ------------------------------------------------------------------------------------------------ process checks
 
 
-def _ppid(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # the command name may contain spaces and parentheses: fields after the LAST ")" are fixed
-    return int(stat.rsplit(")", 1)[1].split()[1])
-
-
-def _state(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None
-
-
-def descendants(root: int | None = None) -> list[int]:
-    """Live (non-zombie) descendant pids of ``root`` (default: this test process)."""
-    root = os.getpid() if root is None else root
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            ppid = _ppid(int(entry))
-            if ppid is not None:
-                parents[int(entry)] = ppid
-    found: list[int] = []
-    frontier = {root}
-    while frontier:
-        children = {pid for pid, ppid in parents.items() if ppid in frontier}
-        found.extend(children)
-        frontier = children
-    return [pid for pid in found if _state(pid) not in (None, "Z")]
-
-
 def descendants_named(name: str) -> list[int]:
     """Live descendants of this test process whose command line mentions ``name`` (e.g. ``"claude"``)."""
     out = []
@@ -172,8 +139,7 @@ def descendants_named(name: str) -> list[int]:
     return out
 
 
-def pid_alive(pid: int) -> bool:
-    return _state(pid) not in (None, "Z")
+pid_alive = alive
 
 
 def wait_until_gone(

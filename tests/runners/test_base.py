@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Iterable
@@ -17,6 +16,7 @@ import pytest
 from llm_runners.errors import BinaryNotFound, InvalidRequest, SessionNotFound, UpstreamError
 from llm_runners.runners.base import CLIRunner, Invocation, Turn
 from llm_runners.sessions import SessionStore
+from llm_runners.testing.procs import running
 from llm_runners.types import (
     Capabilities,
     ChatRequest,
@@ -205,19 +205,7 @@ def _wait_gone(runner: StandIn, timeout: float) -> list[int]:
 
 
 def _standin_pids(runner: StandIn) -> list[int]:
-    """Live processes running this test's stand-in script."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if str(runner.binary).encode() in cmdline and state != "Z":
-            out.append(int(entry))
-    return out
+    return running(runner.binary)
 
 
 @pytest.mark.anyio

@@ -20,6 +20,7 @@ import pytest
 from llm_runners.runners.claude_code import ClaudeCodeRunner
 from llm_runners.runners.live import LivePool, default_live_max
 from llm_runners.sessions import SessionStore
+from llm_runners.testing.procs import running as alive
 from llm_runners.testing.scripted import ScriptedProvider
 from llm_runners.types import ChatRequest, Message, TextDelta
 from llm_runners.wrappers.limits import ConcurrencyLimit
@@ -81,21 +82,6 @@ def ask(*texts: str, system: str | None = None, conversation: str = "A") -> Chat
     messages = [Message(role="system", content=system)] if system else []
     messages += [Message(role=roles[i % 2], content=t) for i, t in enumerate(texts)]  # type: ignore[misc]
     return ChatRequest(messages=messages, conversation=conversation)
-
-
-def alive(marker: Path) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if str(marker).encode() in cmdline and state != "Z":
-            out.append(int(entry))
-    return out
 
 
 async def until(condition: Callable[[], bool], within: float = 5.0) -> bool:

@@ -33,6 +33,7 @@ from llm_runners.runners.claude_code import ClaudeCodeParser, ClaudeCodeRunner
 from llm_runners.runners.codex import CodexParser, CodexRunner
 from llm_runners.runners.gemini import GeminiParser, GeminiRunner
 from llm_runners.sessions import SessionStore
+from llm_runners.testing.procs import running as live
 from llm_runners.types import ChatRequest, Done, Message, StreamEvent, TextDelta
 
 RUNNERS: list[type[CLIRunner]] = [ClaudeCodeRunner, CodexRunner, GeminiRunner]
@@ -241,22 +242,6 @@ MODES = {"complete": completed, "stream": streamed}
 
 def text_of(events: Iterable[StreamEvent]) -> str:
     return "".join(e.text for e in events if isinstance(e, TextDelta))
-
-
-def live(marker: Path) -> list[int]:
-    """Live (non-zombie) processes whose command line names ``marker``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            state = Path(f"/proc/{entry}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if str(marker).encode() in cmdline and state != b"Z":
-            found.append(int(entry))
-    return found
 
 
 def names(directory: Path) -> list[str]:

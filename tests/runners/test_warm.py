@@ -21,6 +21,7 @@ from llm_runners.runners.base import CLIRunner, Invocation, Turn
 from llm_runners.runners.codex import CodexRunner
 from llm_runners.runners.gemini import GeminiRunner
 from llm_runners.sessions import SessionStore
+from llm_runners.testing.procs import running
 from llm_runners.types import Capabilities, ChatRequest, ImagePart, Message, TextPart
 
 from .test_base import _Parser  # the stand-in CLI speaks the same JSON lines
@@ -115,18 +116,7 @@ def ask(text: str, *, system: str | None = None, **kw: Any) -> ChatRequest:
 
 def alive(runner: StandIn) -> list[int]:
     """Live processes running this test's stand-in script."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if str(runner.binary).encode() in cmdline and state != "Z":
-            out.append(int(entry))
-    return out
+    return running(runner.binary)
 
 
 async def until(condition: Callable[[], bool], within: float = 5.0) -> bool:
