@@ -15,6 +15,7 @@ The file (every key optional; unknown keys are an error, so a typo never silentl
     max_body_bytes = 33554432     # larger request bodies get 413
     metrics = true                # false: no /metrics and no metric updates
     metrics_public = false        # true: /metrics answers without an API key
+    state = "memory"              # or "redis://127.0.0.1:6379/0": replicas share sessions, responses, budgets
 
     [pricing]                     # USD per million tokens, by model-name prefix; adds to / overrides the shipped
     "my-model" = { input = 1.0, output = 2.0, cache_read = 0.1, cache_write = 1.25 }   # table (llm_runners.pricing)
@@ -42,6 +43,7 @@ Environment (wins over the file):
 ``LLM_RUNNERS_STRICT``         ``1/true/yes/on`` or ``0/false/no/off``
 ``LLM_RUNNERS_HOST``           bind address
 ``LLM_RUNNERS_PORT``           bind port
+``LLM_RUNNERS_STATE``          ``memory`` or a ``redis://`` URL (replaces ``state``)
 =============================  ==========================================================
 
 Every problem raises :class:`ConfigError` naming the file, the key and what was expected.
@@ -84,6 +86,8 @@ class Settings:
     shutdown_grace: float = 30.0
     metrics: bool = True
     metrics_public: bool = False
+    #: "memory" or a redis:// (rediss://, unix://) URL: where shared state lives (llm_runners.state)
+    state: str = "memory"
     #: model-name prefix -> {"input", "output", "cache_read", "cache_write"} USD per million tokens
     pricing: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -152,6 +156,8 @@ def _settings_from_dict(raw: dict[str, Any], *, where: str) -> Settings:
     for key in ("metrics", "metrics_public"):
         if key in raw:
             setattr(s, key, _bool(raw[key], where, key))
+    if "state" in raw:
+        s.state = _state_url(raw["state"], where, "state")
     if "pricing" in raw:
         s.pricing = {
             prefix: _price(value, where, f"pricing.{prefix}")
@@ -205,12 +211,21 @@ def _apply_env(s: Settings, env: Mapping[str, str]) -> None:
         s.strict = _env_bool(strict, "LLM_RUNNERS_STRICT")
     if host := env.get("LLM_RUNNERS_HOST", "").strip():
         s.host = host
+    if state := env.get("LLM_RUNNERS_STATE", "").strip():
+        s.state = _state_url(state, "environment", "LLM_RUNNERS_STATE")
     if (port := env.get("LLM_RUNNERS_PORT", "").strip()) != "":
         try:
             number = int(port)
         except ValueError:
             raise ConfigError(f"LLM_RUNNERS_PORT must be an integer port (0-65535), got {port!r}") from None
         s.port = _port(number, "environment", "LLM_RUNNERS_PORT")
+
+
+def _state_url(value: Any, where: str, key: str) -> str:
+    url = _str(value, where, key).strip()
+    if url != "memory" and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"{where}: '{key}' must be \"memory\" or a redis:// URL, got {value!r}")
+    return url
 
 
 def _env_bool(value: str, name: str) -> bool:

@@ -45,6 +45,7 @@ from ..config import Settings
 from ..errors import InvalidRequest, LLMError, ModelNotFound
 from ..provider import Provider
 from ..router import SERVE_WARM, Router
+from ..state import State, open_state
 from .anthropic_messages import AnthropicMessages, CountTokens
 from .auth import DEFAULT_EXEMPT, APIKeyAuth
 from .errors import Flavor, error_response
@@ -98,10 +99,20 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc, flavor)
 
 
-def create_app(router: Router, settings: Settings | None = None, *, store: ResponseStore | None = None) -> Starlette:
+def create_app(
+    router: Router,
+    settings: Settings | None = None,
+    *,
+    store: ResponseStore | None = None,
+    state: State | None = None,
+) -> Starlette:
     """Build the server for ``router``. ``settings`` supplies keys, limits and the request timeout (defaults when
-    omitted); ``store`` lets a caller size or share the Responses store."""
+    omitted); ``store`` lets a caller size or share the Responses store. ``state`` is the shared state
+    (:mod:`llm_runners.state`; by default opened from ``settings.state`` and closed with the app; one passed in
+    is left open for its owner), kept as ``app.state.shared``."""
     settings = settings or Settings()
+    owns_state = state is None
+    shared = state if state is not None else open_state(settings.state)
     timeout = settings.request_timeout or None
     responses = Responses(router, timeout, store or ResponseStore())
     chat = ChatCompletions(router, timeout)
@@ -137,7 +148,11 @@ def create_app(router: Router, settings: Settings | None = None, *, store: Respo
             await router.start()
             yield
         finally:
-            await router.aclose()
+            try:
+                await router.aclose()
+            finally:
+                if owns_state:
+                    await shared.aclose()
 
     middleware = [
         Middleware(RequestId, observer=observer),
@@ -154,6 +169,7 @@ def create_app(router: Router, settings: Settings | None = None, *, store: Respo
     app.state.settings = settings
     app.state.responses = responses.store
     app.state.observer = observer
+    app.state.shared = shared
     return app
 
 
