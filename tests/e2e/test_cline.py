@@ -150,7 +150,7 @@ async def test_silent_retry_loop_is_cut_short(tmp_home: Any, fake_api: Any, cli_
     started = time.monotonic()
     with pytest.raises(ProviderTimeout, match="retries failing model requests silently"):
         await runner.complete(ask("hi there"))
-    assert time.monotonic() - started < 20
+    assert time.monotonic() - started < 40  # cline's own loop takes ~63 s; 20 s seen under heavy load
     assert len(fake_api.main_requests()) >= 2  # it was retrying, and nothing of it was printed
     assert procs.wait_until_gone(timeout=1.0, exclude=before) == []
     await runner.aclose()
