@@ -109,6 +109,12 @@ def tmp_home(tmp_path: Path) -> TmpHome:
     return paths
 
 
+@pytest.fixture(scope="session")
+def copilot_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One unpack cache for every Copilot run of a session: the first run of a fresh cache unpacks ~238 MB."""
+    return tmp_path_factory.mktemp("copilot-cache")
+
+
 # ------------------------------------------------------------------------------------------------ fake model API
 
 

@@ -25,7 +25,7 @@ from llm_runners.acp import AcpRunner
 from llm_runners.errors import AuthenticationError, LLMError, UpstreamError
 from llm_runners.sessions import SessionStore
 from llm_runners.testing.fake_api import FakeModelAPI
-from llm_runners.testing.fake_api.script import FakeToolCall, Reply
+from llm_runners.testing.fake_api.script import Reply
 from llm_runners.types import ChatRequest, Done, TextDelta, UsageEvent
 
 pytestmark = pytest.mark.anyio
@@ -242,24 +242,3 @@ async def test_client_disconnect_cancels_the_turn_and_the_process_keeps_serving(
     assert runner.agents[0].pid == pid
     await runner.aclose()
     assert procs.wait_until_gone([pid], timeout=5.0) == []
-
-
-async def test_tool_calls_of_the_model_run_nothing(
-    agent: Agent, tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any
-) -> None:
-    """The fake model asks for the agent's shell and file-write tools: nothing is executed or written (the
-    agent's tools are off, and any permission request is rejected)."""
-    target = tmp_home.workdir / "written-by-the-agent.txt"
-    marker = tmp_home.workdir / "touched-by-the-shell"
-    fake_api.script(
-        Reply(tool_calls=[FakeToolCall("bash", {"command": f"touch {marker}", "description": "touch"})]),
-        Reply(tool_calls=[FakeToolCall("write", {"filePath": str(target), "content": "pwned"})]),
-        Reply("gave up"),
-    )
-    runner = make_runner(agent, tmp_home, fake_api, cli_bin, cwd=str(tmp_home.workdir))
-    answer = await runner.complete(ask("please run the shell and write the file"))
-    assert answer.content == "gave up"  # the agent went on after its tool calls failed
-    asked = [p for a in runner.agents for p in a.permissions]
-    assert all(kind.startswith("reject") or kind == "cancelled" for *_, kind in asked)
-    assert not marker.exists() and not target.exists()
-    await runner.aclose()

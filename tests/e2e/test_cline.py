@@ -26,7 +26,7 @@ from llm_runners.errors import (
 )
 from llm_runners.runners.cline import ClineRunner
 from llm_runners.testing.fake_api import FakeModelAPI
-from llm_runners.testing.fake_api.script import FakeToolCall, Reply
+from llm_runners.testing.fake_api.script import Reply
 from llm_runners.types import ChatRequest, Done, TextDelta, UsageEvent
 
 pytestmark = pytest.mark.anyio
@@ -177,28 +177,6 @@ async def test_consumer_stops_mid_stream(tmp_home: Any, fake_api: Any, cli_bin: 
     await stream.aclose()  # type: ignore[attr-defined]
     assert procs.wait_until_gone(timeout=1.0, exclude=before) == []
     assert time.monotonic() - stopped < 1.0
-    await runner.aclose()
-
-
-async def test_tools_off_the_clis_tools_never_run(tmp_home: Any, fake_api: Any, cli_bin: Any) -> None:
-    """The fake model calls Cline's shell, file-write and file-read tools anyway: nothing runs, nothing is read."""
-    secrets = [tmp_home.workdir / "secret.txt", tmp_home.home / "secret.txt"]
-    for i, path in enumerate(secrets):
-        path.write_text(f"TOP-SECRET-CONTENT-{i}")
-    created = [tmp_home.workdir / "made-by-shell", tmp_home.workdir / "made-by-editor"]
-    calls = [
-        FakeToolCall("run_commands", {"commands": [f"touch {created[0]}"]}),
-        FakeToolCall("editor", {"path": str(created[1]), "new_text": "x"}),
-        FakeToolCall("read_files", {"files": [{"path": str(p)} for p in secrets]}),
-    ]
-    fake_api.script(Reply(tool_calls=calls), "done without tools")
-    runner = make_runner(tmp_home, fake_api, cli_bin, cwd=str(tmp_home.workdir))
-    answer = await runner.complete(ask("please do it"))
-    assert answer.content == "done without tools"
-    assert not any(p.exists() for p in created)
-    requests = fake_api.main_requests()
-    assert len(requests) == 2 and all(r.tool_names() == [] for r in requests)
-    assert all("TOP-SECRET-CONTENT" not in r.raw_body.decode() for r in fake_api.requests)
     await runner.aclose()
 
 

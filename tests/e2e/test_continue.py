@@ -26,7 +26,7 @@ from llm_runners.errors import (
 )
 from llm_runners.runners.continue_cli import ContinueRunner
 from llm_runners.testing.fake_api import FakeModelAPI
-from llm_runners.testing.fake_api.script import FakeToolCall, Reply
+from llm_runners.testing.fake_api.script import Reply
 from llm_runners.types import ChatRequest, Done, TextDelta, UsageEvent
 
 pytestmark = pytest.mark.anyio
@@ -168,28 +168,6 @@ async def test_consumer_stops_reading(tmp_home: Any, fake_api: Any, cli_bin: Any
     await stream.aclose()  # type: ignore[attr-defined]
     assert procs.wait_until_gone(timeout=1.0, exclude=before) == []
     assert time.monotonic() - stopped < 1.0
-    await runner.aclose()
-
-
-async def test_tools_off_the_clis_tools_never_run(tmp_home: Any, fake_api: Any, cli_bin: Any) -> None:
-    """The fake model calls Continue's shell, file-write and file-read tools anyway: nothing runs, nothing is read."""
-    secrets = [tmp_home.workdir / "secret.txt", tmp_home.home / "secret.txt"]
-    for i, path in enumerate(secrets):
-        path.write_text(f"TOP-SECRET-CONTENT-{i}")
-    created = [tmp_home.workdir / "made-by-shell", tmp_home.workdir / "made-by-write"]
-    calls = [
-        FakeToolCall("Bash", {"command": f"touch {created[0]}"}),
-        FakeToolCall("Write", {"filepath": str(created[1]), "content": "x"}),
-        *(FakeToolCall("Read", {"filepath": str(p)}) for p in secrets),
-    ]
-    fake_api.script(Reply(tool_calls=calls), "done without tools")
-    runner = make_runner(tmp_home, fake_api, cli_bin, cwd=str(tmp_home.workdir))
-    answer = await runner.complete(ask("please do it"))
-    assert answer.content == ""  # the CLI drops calls to tools it never declared and ends the run
-    assert len(fake_api.main_requests()) == 1
-    assert not any(p.exists() for p in created)
-    assert all(r.tool_names() == [] for r in fake_api.main_requests())
-    assert all("TOP-SECRET-CONTENT" not in r.raw_body.decode() for r in fake_api.requests)
     await runner.aclose()
 
 

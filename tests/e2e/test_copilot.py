@@ -8,7 +8,6 @@ import base64
 import json
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +29,12 @@ from llm_runners.errors import (
 )
 from llm_runners.runners.copilot import CopilotRunner
 from llm_runners.sessions import SessionStore
-from llm_runners.testing.fake_api import FakeModelAPI, FakeToolCall, Reply
+from llm_runners.testing.fake_api import FakeModelAPI, Reply
 from llm_runners.types import ChatRequest, Done, ImagePart, TextDelta, Usage, UsageEvent
 
 pytestmark = pytest.mark.anyio
 
 DEFAULT_PROMPT_MARK = "You are the GitHub Copilot CLI"
-
-
-@pytest.fixture(scope="session")
-def copilot_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield tmp_path_factory.mktemp("copilot-cache")
 
 
 def make_runner(
@@ -206,38 +200,6 @@ async def test_consumer_that_stops_reading_kills_the_cli(
     await stream.aclose()  # type: ignore[attr-defined]
     assert procs.wait_until_gone(running, timeout=1.0) == []
     assert time.monotonic() - started < 1.0
-    await runner.aclose()
-
-
-async def test_tools_off_nothing_written_nothing_read(
-    tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any, copilot_cache: Path, tmp_path: Path
-) -> None:
-    """The model asks for the CLI's own shell, file-create and file-view tools: nothing runs, nothing leaks."""
-    workdir = tmp_path / "operator-cwd"
-    workdir.mkdir()
-    (workdir / "secret.txt").write_text("WORKDIR-SECRET-4412")
-    (tmp_home.home / "secret.txt").write_text("HOME-SECRET-9917")
-    shell_target, write_target = tmp_path / "pwned-by-shell", tmp_path / "pwned-by-create"
-    fake_api.script(
-        Reply(
-            tool_calls=[
-                FakeToolCall("bash", {"command": f"touch {shell_target}", "description": "touch"}),
-                FakeToolCall("create", {"path": str(write_target), "file_text": "x"}),
-                FakeToolCall("view", {"path": str(workdir / "secret.txt")}),
-                FakeToolCall("view", {"path": str(tmp_home.home / "secret.txt")}),
-            ]
-        ),
-        "done",
-    )
-    runner = make_runner(tmp_home, fake_api, cli_bin, copilot_cache, cwd=str(workdir))
-    response = await runner.complete(ask("do it"))
-    assert response.content == "done"
-    assert not shell_target.exists() and not write_target.exists()
-    bodies = [r.raw_body.decode() for r in fake_api.requests]
-    assert len(fake_api.main_requests()) == 2  # the refusals went back to the model
-    assert not any("WORKDIR-SECRET-4412" in b or "HOME-SECRET-9917" in b for b in bodies)
-    tool_results = [text for role, text in fake_api.last_main_request().messages() if role == "tool"]
-    assert len(tool_results) == 4 and all("does not exist" in t for t in tool_results)
     await runner.aclose()
 
 

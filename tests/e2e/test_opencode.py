@@ -6,7 +6,6 @@ share one run, and only the error cases that differ between the two run for both
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -39,7 +38,7 @@ from llm_runners.errors import (
 )
 from llm_runners.runners.opencode import OpenCodeRunner
 from llm_runners.testing.fake_api import FakeModelAPI
-from llm_runners.testing.fake_api.script import FakeToolCall, Reply
+from llm_runners.testing.fake_api.script import Reply
 from llm_runners.types import ChatRequest, Done, TextDelta, UsageEvent
 
 pytestmark = pytest.mark.anyio
@@ -248,39 +247,6 @@ async def test_consumer_that_stops_reading_kills_the_cli(
         tg.cancel_scope.cancel()
     assert got == []
     assert procs.wait_until_gone(timeout=1.0, exclude=before) == []
-    await runner.aclose()
-
-
-async def test_tools_off_the_model_cannot_run_write_or_read(
-    flavor: Flavor, tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any
-) -> None:
-    """The fake model answers with calls of the CLI's own shell, write and read tools: no file is created and the
-    secret files' content never reaches the model API."""
-    made_by_shell = tmp_home.home / "made-by-shell"
-    made_by_write = tmp_home.home / "made-by-write"
-    runner = make_runner(flavor, tmp_home, fake_api, cli_bin)
-    work_secret = runner.workdir / "secret.txt"
-    work_secret.write_text("WORKDIR-SECRET-4417")
-    home_secret = tmp_home.home / "secret.txt"
-    home_secret.write_text("HOME-SECRET-9921")
-    fake_api.script(
-        Reply(
-            tool_calls=[
-                FakeToolCall("bash", {"command": f"touch {made_by_shell}", "description": "make a file"}),
-                FakeToolCall("write", {"filePath": str(made_by_write), "content": "x"}),
-                FakeToolCall("read", {"filePath": str(work_secret)}),
-                FakeToolCall("read", {"filePath": str(home_secret)}),
-            ]
-        ),
-        "done",
-    )
-    with contextlib.suppress(LLMError):  # refusing a tool it never offered may fail the turn; running it may not
-        await runner.complete(ask("go"))
-    assert fake_api.main_requests(), "the fake was never asked"
-    assert all(r.tool_names() == [] for r in fake_api.main_requests())
-    assert not made_by_shell.exists() and not made_by_write.exists()
-    for request in fake_api.requests:
-        assert b"WORKDIR-SECRET-4417" not in request.raw_body and b"HOME-SECRET-9921" not in request.raw_body
     await runner.aclose()
 
 

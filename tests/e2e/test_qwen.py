@@ -26,7 +26,7 @@ from llm_runners.errors import (
 )
 from llm_runners.runners.qwen import QwenRunner
 from llm_runners.sessions import SessionStore
-from llm_runners.testing.fake_api import FakeModelAPI, FakeToolCall, Reply
+from llm_runners.testing.fake_api import FakeModelAPI, Reply
 from llm_runners.types import ChatRequest, Done, TextDelta, Usage, UsageEvent
 
 pytestmark = pytest.mark.anyio
@@ -183,37 +183,6 @@ async def test_consumer_that_stops_reading_kills_the_cli(
     await stream.aclose()  # type: ignore[attr-defined]
     assert procs.wait_until_gone(running, timeout=1.0) == []
     assert time.monotonic() - started < 1.0
-    await runner.aclose()
-
-
-async def test_tools_off_nothing_written_nothing_read(
-    tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any, tmp_path: Path
-) -> None:
-    """The model asks for the CLI's own shell, write-file and read-file tools: nothing runs, nothing leaks."""
-    workdir = tmp_path / "operator-cwd"
-    workdir.mkdir()
-    (workdir / "secret.txt").write_text("WORKDIR-SECRET-4412")
-    (tmp_home.home / "secret.txt").write_text("HOME-SECRET-9917")
-    shell_target, write_target = tmp_path / "pwned-by-shell", tmp_path / "pwned-by-write"
-    fake_api.script(
-        Reply(
-            tool_calls=[
-                FakeToolCall("run_shell_command", {"command": f"touch {shell_target}"}),
-                FakeToolCall("write_file", {"file_path": str(write_target), "content": "x"}),
-                FakeToolCall("read_file", {"absolute_path": str(workdir / "secret.txt")}),
-                FakeToolCall("read_file", {"absolute_path": str(tmp_home.home / "secret.txt")}),
-            ]
-        ),
-        "done",
-    )
-    runner = make_runner(tmp_home, fake_api, cli_bin, cwd=str(workdir))
-    response = await runner.complete(ask("do it"))
-    assert response.content == "done"
-    assert not shell_target.exists() and not write_target.exists()
-    assert len(fake_api.main_requests()) == 2  # the refusals went back to the model
-    bodies = [r.raw_body.decode() for r in fake_api.requests]
-    assert not any("WORKDIR-SECRET-4412" in b or "HOME-SECRET-9917" in b for b in bodies)
-    assert all(r.tool_names() == [] for r in fake_api.main_requests())
     await runner.aclose()
 
 
