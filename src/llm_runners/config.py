@@ -34,6 +34,40 @@ The file (every key optional; unknown keys are an error, so a typo never silentl
     [providers.openai_compat.options]
     base_url = "http://127.0.0.1:11434/v1"
 
+    [fallbacks]                   # a chain is a model name: its entries are tried in order (wrappers.fallback)
+    fast = ["claude_code:haiku", "gemini:gemini-2.5-flash", "local"]
+    [fallbacks.safe]              # the table form, with the chain's own retry options
+    models = ["codex", "claude_code"]
+    retries = 1                   # tries per entry after the first, on transient errors
+    backoff = 0.5                 # seconds, doubled per retry (full jitter), at most max_backoff
+    max_backoff = 8.0
+    max_retry_wait = 30.0         # a retry-after longer than this moves on to the next entry instead
+    stop_on = ["invalid_request_error", "guardrail"]   # error kinds that end the chain at once
+
+    [circuit_breaker]             # shared by every chain's entries
+    failures = 5                  # failures in a row that take an entry out
+    cooldown = 30.0               # seconds out, then one request probes it
+
+    [cache]                       # present = on (wrappers.cache)
+    ttl = 300
+    max_entries = 1000
+    max_entry_bytes = 1048576
+    sampled = false               # true: cache temperature > 0 requests too
+
+    [guardrails]                  # present = on (wrappers.guardrails)
+    max_request_chars = 200000
+    max_response_chars = 100000
+    blocked = ["(?i)BEGIN PRIVATE KEY"]
+    pii = "redact"                # "off" | "reject" | "redact"
+    pii_kinds = ["email", "phone", "credit_card", "ssn", "ipv4", "secret"]
+    hook = "my_package.checks:check"   # check(stage, text) -> None or the reason to refuse
+
+    [quality]                     # present = on (wrappers.quality)
+    retries = 1
+    refusals = ["(?i)^i can(no|')t help"]
+    empty = true
+    on_failure = "return"         # or "error" (422)
+
 Environment (wins over the file):
 
 =============================  ==========================================================
@@ -58,7 +92,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["ConfigError", "ProviderSettings", "Settings", "check_bind_safety", "is_loopback", "load_settings"]
+__all__ = [
+    "BreakerSettings",
+    "CacheSettings",
+    "ConfigError",
+    "FallbackSettings",
+    "GuardrailSettings",
+    "ProviderSettings",
+    "QualitySettings",
+    "Settings",
+    "check_bind_safety",
+    "is_loopback",
+    "load_settings",
+]
 
 
 class ConfigError(ValueError):
@@ -70,6 +116,53 @@ class ProviderSettings:
     options: dict[str, Any] = field(default_factory=dict)  # passed to the provider constructor
     max_concurrency: int = 4
     max_queue: int = 16
+
+
+@dataclass
+class FallbackSettings:
+    """One ``[fallbacks]`` chain (:mod:`llm_runners.wrappers.fallback`)."""
+
+    models: list[str] = field(default_factory=list)
+    retries: int = 1
+    backoff: float = 0.5
+    max_backoff: float = 8.0
+    max_retry_wait: float = 30.0
+    stop_on: list[str] = field(default_factory=lambda: ["invalid_request_error", "guardrail"])
+
+
+@dataclass
+class BreakerSettings:
+    failures: int = 5
+    cooldown: float = 30.0
+    probe_timeout: float = 60.0
+
+
+@dataclass
+class CacheSettings:
+    ttl: float = 300.0
+    max_entries: int = 1000
+    max_entry_bytes: int = 1 << 20
+    sampled: bool = False
+
+
+@dataclass
+class GuardrailSettings:
+    max_request_chars: int | None = None
+    max_response_chars: int | None = None
+    blocked: list[str] = field(default_factory=list)
+    pii: str = "off"
+    pii_kinds: list[str] | None = None
+    hook: str | None = None
+    window: int = 256
+
+
+@dataclass
+class QualitySettings:
+    retries: int = 1
+    refusals: list[str] | None = None
+    empty: bool = True
+    scan_chars: int = 300
+    on_failure: str = "return"
 
 
 @dataclass
@@ -90,6 +183,11 @@ class Settings:
     state: str = "memory"
     #: model-name prefix -> {"input", "output", "cache_read", "cache_write"} USD per million tokens
     pricing: dict[str, dict[str, float]] = field(default_factory=dict)
+    fallbacks: dict[str, FallbackSettings] = field(default_factory=dict)
+    circuit_breaker: BreakerSettings = field(default_factory=BreakerSettings)
+    cache: CacheSettings | None = None  # None = no cache
+    guardrails: GuardrailSettings | None = None
+    quality: QualitySettings | None = None
 
     def provider(self, name: str) -> ProviderSettings:
         """The settings of ``name``, or the defaults when the file has no table for it."""
@@ -163,6 +261,7 @@ def _settings_from_dict(raw: dict[str, Any], *, where: str) -> Settings:
             prefix: _price(value, where, f"pricing.{prefix}")
             for prefix, value in _table(raw["pricing"], where, "pricing").items()
         }
+    _wrappers(s, raw, where)
     return s
 
 
@@ -330,3 +429,55 @@ def _dict_of_str(value: Any, where: str, key: str) -> dict[str, str]:
         if not isinstance(v, str):
             raise _type_error(where, f"{key}.{k}", "a string", v)
     return dict(table)
+
+
+# ------------------------------------------------------------------------------------------------ wrappers
+
+
+def _wrappers(s: Settings, raw: dict[str, Any], where: str) -> None:
+    """``[fallbacks]``, ``[circuit_breaker]``, ``[cache]``, ``[guardrails]``, ``[quality]``."""
+    if "fallbacks" in raw:
+        for name, value in _table(raw["fallbacks"], where, "fallbacks").items():
+            key = f"fallbacks.{name}"
+            if isinstance(value, list):
+                value = {"models": value}
+            chain = _dataclass(FallbackSettings(), value, where, key)
+            if not chain.models or not all(isinstance(m, str) and m.strip() for m in chain.models):
+                raise ConfigError(f"{where}: '{key}' needs a non-empty list of model names")
+            s.fallbacks[name] = chain
+    if "circuit_breaker" in raw:
+        s.circuit_breaker = _dataclass(BreakerSettings(), raw["circuit_breaker"], where, "circuit_breaker")
+    if "cache" in raw:
+        s.cache = _dataclass(CacheSettings(), raw["cache"], where, "cache")
+    if "guardrails" in raw:
+        s.guardrails = _dataclass(GuardrailSettings(), raw["guardrails"], where, "guardrails")
+        if s.guardrails.pii not in ("off", "reject", "redact"):
+            pii = s.guardrails.pii
+            raise ConfigError(f"{where}: 'guardrails.pii' must be 'off', 'reject' or 'redact', got {pii!r}")
+    if "quality" in raw:
+        s.quality = _dataclass(QualitySettings(), raw["quality"], where, "quality")
+        if s.quality.on_failure not in ("return", "error"):
+            raise ConfigError(f"{where}: 'quality.on_failure' must be 'return' or 'error'")
+
+
+def _dataclass(default: Any, value: Any, where: str, key: str) -> Any:
+    """``default`` with the keys of TOML table ``value`` applied, each checked against the default's type (a
+    field defaulting to None takes its annotated type: ``int | None``, ``str | None``, ``list[str] | None``)."""
+    table = _table(value, where, key)
+    known = {f.name: f for f in fields(default)}
+    _no_unknown_keys(table, set(known), where=where, table=key)
+    for name, item in table.items():
+        current = getattr(default, name)
+        kind = str(known[name].type)
+        full = f"{key}.{name}"
+        if isinstance(current, bool) or kind == "bool":
+            setattr(default, name, _bool(item, where, full))
+        elif isinstance(current, float) or kind.startswith("float"):
+            setattr(default, name, _number(item, where, full))
+        elif isinstance(current, int) or kind.startswith("int"):
+            setattr(default, name, _int(item, where, full, minimum=0))
+        elif isinstance(current, list) or kind.startswith("list"):
+            setattr(default, name, _list_of_str(item, where, full))
+        else:
+            setattr(default, name, _str(item, where, full))
+    return default

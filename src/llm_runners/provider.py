@@ -121,5 +121,6 @@ async def collect(events: AsyncIterator[StreamEvent], *, provider: str | None = 
                 session_id=event.session_id,
                 warnings=list(event.warnings),
                 stop_sequence=event.stop_sequence,
+                fallback=event.fallback,
             )
     raise UpstreamError("the provider's stream ended without a final event", provider=provider)

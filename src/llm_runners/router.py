@@ -13,6 +13,10 @@ A caller's ``model`` is resolved, in this order:
 model): a typo in a provider name should fail loudly, not quietly reach another CLI. Every failure is a
 :class:`~llm_runners.errors.ModelNotFound` naming the providers and aliases that exist.
 
+A fallback chain (``[fallbacks]``, :mod:`~llm_runners.wrappers.fallback`) is a model name too, looked up right
+after the aliases; its entries are resolved by these same rules, to the providers *below* the request wrappers
+(cache, guardrails, quality gate), which wrap the chain as a whole instead.
+
 Model listings are cached for ``models_ttl`` seconds so a bare model name does not ask every CLI on each request.
 """
 
@@ -23,8 +27,9 @@ import importlib
 import inspect
 import logging
 import os
+import re
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,9 +39,14 @@ from .errors import ModelNotFound
 from .pricing import PriceTable
 from .provider import Provider
 from .types import Health, ModelInfo
+from .wrappers.cache import Cache, CacheStats
 from .wrappers.cost import Priced
+from .wrappers.fallback import CircuitBreaker, Fallback
 from .wrappers.features import FeatureAdapter
+from .wrappers.guardrails import Guardrails, load_hook
 from .wrappers.limits import ConcurrencyLimit
+from .wrappers.quality import REFUSALS, QualityGate
+from .wrappers.store import MemoryKeyValue
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -73,6 +83,10 @@ class Router:
 
     When ``adapt`` is true each provider is wrapped in a ``FeatureAdapter`` (``strict`` passed through), so a
     feature a provider lacks is emulated, warned about or rejected instead of silently dropped.
+
+    ``fallbacks`` maps a chain name to its entries (model names, resolved like a caller's) or to a ready
+    :class:`Fallback` factory; ``wrap`` wraps every provider and every chain once more (the request wrappers:
+    cache, guardrails, quality gate), while chain entries reach the providers as they were before ``wrap``.
     """
 
     def __init__(
@@ -85,19 +99,33 @@ class Router:
         adapt: bool = True,
         models_ttl: float = 60.0,
         pricing: PriceTable | None = None,
+        fallbacks: Mapping[str, Sequence[str] | Callable[[Router], Fallback]] | None = None,
+        wrap: Callable[[Provider], Provider] | None = None,
+        cache_stats: CacheStats | None = None,
     ) -> None:
         if default is not None and default not in providers:
             raise ValueError(f"default provider {default!r} is not configured (have: {', '.join(providers) or '-'})")
         if default is None and len(providers) == 1:
             default = next(iter(providers))
         check_aliases(aliases or {}, providers, default)
-        self.providers: dict[str, Provider] = {
+        check_fallbacks(fallbacks or {}, providers, aliases or {})
+        #: the providers chain entries reach (below ``wrap``)
+        self.inner: dict[str, Provider] = {
             name: (Priced(FeatureAdapter(p, strict=strict), pricing) if adapt else p) for name, p in providers.items()
         }
+        keep: Callable[[Provider], Provider] = wrap or (lambda p: p)
+        self.providers: dict[str, Provider] = {name: keep(p) for name, p in self.inner.items()}
         self.default = default
         self.aliases: dict[str, str] = dict(aliases or {})
         self.models_ttl = models_ttl
         self._listing: dict[str, tuple[float, list[ModelInfo]]] = {}
+        #: fallback chains by name, ``wrap`` applied
+        self.chains: dict[str, Provider] = {}
+        for name, chain in (fallbacks or {}).items():
+            built = chain(self) if callable(chain) else Fallback(name, list(chain), self.resolve_entry)
+            self.chains[name] = keep(built)
+        #: hit / miss / bypass counts of the response cache, when there is one
+        self.cache_stats = cache_stats
 
     # -- building from settings -------------------------------------------------------------------------------
     @classmethod
@@ -132,7 +160,35 @@ class Router:
                 max_concurrency=ps.max_concurrency,
                 max_queue=ps.max_queue,
             )
-        return cls(wrapped, settings.default_provider, settings.aliases, strict=settings.strict, adapt=False)
+        check_fallbacks(settings.fallbacks, wrapped, settings.aliases)
+        wrap, stats = request_wrappers(settings)
+        bs = settings.circuit_breaker
+        breaker = CircuitBreaker(failures=bs.failures, cooldown=bs.cooldown, probe_timeout=bs.probe_timeout)
+
+        def chain(name: str) -> Callable[[Router], Fallback]:
+            fs = settings.fallbacks[name]
+            return lambda router: Fallback(
+                name,
+                fs.models,
+                router.resolve_entry,
+                retries=fs.retries,
+                backoff=fs.backoff,
+                max_backoff=fs.max_backoff,
+                max_retry_wait=fs.max_retry_wait,
+                stop_on=frozenset(fs.stop_on),
+                breaker=breaker,
+            )
+
+        return cls(
+            wrapped,
+            settings.default_provider,
+            settings.aliases,
+            strict=settings.strict,
+            adapt=False,
+            fallbacks={name: chain(name) for name in settings.fallbacks},
+            wrap=wrap,
+            cache_stats=stats,
+        )
 
     # -- resolution ---------------------------------------------------------------------------------------------
     def _not_found(self, what: str) -> ModelNotFound:
@@ -165,6 +221,9 @@ class Router:
             raise self._not_found(f"alias {asked!r} does not resolve (a cycle?)")
         if not name:
             return self._default_route(None, asked)
+        chain = self.chains.get(name)
+        if chain is not None:
+            return Route(name, chain, None)
         prefix, sep, rest = name.partition(":")
         if sep and prefix in self.providers:
             return Route(prefix, self.providers[prefix], rest or None)
@@ -176,6 +235,13 @@ class Router:
         if sep:
             raise self._not_found(f"unknown provider {prefix!r} in model {asked!r}")
         return self._default_route(name, asked)
+
+    async def resolve_entry(self, entry: str) -> tuple[Provider, str | None]:
+        """A fallback chain's entry: the provider below the request wrappers, and the model to ask it for."""
+        route = await self.resolve(entry)
+        if route.name not in self.inner:
+            raise self._not_found(f"fallback entry {entry!r} names another chain; chains do not nest")
+        return self.inner[route.name], route.model
 
     async def _owner_of(self, model: str) -> str | None:
         """The one provider that declares or lists ``model``; ``None`` when none or several do."""
@@ -229,6 +295,8 @@ class Router:
                 )
         for alias in sorted(self.aliases):
             out.append(ModelInfo(id=alias, provider="alias", display_name=self.aliases[alias]))
+        for name in sorted(self.chains):
+            out += await self.chains[name].models()
         return out
 
     async def health(self, per_provider_timeout: float = 10.0) -> list[Health]:
@@ -301,6 +369,77 @@ PRESETS: dict[str, Preset] = {
     "vllm": Preset("http://127.0.0.1:8000/v1", "VLLM_API_KEY"),
     "lmstudio": Preset("http://127.0.0.1:1234/v1", None),
 }
+
+
+def check_fallbacks(fallbacks: Mapping[str, object], providers: Collection[str], aliases: Mapping[str, str]) -> None:
+    """Refuse a chain named like a provider or an alias, and an entry that names a chain or a provider that is not
+    configured (``x:model``). Raises ``ValueError`` listing every problem."""
+    problems = []
+    for name, chain in sorted(fallbacks.items()):
+        if name in providers or name in aliases:
+            problems.append(f"fallback chain {name!r} has the name of a {'provider' if name in providers else 'alias'}")
+        entries = getattr(chain, "models", chain)
+        if not isinstance(entries, list | tuple):
+            continue
+        for entry in entries:
+            prefix, sep, _ = str(entry).strip().partition(":")
+            if str(entry).strip() in fallbacks or prefix in fallbacks:
+                problems.append(f"fallback chain {name!r}: entry {entry!r} is a chain (chains do not nest)")
+            elif sep and prefix not in providers and prefix not in aliases:
+                problems.append(f"fallback chain {name!r}: entry {entry!r} names no provider {prefix!r}")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def request_wrappers(settings: Settings) -> tuple[Callable[[Provider], Provider] | None, CacheStats | None]:
+    """The ``[cache]``, ``[guardrails]`` and ``[quality]`` wrappers as one function over a provider (None when
+    none is configured), and the cache's counters. Order, outermost first: cache, guardrails, quality gate, so a
+    cached answer has passed the guardrails and a retried one is checked once."""
+    cs, gs, qs = settings.cache, settings.guardrails, settings.quality
+    if cs is None and gs is None and qs is None:
+        return None, None
+    hook = load_hook(gs.hook) if gs is not None and gs.hook else None
+    stats = CacheStats() if cs is not None else None
+    store = MemoryKeyValue(cs.max_entries) if cs is not None else None
+    for pattern in [*(gs.blocked if gs else ()), *((qs.refusals or ()) if qs else ())]:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"pattern {pattern!r} is not a valid regular expression: {exc}") from None
+
+    def wrap(provider: Provider) -> Provider:
+        if qs is not None:
+            provider = QualityGate(
+                provider,
+                retries=qs.retries,
+                refusals=qs.refusals if qs.refusals is not None else REFUSALS,
+                empty=qs.empty,
+                scan_chars=qs.scan_chars,
+                on_failure="error" if qs.on_failure == "error" else "return",
+            )
+        if gs is not None:
+            provider = Guardrails(
+                provider,
+                max_request_chars=gs.max_request_chars,
+                max_response_chars=gs.max_response_chars,
+                blocked=gs.blocked,
+                pii="redact" if gs.pii == "redact" else "reject" if gs.pii == "reject" else "off",
+                pii_kinds=gs.pii_kinds,
+                hook=hook,
+                window=gs.window,
+            )
+        if cs is not None:
+            provider = Cache(
+                provider,
+                store,
+                ttl=cs.ttl,
+                max_entry_bytes=cs.max_entry_bytes,
+                sampled=cs.sampled,
+                stats=stats,
+            )
+        return provider
+
+    return wrap, stats
 
 
 def check_aliases(aliases: Mapping[str, str], providers: Collection[str], default: str | None) -> None:

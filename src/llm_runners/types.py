@@ -251,6 +251,27 @@ class Usage(_Model):
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One fallback-chain entry that did not answer: its label (``claude_code:haiku``), the error-tree kind of
+    its last failure (``circuit_open`` when the circuit breaker skipped it), the message, and how many times it
+    was tried (0 when skipped)."""
+
+    entry: str
+    kind: str
+    message: str = ""
+    tries: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackInfo:
+    """Which entry of a fallback chain answered (:mod:`llm_runners.wrappers.fallback`), and what failed before it."""
+
+    chain: str
+    answered: str
+    failed: tuple[Attempt, ...] = ()
+
+
 class ChatResponse(_Model):
     content: str = ""
     reasoning: str | None = None
@@ -262,6 +283,7 @@ class ChatResponse(_Model):
     session_id: str | None = None
     warnings: list[str] = Field(default_factory=list)
     stop_sequence: str | None = None  # which of ChatRequest.stop ended the answer, when one did
+    fallback: FallbackInfo | None = None  # set when a fallback chain answered
 
 
 # --------------------------------------------------------------------------------------------- stream events
@@ -304,6 +326,7 @@ class Done:
     warnings: tuple[str, ...] = field(default=())
     type: Literal["done"] = "done"
     stop_sequence: str | None = None  # which of ChatRequest.stop ended the answer, when one did
+    fallback: FallbackInfo | None = None  # set when a fallback chain answered
 
 
 StreamEvent: TypeAlias = TextDelta | ReasoningDelta | ToolCallEvent | UsageEvent | Done

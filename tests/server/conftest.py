@@ -18,19 +18,24 @@ from llm_runners.server import create_app
 
 @pytest.fixture
 def serve() -> Iterator[Callable[..., Served]]:
-    """``serve(providers, default=None, aliases=None, settings=None)`` starts a server and returns its address."""
+    """``serve(providers, default=None, aliases=None, settings=None)`` starts a server and returns its address;
+    ``serve(router=Router.from_settings(...), settings=...)`` serves a router built elsewhere."""
     servers: list[tuple[uvicorn.Server, threading.Thread]] = []
 
     def start(
-        providers: Mapping[str, Provider] | Provider,
+        providers: Mapping[str, Provider] | Provider | None = None,
         *,
+        router: Router | None = None,
         default: str | None = None,
         aliases: Mapping[str, str] | None = None,
         settings: Settings | None = None,
     ) -> Served:
         if isinstance(providers, Provider):
             providers = {providers.name: providers}
-        router = Router(providers, default, aliases)
+        if router is None:
+            assert providers is not None, "serve() needs providers or a router"
+            router = Router(providers, default, aliases)
+        providers = providers if providers is not None else router.providers
         app = create_app(router, settings)
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
         thread = threading.Thread(target=server.run, daemon=True)

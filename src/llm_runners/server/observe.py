@@ -32,6 +32,8 @@ Metrics (prometheus-client, one registry per app):
                                                                :meth:`~llm_runners.provider.Provider.processes`
 ``llm_runners_queue_rejections_total{provider}``               requests refused because the provider's queue was
                                                                full (429 ``queue_full``)
+``llm_runners_cache_requests_total{provider,result}``          response cache ``hit``, ``miss``, ``bypass``
+                                                               (with ``[cache]``; :mod:`llm_runners.wrappers.cache`)
 =============================================================  ====================================================
 
 A request refused before routing (no key, a bad body) counts with ``provider="-"``. A provider's distinct model
@@ -376,6 +378,16 @@ class _Collector(Collector):
                 counts = {}
             for state, count in sorted(counts.items()):
                 processes.add_metric([name, state], count)
+        for name in o.router.chains:
+            inflight.add_metric([name], o.inflight.get(name, 0))
         yield inflight
         yield processes
         yield rejections
+        stats = o.router.cache_stats
+        if stats is not None:
+            cache = CounterMetricFamily(
+                "llm_runners_cache_requests", "Response cache lookups.", labels=["provider", "result"]
+            )
+            for cache_labels, count in sorted(stats.counts.items()):
+                cache.add_metric(list(cache_labels), count)
+            yield cache

@@ -34,6 +34,7 @@ from starlette.types import Receive, Scope, Send
 from ..errors import LLMError, ProviderTimeout, UpstreamError
 from ..provider import Provider
 from ..types import ChatRequest, ChatResponse, StreamEvent, Usage
+from ..wrappers.meta import collect_headers
 from .errors import Flavor, error_body, to_llm_error
 from .observe import note_error, note_usage
 
@@ -119,8 +120,12 @@ async def send_json(send: Send, status: int, body: bytes, headers: dict[str, str
     await send({"type": "http.response.body", "body": body})
 
 
-async def _send_error(send: Send, exc: LLMError, flavor: Flavor) -> None:
-    await send_json(send, exc.status, error_body(exc, flavor), exc.headers())
+async def _send_error(send: Send, exc: LLMError, flavor: Flavor, noted: dict[str, str] | None = None) -> None:
+    await send_json(send, exc.status, error_body(exc, flavor), {**exc.headers(), **(noted or {})})
+
+
+def _encoded(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.encode("latin-1"), v.encode("latin-1", "replace")) for k, v in headers.items()]
 
 
 class Watched:
@@ -172,6 +177,8 @@ class _Call(Watched):
         self.timeout = timeout
         #: the error the response reports, if any (for the request's log line)
         self.error: LLMError | None = None
+        #: response headers the wrappers noted for this request (:mod:`llm_runners.wrappers.meta`)
+        self.noted: dict[str, str] = {}
 
 
 class StreamingCall(_Call):
@@ -192,6 +199,10 @@ class StreamingCall(_Call):
         self.heartbeat = heartbeat
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with collect_headers() as self.noted:  # what the wrappers report (fallback entry, cache), sent with the head
+            await self._serve(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         events = self.provider.stream(self.request)
         try:
             with anyio.CancelScope() as cancel:
@@ -225,9 +236,10 @@ class StreamingCall(_Call):
                 error = to_llm_error(exc)
             if error is not None:
                 self.error = error
-                await _send_error(send, error, self.flavor)
+                await _send_error(send, error, self.flavor, self.noted)
                 return
-            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+            headers = _SSE_HEADERS + _encoded(self.noted) if self.noted else _SSE_HEADERS
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
             self.started = True
             pending = renderer.head() + renderer.event(first)
             try:
@@ -258,7 +270,7 @@ class StreamingCall(_Call):
             error = ProviderTimeout(f"no complete answer within {self.timeout:g} s", provider=self.provider.name)
             if not self.started:
                 self.error = error
-                await _send_error(send, error, self.flavor)
+                await _send_error(send, error, self.flavor, self.noted)
                 return
         if error is not None:
             self.error = error
@@ -336,6 +348,10 @@ class CompletionCall(_Call):
         self.render = render
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with collect_headers() as self.noted:  # what the wrappers report (fallback entry, cache)
+            await self._serve(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         result: ChatResponse | None = None
         error: LLMError | None = None
         with anyio.CancelScope() as cancel:
@@ -364,9 +380,9 @@ class CompletionCall(_Call):
                     error = to_llm_error(exc)
                     note_error(scope, error)
                 else:
-                    await send_json(send, 200, body, headers)
+                    await send_json(send, 200, body, {**headers, **self.noted} if self.noted else headers)
                     return
-            await _send_error(send, error or UpstreamError("no answer"), self.flavor)
+            await _send_error(send, error or UpstreamError("no answer"), self.flavor, self.noted)
         except OSError:
             self.disconnected = True
 

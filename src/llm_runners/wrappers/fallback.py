@@ -1,0 +1,347 @@
+"""Fallback chains: one model name that tries several entries in order until one answers.
+
+Configured as ``[fallbacks] fast = ["claude_code:haiku", "gemini:gemini-2.5-flash", "local"]``; ``fast`` is then
+a model name like any other (the router resolves every entry the way it resolves a caller's model name).
+
+The rules, per request:
+
+- **Entries in order.** Each entry gets ``1 + retries`` tries. A try fails when the entry raises before its first
+  event: nothing has reached the caller yet, so trying again is invisible to them.
+- **Never after the first byte.** Once an entry's first event was handed on, that entry owns the answer: a later
+  error ends the stream with that error, as it would without a chain (a stream cannot be taken back).
+- **Transient errors are retried** (rate limited, overloaded, timeout, upstream failure: ``LLMError.transient``)
+  after an exponential backoff with full jitter: ``uniform(0, min(max_backoff, backoff * 2**n))`` before try
+  ``n + 1``. A ``retry-after`` the error carries is honoured: the wait is at least that long, and when it is longer
+  than ``max_retry_wait`` the entry is not waited for: the chain moves on at once.
+- **Permanent errors move on or stop.** An error whose kind is in ``stop_on`` (default: ``invalid_request_error``
+  and ``guardrail``: the request itself is at fault, so every entry would refuse it) is raised at once. Every other
+  permanent error (auth, permission, binary not found, model not found, context length — a later entry may have
+  a longer window —, internal) moves on to the next entry without a retry.
+- **Circuit breaker.** An entry that failed ``failures`` times in a row (every failure that moved the chain on,
+  transient or not; ``stop_on`` errors and context length do not count) is skipped for ``cooldown`` seconds. After
+  the cool-down one request probes it (half-open): success closes the circuit, failure opens it for another
+  cool-down. Requests meanwhile skip the entry (reported as ``circuit_open``). When every entry is open the chain
+  fails at once with ``Overloaded`` (503) and a ``retry-after`` until the first probe.
+- **When all fail** the last error is raised (its kind and status), its message naming every entry's failure.
+
+What answered: ``Done.fallback`` / ``ChatResponse.fallback`` (:class:`~llm_runners.types.FallbackInfo`: the chain,
+the entry that answered, the entries that failed before it), and two response headers on every HTTP front door
+(:mod:`.meta`): ``x-llm-runners-fallback-answered: gemini:gemini-2.5-flash`` and
+``x-llm-runners-fallback-failed: claude_code:haiku=upstream_error`` (also sent with an error response).
+
+The breaker's state lives in a :class:`~.store.KeyValue` (this process's memory by default; the shared state when
+several replicas run, so a circuit opened on one is open on all). Its updates are read-modify-write, not atomic:
+two replicas failing at once may count one failure instead of two, which only delays opening by a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, replace
+
+import anyio
+
+from ..errors import ERROR_KINDS, LLMError, ModelNotFound, Overloaded, UpstreamError
+from ..provider import Provider, _aclose
+from ..types import Attempt, ChatRequest, Done, FallbackInfo, Health, ModelInfo, StreamEvent
+from .meta import FALLBACK_ANSWERED_HEADER, FALLBACK_FAILED_HEADER, note_header
+from .store import KeyValue, MemoryKeyValue
+
+__all__ = ["STOP_ON", "CircuitBreaker", "Fallback", "Resolve"]
+
+log = logging.getLogger(__name__)
+
+#: error kinds that stop the chain: the request is at fault, not the entry
+STOP_ON = frozenset({"invalid_request_error", "guardrail"})
+
+#: kinds that move the chain on without counting against the entry's circuit
+_NOT_COUNTED = frozenset({"context_length_exceeded"})
+
+#: ``entry`` -> the provider that serves it and the model to ask it for
+Resolve = Callable[[str], Awaitable[tuple[Provider, str | None]]]
+
+
+# ------------------------------------------------------------------------------------------------ circuit breaker
+
+
+@dataclass(frozen=True, slots=True)
+class _Circuit:
+    failures: int = 0  # in a row
+    open_until: float = 0.0  # wall clock (shared across replicas), 0 = closed
+    probe_until: float = 0.0  # a half-open probe is running until then
+
+
+class CircuitBreaker:
+    """Per-entry circuits (see the module docstring) kept in ``store`` under ``breaker:<entry>``.
+
+    ``failures``: failures in a row that open the circuit; ``cooldown``: seconds it stays open; ``probe_timeout``:
+    how long one half-open probe holds the entry before another request may probe (a probe that hangs must not
+    keep the entry out for ever). Times are wall-clock seconds, so replicas sharing the store agree on them.
+    """
+
+    def __init__(
+        self,
+        store: KeyValue | None = None,
+        *,
+        failures: int = 5,
+        cooldown: float = 30.0,
+        probe_timeout: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if failures < 1:
+            raise ValueError(f"failures must be at least 1, got {failures}")
+        self.store: KeyValue = store if store is not None else MemoryKeyValue()
+        self.failures = failures
+        self.cooldown = cooldown
+        self.probe_timeout = probe_timeout
+        self.clock = clock
+
+    def _ttl(self) -> float:
+        return max(self.cooldown, self.probe_timeout) * 4 + 60
+
+    async def _load(self, entry: str) -> _Circuit:
+        try:
+            raw = await self.store.get(f"breaker:{entry}")
+        except Exception as exc:  # unreachable shared state: no breaker rather than no answer
+            log.warning("circuit breaker state unavailable (%r): treating %s as closed", exc, entry)
+            return _Circuit()
+        if not raw:
+            return _Circuit()
+        try:
+            data = json.loads(raw)
+            return _Circuit(int(data["f"]), float(data["o"]), float(data["p"]))
+        except (ValueError, KeyError, TypeError):
+            return _Circuit()
+
+    async def _save(self, entry: str, circuit: _Circuit) -> None:
+        raw = json.dumps({"f": circuit.failures, "o": circuit.open_until, "p": circuit.probe_until}).encode()
+        try:
+            await self.store.set(f"breaker:{entry}", raw, self._ttl())
+        except Exception as exc:
+            log.warning("circuit breaker state not saved (%r) for %s", exc, entry)
+
+    async def state(self, entry: str) -> str:
+        """``closed``, ``open`` or ``half_open`` (the cool-down is over: the next request probes)."""
+        circuit = await self._load(entry)
+        if not circuit.open_until:
+            return "closed"
+        return "open" if self.clock() < circuit.open_until else "half_open"
+
+    async def allow(self, entry: str) -> float | None:
+        """None when ``entry`` may be tried now; else the seconds until it may be probed."""
+        circuit = await self._load(entry)
+        if not circuit.open_until:
+            return None
+        now = self.clock()
+        if now < circuit.open_until:
+            return circuit.open_until - now
+        if now < circuit.probe_until:  # another request is probing it
+            return circuit.probe_until - now
+        await self._save(entry, replace(circuit, probe_until=now + self.probe_timeout))
+        return None
+
+    async def success(self, entry: str) -> None:
+        circuit = await self._load(entry)
+        if circuit.failures or circuit.open_until:
+            await self._save(entry, _Circuit())
+
+    async def failure(self, entry: str) -> None:
+        circuit = await self._load(entry)
+        failures = circuit.failures + 1
+        now = self.clock()
+        if circuit.open_until or failures >= self.failures:  # a failed probe reopens at once
+            if not circuit.open_until:
+                log.warning("circuit for %s opened after %d failures in a row (%g s)", entry, failures, self.cooldown)
+            await self._save(entry, _Circuit(failures, now + self.cooldown, 0.0))
+        else:
+            await self._save(entry, _Circuit(failures, 0.0, 0.0))
+
+
+# ------------------------------------------------------------------------------------------------ the chain
+
+
+class _Failed(Exception):
+    """Internal: the entry did not answer (its error and the tries it took)."""
+
+    def __init__(self, error: LLMError, tries: int) -> None:
+        self.error = error
+        self.tries = tries
+
+
+class Fallback(Provider):
+    """A fallback chain called ``name`` over ``entries`` (see the module docstring).
+
+    ``resolve(entry)`` gives the provider and model of an entry (the router's resolution in the server). Library
+    use without a router: pass ``providers={"entry": provider}`` and entries ``"entry"`` or ``"entry:model"``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        entries: Sequence[str],
+        resolve: Resolve | None = None,
+        *,
+        providers: dict[str, Provider] | None = None,
+        retries: int = 1,
+        backoff: float = 0.5,
+        max_backoff: float = 8.0,
+        max_retry_wait: float = 30.0,
+        stop_on: frozenset[str] = STOP_ON,
+        breaker: CircuitBreaker | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        if not entries:
+            raise ValueError(f"fallback chain {name!r} needs at least one entry")
+        if retries < 0:
+            raise ValueError(f"retries must be 0 or more, got {retries}")
+        unknown = sorted(set(stop_on) - set(ERROR_KINDS))
+        if unknown:
+            raise ValueError(f"stop_on: unknown error kinds {unknown} (known: {', '.join(sorted(ERROR_KINDS))})")
+        if resolve is None:
+            if providers is None:
+                raise ValueError("Fallback needs resolve or providers")
+            resolve = _resolver(providers)
+        self.name = name  # type: ignore[misc]
+        self.display_name = f"fallback {name}"  # type: ignore[misc]
+        self.entries = list(entries)
+        self.resolve = resolve
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.max_retry_wait = max_retry_wait
+        self.stop_on = stop_on
+        self.breaker = breaker or CircuitBreaker()
+        self._sleep = sleep
+        self._jitter = jitter
+
+    # -- one entry -------------------------------------------------------------------------------------------
+    def _wait(self, error: LLMError, tried: int) -> float | None:
+        """Seconds to wait before try ``tried + 1`` of the same entry; None: do not retry it."""
+        if not error.transient or tried > self.retries:
+            return None
+        wait: float = self._jitter() * min(self.max_backoff, self.backoff * 2.0 ** (tried - 1))
+        if error.retry_after is not None:
+            if error.retry_after > self.max_retry_wait:
+                return None
+            wait = max(wait, error.retry_after)
+        return wait
+
+    async def _open(self, entry: str, request: ChatRequest) -> tuple[AsyncIterator[StreamEvent], StreamEvent]:
+        """The entry's stream and its first event; raises :class:`_Failed` when it cannot answer."""
+        try:
+            provider, model = await self.resolve(entry)
+        except LLMError as exc:
+            raise _Failed(exc, 1) from exc
+        asked = request.model_copy(update={"model": model})
+        tried = 0
+        while True:
+            tried += 1
+            events = provider.stream(asked)
+            try:
+                first = await events.__anext__()
+            except StopAsyncIteration:
+                error: LLMError = UpstreamError("the provider's stream ended without any event", provider=entry)
+            except LLMError as exc:
+                error = exc
+            else:
+                return events, first
+            await _aclose(events)
+            wait = None if error.kind in self.stop_on else self._wait(error, tried)
+            if wait is None:
+                raise _Failed(error, tried)
+            log.info("fallback %s: %s failed (%s), try %d in %.2f s", self.name, entry, error.kind, tried + 1, wait)
+            await self._sleep(wait)
+
+    # -- Provider ------------------------------------------------------------------------------------------
+    def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        return self._stream(request)
+
+    async def _stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
+        failed: list[Attempt] = []
+        last: LLMError | None = None
+        soonest: float | None = None
+        for entry in self.entries:
+            wait = await self.breaker.allow(entry)
+            if wait is not None:
+                failed.append(Attempt(entry, "circuit_open", f"circuit open for {wait:.1f} s more", tries=0))
+                soonest = wait if soonest is None else min(soonest, wait)
+                continue
+            try:
+                events, first = await self._open(entry, request)
+            except _Failed as exc:
+                last = exc.error
+                failed.append(Attempt(entry, last.kind, last.message, exc.tries))
+                if last.kind in self.stop_on:
+                    _note(None, failed)
+                    raise last from None
+                if last.kind not in _NOT_COUNTED:
+                    await self.breaker.failure(entry)
+                continue
+            await self.breaker.success(entry)
+            info = FallbackInfo(self.name, entry, tuple(failed))
+            _note(entry, failed)
+            async with aclosing(events):  # type: ignore[type-var]
+                yield _with_info(first, info)
+                async for event in events:
+                    yield _with_info(event, info)
+            return
+        _note(None, failed)
+        raise self._exhausted(failed, last, soonest)
+
+    def _exhausted(self, failed: list[Attempt], last: LLMError | None, soonest: float | None) -> LLMError:
+        summary = "; ".join(f"{a.entry}: {a.kind}" + (f" ({a.message})" if a.message else "") for a in failed)
+        message = f"every entry of fallback chain {self.name!r} failed: {summary}"
+        if last is None:  # every entry's circuit is open
+            return Overloaded(message, provider=self.name, retry_after=soonest, code="circuit_open")
+        return type(last)(message, provider=self.name, detail=last.detail, retry_after=last.retry_after, code=last.code)
+
+    async def models(self) -> list[ModelInfo]:
+        return [ModelInfo(id=self.name, provider=self.name, display_name=" -> ".join(self.entries))]
+
+    async def health(self) -> Health:
+        """Ready when any entry is (entries resolved and asked concurrently is the router's job; here in order)."""
+        reasons = []
+        for entry in self.entries:
+            try:
+                provider, _ = await self.resolve(entry)
+                health = await provider.health()
+            except LLMError as exc:
+                reasons.append(f"{entry}: {exc}")
+                continue
+            if health.ready and await self.breaker.state(entry) != "open":
+                return Health(provider=self.name, installed=True, ready=True, reason=f"{entry} is ready")
+            reasons.append(f"{entry}: {health.reason or 'not ready'}")
+        return Health(
+            provider=self.name,
+            installed=True,
+            ready=False,
+            reason="; ".join(reasons),
+            fix=f"make one entry of fallback chain {self.name!r} ready (`llm-runners providers`)",
+        )
+
+
+def _with_info(event: StreamEvent, info: FallbackInfo) -> StreamEvent:
+    return replace(event, fallback=info) if type(event) is Done else event
+
+
+def _note(answered: str | None, failed: list[Attempt]) -> None:
+    if answered is not None:
+        note_header(FALLBACK_ANSWERED_HEADER, answered)
+    if failed:
+        note_header(FALLBACK_FAILED_HEADER, ", ".join(f"{a.entry}={a.kind}" for a in failed))
+
+
+def _resolver(providers: dict[str, Provider]) -> Resolve:
+    async def resolve(entry: str) -> tuple[Provider, str | None]:
+        name, _, model = entry.partition(":")
+        if name not in providers:
+            raise ModelNotFound(f"fallback entry {entry!r}: no provider {name!r}", code="model_not_found")
+        return providers[name], model or None
+
+    return resolve
