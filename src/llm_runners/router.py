@@ -46,7 +46,7 @@ from .wrappers.features import FeatureAdapter
 from .wrappers.guardrails import Guardrails, load_hook
 from .wrappers.limits import ConcurrencyLimit
 from .wrappers.quality import REFUSALS, QualityGate
-from .wrappers.store import MemoryKeyValue
+from .wrappers.store import MemoryKeyValue, StateKeyValue, Switchable, TextKeyValue
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -126,6 +126,16 @@ class Router:
             self.chains[name] = keep(built)
         #: hit / miss / bypass counts of the response cache, when there is one
         self.cache_stats = cache_stats
+        #: where the cache and the circuit breaker keep their state (:meth:`use_state` moves them)
+        self.stores: list[Switchable] = []
+
+    def use_state(self, state: TextKeyValue) -> None:
+        """Keep the cache and the circuit breakers in the server's shared state when it is Redis (several replicas
+        then share them); with the memory state they stay in this process's bounded stores."""
+        if getattr(state, "backend", "memory") != "redis":
+            return
+        for store in self.stores:
+            store.target = StateKeyValue(state)
 
     # -- building from settings -------------------------------------------------------------------------------
     @classmethod
@@ -161,9 +171,14 @@ class Router:
                 max_queue=ps.max_queue,
             )
         check_fallbacks(settings.fallbacks, wrapped, settings.aliases)
-        wrap, stats = request_wrappers(settings)
+        stores: list[Switchable] = []
+        wrap, stats = request_wrappers(settings, stores)
         bs = settings.circuit_breaker
-        breaker = CircuitBreaker(failures=bs.failures, cooldown=bs.cooldown, probe_timeout=bs.probe_timeout)
+        breaker_store = Switchable(MemoryKeyValue())
+        stores.append(breaker_store)
+        breaker = CircuitBreaker(
+            breaker_store, failures=bs.failures, cooldown=bs.cooldown, probe_timeout=bs.probe_timeout
+        )
 
         def chain(name: str) -> Callable[[Router], Fallback]:
             fs = settings.fallbacks[name]
@@ -179,7 +194,7 @@ class Router:
                 breaker=breaker,
             )
 
-        return cls(
+        router = cls(
             wrapped,
             settings.default_provider,
             settings.aliases,
@@ -189,6 +204,8 @@ class Router:
             wrap=wrap,
             cache_stats=stats,
         )
+        router.stores = stores
+        return router
 
     # -- resolution ---------------------------------------------------------------------------------------------
     def _not_found(self, what: str) -> ModelNotFound:
@@ -391,16 +408,21 @@ def check_fallbacks(fallbacks: Mapping[str, object], providers: Collection[str],
         raise ValueError("; ".join(problems))
 
 
-def request_wrappers(settings: Settings) -> tuple[Callable[[Provider], Provider] | None, CacheStats | None]:
+def request_wrappers(
+    settings: Settings, stores: list[Switchable] | None = None
+) -> tuple[Callable[[Provider], Provider] | None, CacheStats | None]:
     """The ``[cache]``, ``[guardrails]`` and ``[quality]`` wrappers as one function over a provider (None when
-    none is configured), and the cache's counters. Order, outermost first: cache, guardrails, quality gate, so a
-    cached answer has passed the guardrails and a retried one is checked once."""
+    none is configured), and the cache's counters; the cache's store is appended to ``stores``. Order, outermost
+    first: cache, guardrails, quality gate, so a cached answer has passed the guardrails and a retried one is
+    checked once."""
     cs, gs, qs = settings.cache, settings.guardrails, settings.quality
     if cs is None and gs is None and qs is None:
         return None, None
     hook = load_hook(gs.hook) if gs is not None and gs.hook else None
     stats = CacheStats() if cs is not None else None
-    store = MemoryKeyValue(cs.max_entries) if cs is not None else None
+    store = Switchable(MemoryKeyValue(cs.max_entries)) if cs is not None else None
+    if store is not None and stores is not None:
+        stores.append(store)
     for pattern in [*(gs.blocked if gs else ()), *((qs.refusals or ()) if qs else ())]:
         try:
             re.compile(pattern)

@@ -5,7 +5,8 @@
 per-process default: expiry on read, and at most ``max_entries`` keys (the least recently used go first).
 
 A store that raises is treated by its users as a miss (the cache) or as no shared state (the breaker): a request
-is never failed because the state is unreachable.
+is never failed because the state is unreachable. :class:`StateKeyValue` puts the shared state behind this
+interface; :class:`Switchable` lets the server swap it in after the wrappers were built.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from collections import OrderedDict
 from typing import Protocol, runtime_checkable
 
-__all__ = ["KeyValue", "MemoryKeyValue"]
+__all__ = ["KeyValue", "MemoryKeyValue", "StateKeyValue", "Switchable", "TextKeyValue"]
 
 
 @runtime_checkable
@@ -60,3 +61,40 @@ class MemoryKeyValue:
         items.move_to_end(key)
         while len(items) > self.max_entries:
             items.popitem(last=False)
+
+
+class TextKeyValue(Protocol):
+    """The part of :class:`llm_runners.state.State` this module uses: ``str`` values, keyword TTL."""
+
+    async def get(self, key: str) -> str | None: ...
+
+    async def set(self, key: str, value: str, *, ttl: float | None = None) -> None: ...
+
+
+class StateKeyValue:
+    """A :class:`KeyValue` over the shared state (:mod:`llm_runners.state`, whose values are text): the values
+    stored here are UTF-8 JSON, so they cross as text unchanged."""
+
+    def __init__(self, state: TextKeyValue) -> None:
+        self.state = state
+
+    async def get(self, key: str) -> bytes | None:
+        value = await self.state.get(key)
+        return None if value is None else value.encode()
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        await self.state.set(key, value.decode(), ttl=ttl)
+
+
+class Switchable:
+    """A :class:`KeyValue` that forwards to ``target``, which the server may replace once its shared state is
+    open (the wrappers are built before it is)."""
+
+    def __init__(self, target: KeyValue) -> None:
+        self.target = target
+
+    async def get(self, key: str) -> bytes | None:
+        return await self.target.get(key)
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        await self.target.set(key, value, ttl)
