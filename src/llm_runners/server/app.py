@@ -113,6 +113,7 @@ def create_app(
     settings = settings or Settings()
     owns_state = state is None
     shared = state if state is not None else open_state(settings.state)
+    router.use_state(shared)  # with Redis, the cache and the circuit breakers are shared by every replica
     timeout = settings.request_timeout or None
     responses = Responses(router, timeout, store or ResponseStore())
     chat = ChatCompletions(router, timeout)
