@@ -17,6 +17,7 @@ from llm_runners.types import ChatRequest
 
 pytestmark = pytest.mark.anyio
 
+
 def ask(text: str) -> ChatRequest:
     return ChatRequest(messages=[{"role": "user", "content": text}])  # type: ignore[list-item]
 
