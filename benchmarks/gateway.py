@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -45,6 +46,8 @@ from server import _cpu_seconds, _free_port, _implementations, _pct, _rate, _rea
 LITELLM_SPEC = "litellm[proxy]"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llm-runners-bench"
 LITELLM_VENV = CACHE / "litellm-venv"
+#: the bearer every request carries: LiteLLM's master key (it refuses to start without one); the others ignore it
+KEY = os.environ.get("GATEWAY_BENCH_KEY") or "sk-" + secrets.token_hex(32)
 
 ANSWER = {
     "id": "chatcmpl-mock",
@@ -207,9 +210,10 @@ def start_litellm(port: int, upstream_url: str, workdir: str) -> subprocess.Pope
         "LITELLM_TELEMETRY": "False",
         "LITELLM_LOG": "ERROR",
         "HOME": workdir,
+        "LITELLM_MASTER_KEY": KEY,
     }
     argv = [str(command), "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
-    return _start(argv, port, env, timeout=180.0)
+    return _start(argv, port, env, timeout=600.0)
 
 
 # ------------------------------------------------------------------------------------------------ load
@@ -224,7 +228,7 @@ def _requests(port: int, model: str, count: int, tag: str) -> list[bytes]:
         ).encode()
         head = (
             f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n"
-            f"authorization: Bearer sk-bench\r\ncontent-length: {len(payload)}\r\n\r\n"
+            f"authorization: Bearer {KEY}\r\ncontent-length: {len(payload)}\r\n\r\n"
         )
         out.append(head.encode() + payload)
     return out
@@ -268,7 +272,8 @@ def _run_client(
 ) -> dict[str, Any]:
     argv = [sys.executable, __file__, "--client", str(port), model, str(concurrency), str(seconds), str(count), tag]
     before = _cpu_seconds(pid)
-    out = subprocess.run(argv, check=True, capture_output=True, timeout=seconds + 120)
+    env = {**os.environ, "GATEWAY_BENCH_KEY": KEY}
+    out = subprocess.run(argv, check=True, capture_output=True, timeout=seconds + 120, env=env)
     after = _cpu_seconds(pid)
     result: dict[str, Any] = json.loads(out.stdout)
     n = max(1, result["n"])

@@ -43,6 +43,7 @@ The file (every key optional; unknown keys are an error, so a typo never silentl
     max_backoff = 8.0
     max_retry_wait = 30.0         # a retry-after longer than this moves on to the next entry instead
     stop_on = ["invalid_request_error", "guardrail"]   # error kinds that end the chain at once
+    skip_above = 90               # an entry whose CLI reports more of its quota used is tried last
 
     [circuit_breaker]             # shared by every chain's entries
     failures = 5                  # failures in a row that take an entry out
@@ -128,6 +129,7 @@ class FallbackSettings:
     max_backoff: float = 8.0
     max_retry_wait: float = 30.0
     stop_on: list[str] = field(default_factory=lambda: ["invalid_request_error", "guardrail"])
+    skip_above: float | None = None  # percent of a subscription quota used: such an entry is tried last
 
 
 @dataclass

@@ -121,8 +121,11 @@ class Router:
         self._listing: dict[str, tuple[float, list[ModelInfo]]] = {}
         #: fallback chains by name, ``wrap`` applied
         self.chains: dict[str, Provider] = {}
+        #: the same chains without ``wrap`` (their counts, for /metrics)
+        self.fallbacks: dict[str, Fallback] = {}
         for name, chain in (fallbacks or {}).items():
             built = chain(self) if callable(chain) else Fallback(name, list(chain), self.resolve_entry)
+            self.fallbacks[name] = built
             self.chains[name] = keep(built)
         #: hit / miss / bypass counts of the response cache, when there is one
         self.cache_stats = cache_stats
@@ -191,6 +194,7 @@ class Router:
                 max_backoff=fs.max_backoff,
                 max_retry_wait=fs.max_retry_wait,
                 stop_on=frozenset(fs.stop_on),
+                skip_above=fs.skip_above,
                 breaker=breaker,
             )
 

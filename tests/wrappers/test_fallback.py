@@ -237,3 +237,32 @@ async def test_collect_keeps_the_report() -> None:
     a = ScriptedProvider(["x"], name="a")
     out = await collect(chain(a).stream(REQ))
     assert out.fallback is not None and out.fallback.chain == "fast"
+
+
+class Quota(ScriptedProvider):
+    """A scripted provider that reports how much of its subscription quota is used."""
+
+    def __init__(self, used: float | None, *args: object, **kw: object) -> None:
+        super().__init__(*args, **kw)  # type: ignore[arg-type]
+        self.used = used
+
+    def quota_used(self) -> float | None:
+        return self.used
+
+
+async def test_an_entry_above_its_quota_threshold_is_tried_last() -> None:
+    a = Quota(97.0, ["from a"], name="a")
+    b = ScriptedProvider(["from b"], name="b")
+    fb = chain(a, b, skip_above=90)
+    out = await fb.complete(REQ)
+    assert out.content == "from b" and not a.requests
+    assert out.fallback is not None and out.fallback.failed[0].kind == "quota"
+    a.used = 50.0
+    assert (await fb.complete(REQ)).content == "from a"
+    # above the threshold but the only one left: still tried rather than failing
+    a.used = 99.0
+    b = ScriptedProvider([Reply(error=UpstreamError("b down"))], name="b")
+    out = await chain(a, b, skip_above=90, retries=0).complete(REQ)
+    assert out.content == "from a"
+    assert [f.kind for f in out.fallback.failed] == ["quota", "upstream_error"]  # type: ignore[union-attr]
+    assert fb.counts == {("b:m-b", "answered"): 1, ("a:m-a", "answered"): 1}

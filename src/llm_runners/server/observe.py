@@ -34,6 +34,9 @@ Metrics (prometheus-client, one registry per app):
                                                                full (429 ``queue_full``)
 ``llm_runners_cache_requests_total{provider,result}``          response cache ``hit``, ``miss``, ``bypass``
                                                                (with ``[cache]``; :mod:`llm_runners.wrappers.cache`)
+``llm_runners_fallback_attempts_total{chain,entry,outcome}``   per fallback entry: ``answered``, or the error kind
+                                                               that moved the chain on (:mod:`~llm_runners.wrappers.
+                                                               fallback`)
 =============================================================  ====================================================
 
 A request refused before routing (no key, a bad body) counts with ``provider="-"``. A provider's distinct model
@@ -391,3 +394,11 @@ class _Collector(Collector):
             for cache_labels, count in sorted(stats.counts.items()):
                 cache.add_metric(list(cache_labels), count)
             yield cache
+        if o.router.fallbacks:
+            attempts = CounterMetricFamily(
+                "llm_runners_fallback_attempts", "Fallback entries tried.", labels=["chain", "entry", "outcome"]
+            )
+            for chain, fallback in sorted(o.router.fallbacks.items()):
+                for (entry, outcome), count in sorted(fallback.counts.items()):
+                    attempts.add_metric([chain, entry, outcome], count)
+            yield attempts

@@ -22,6 +22,9 @@ The rules, per request:
   the cool-down one request probes it (half-open): success closes the circuit, failure opens it for another
   cool-down. Requests meanwhile skip the entry (reported as ``circuit_open``). When every entry is open the chain
   fails at once with ``Overloaded`` (503) and a ``retry-after`` until the first probe.
+- **Quotas.** With ``skip_above`` (percent), an entry whose provider reports more of its subscription quota used
+  (``quota_used()``, where the provider knows it) is moved to the end of the chain: the others are tried first,
+  instead of waiting for its 429 (reported as ``quota``).
 - **When all fail** the last error is raised (its kind and status), its message naming every entry's failure.
 
 What answered: ``Done.fallback`` / ``ChatResponse.fallback`` (:class:`~llm_runners.types.FallbackInfo`: the chain,
@@ -192,6 +195,7 @@ class Fallback(Provider):
         max_backoff: float = 8.0,
         max_retry_wait: float = 30.0,
         stop_on: frozenset[str] = STOP_ON,
+        skip_above: float | None = None,
         breaker: CircuitBreaker | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         jitter: Callable[[], float] = random.random,
@@ -216,6 +220,9 @@ class Fallback(Provider):
         self.max_backoff = max_backoff
         self.max_retry_wait = max_retry_wait
         self.stop_on = stop_on
+        self.skip_above = skip_above
+        #: (entry, outcome) -> requests: ``answered`` or the error kind that moved the chain on
+        self.counts: dict[tuple[str, str], int] = {}
         self.breaker = breaker or CircuitBreaker()
         self._sleep = sleep
         self._jitter = jitter
@@ -232,12 +239,10 @@ class Fallback(Provider):
             wait = max(wait, error.retry_after)
         return wait
 
-    async def _open(self, entry: str, request: ChatRequest) -> tuple[AsyncIterator[StreamEvent], StreamEvent]:
+    async def _open(
+        self, entry: str, provider: Provider, model: str | None, request: ChatRequest
+    ) -> tuple[AsyncIterator[StreamEvent], StreamEvent]:
         """The entry's stream and its first event; raises :class:`_Failed` when it cannot answer."""
-        try:
-            provider, model = await self.resolve(entry)
-        except LLMError as exc:
-            raise _Failed(exc, 1) from exc
         asked = request.model_copy(update={"model": model})
         tried = 0
         while True:
@@ -266,17 +271,29 @@ class Fallback(Provider):
         failed: list[Attempt] = []
         last: LLMError | None = None
         soonest: float | None = None
-        for entry in self.entries:
+        queue = list(self.entries)
+        deferred: set[str] = set()
+        while queue:
+            entry = queue.pop(0)
             wait = await self.breaker.allow(entry)
             if wait is not None:
                 failed.append(Attempt(entry, "circuit_open", f"circuit open for {wait:.1f} s more", tries=0))
                 soonest = wait if soonest is None else min(soonest, wait)
                 continue
             try:
-                events, first = await self._open(entry, request)
-            except _Failed as exc:
-                last = exc.error
-                failed.append(Attempt(entry, last.kind, last.message, exc.tries))
+                provider, model = await self.resolve(entry)
+                if entry not in deferred and self.skip_above is not None:
+                    used = quota_used(provider)
+                    if used is not None and used >= self.skip_above:  # tried last, if every other entry fails
+                        deferred.add(entry)
+                        queue.append(entry)
+                        failed.append(Attempt(entry, "quota", f"{used:.0f} % of its quota used", tries=0))
+                        continue
+                events, first = await self._open(entry, provider, model, request)
+            except (_Failed, LLMError) as exc:
+                last, tries = (exc.error, exc.tries) if isinstance(exc, _Failed) else (exc, 1)
+                failed.append(Attempt(entry, last.kind, last.message, tries))
+                self._count(entry, last.kind)
                 if last.kind in self.stop_on:
                     _note(None, failed)
                     raise last from None
@@ -284,6 +301,7 @@ class Fallback(Provider):
                     await self.breaker.failure(entry)
                 continue
             await self.breaker.success(entry)
+            self._count(entry, "answered")
             info = FallbackInfo(self.name, entry, tuple(failed))
             _note(entry, failed)
             async with aclosing(events):  # type: ignore[type-var]
@@ -293,6 +311,10 @@ class Fallback(Provider):
             return
         _note(None, failed)
         raise self._exhausted(failed, last, soonest)
+
+    def _count(self, entry: str, outcome: str) -> None:
+        key = (entry, outcome)
+        self.counts[key] = self.counts.get(key, 0) + 1
 
     def _exhausted(self, failed: list[Attempt], last: LLMError | None, soonest: float | None) -> LLMError:
         summary = "; ".join(f"{a.entry}: {a.kind}" + (f" ({a.message})" if a.message else "") for a in failed)
@@ -324,6 +346,18 @@ class Fallback(Provider):
             reason="; ".join(reasons),
             fix=f"make one entry of fallback chain {self.name!r} ready (`llm-runners providers`)",
         )
+
+
+def quota_used(provider: Provider) -> float | None:
+    """Percent of its subscription quota the provider (or one it wraps) reports used; None when unknown."""
+    seen: Provider | None = provider
+    while isinstance(seen, Provider):
+        report = getattr(seen, "quota_used", None)
+        if callable(report):
+            used = report()
+            return float(used) if isinstance(used, int | float) else None
+        seen = getattr(seen, "inner", None)
+    return None
 
 
 def _with_info(event: StreamEvent, info: FallbackInfo) -> StreamEvent:
