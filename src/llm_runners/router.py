@@ -85,8 +85,9 @@ class Router:
     feature a provider lacks is emulated, warned about or rejected instead of silently dropped.
 
     ``fallbacks`` maps a chain name to its entries (model names, resolved like a caller's) or to a ready
-    :class:`Fallback` factory; ``wrap`` wraps every provider and every chain once more (the request wrappers:
-    cache, guardrails, quality gate), while chain entries reach the providers as they were before ``wrap``.
+    :class:`Fallback` factory; ``wrap(name, provider)`` wraps every provider and every chain once more (the
+    request wrappers: cache, guardrails, quality gate), while chain entries reach the providers as they were
+    before ``wrap``.
     """
 
     def __init__(
@@ -100,7 +101,7 @@ class Router:
         models_ttl: float = 60.0,
         pricing: PriceTable | None = None,
         fallbacks: Mapping[str, Sequence[str] | Callable[[Router], Fallback]] | None = None,
-        wrap: Callable[[Provider], Provider] | None = None,
+        wrap: Callable[[str, Provider], Provider] | None = None,
         cache_stats: CacheStats | None = None,
     ) -> None:
         if default is not None and default not in providers:
@@ -113,8 +114,8 @@ class Router:
         self.inner: dict[str, Provider] = {
             name: (Priced(FeatureAdapter(p, strict=strict), pricing) if adapt else p) for name, p in providers.items()
         }
-        keep: Callable[[Provider], Provider] = wrap or (lambda p: p)
-        self.providers: dict[str, Provider] = {name: keep(p) for name, p in self.inner.items()}
+        keep: Callable[[str, Provider], Provider] = wrap or (lambda name, p: p)
+        self.providers: dict[str, Provider] = {name: keep(name, p) for name, p in self.inner.items()}
         self.default = default
         self.aliases: dict[str, str] = dict(aliases or {})
         self.models_ttl = models_ttl
@@ -126,7 +127,7 @@ class Router:
         for name, chain in (fallbacks or {}).items():
             built = chain(self) if callable(chain) else Fallback(name, list(chain), self.resolve_entry)
             self.fallbacks[name] = built
-            self.chains[name] = keep(built)
+            self.chains[name] = keep(name, built)
         #: hit / miss / bypass counts of the response cache, when there is one
         self.cache_stats = cache_stats
         #: where the cache and the circuit breaker keep their state (:meth:`use_state` moves them)
@@ -414,7 +415,7 @@ def check_fallbacks(fallbacks: Mapping[str, object], providers: Collection[str],
 
 def request_wrappers(
     settings: Settings, stores: list[Switchable] | None = None
-) -> tuple[Callable[[Provider], Provider] | None, CacheStats | None]:
+) -> tuple[Callable[[str, Provider], Provider] | None, CacheStats | None]:
     """The ``[cache]``, ``[guardrails]`` and ``[quality]`` wrappers as one function over a provider (None when
     none is configured), and the cache's counters; the cache's store is appended to ``stores``. Order, outermost
     first: cache, guardrails, quality gate, so a cached answer has passed the guardrails and a retried one is
@@ -433,7 +434,7 @@ def request_wrappers(
         except re.error as exc:
             raise ValueError(f"pattern {pattern!r} is not a valid regular expression: {exc}") from None
 
-    def wrap(provider: Provider) -> Provider:
+    def wrap(name: str, provider: Provider) -> Provider:
         if qs is not None:
             provider = QualityGate(
                 provider,
@@ -458,6 +459,7 @@ def request_wrappers(
             provider = Cache(
                 provider,
                 store,
+                label=name,
                 ttl=cs.ttl,
                 max_entry_bytes=cs.max_entry_bytes,
                 sampled=cs.sampled,

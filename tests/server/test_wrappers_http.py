@@ -108,6 +108,12 @@ def test_fallback_chain_on_every_front_door(tmp_path: Path, serve: Callable[...,
 
     models = {m.id for m in client.models.list()}
     assert "fast" in models
+    metrics = httpx2.get(served.url + "/metrics").text
+    assert 'llm_runners_fallback_attempts_total{chain="fast",entry="up:m2",outcome="answered"} 6.0' in metrics
+    # five failures in a row opened the circuit: the sixth request skipped the entry
+    assert 'llm_runners_fallback_attempts_total{chain="fast",entry="down:m1",outcome="upstream_error"} 5.0' in metrics
+    assert 'llm_runners_fallback_attempts_total{chain="fast",entry="down:m1",outcome="circuit_open"} 1.0' in metrics
+    assert len(down.requests) == 10
 
 
 def test_fallback_all_failing_is_an_error_in_each_envelope(tmp_path: Path, serve: Callable[..., Served]) -> None:

@@ -265,4 +265,4 @@ async def test_an_entry_above_its_quota_threshold_is_tried_last() -> None:
     out = await chain(a, b, skip_above=90, retries=0).complete(REQ)
     assert out.content == "from a"
     assert [f.kind for f in out.fallback.failed] == ["quota", "upstream_error"]  # type: ignore[union-attr]
-    assert fb.counts == {("b:m-b", "answered"): 1, ("a:m-a", "answered"): 1}
+    assert fb.counts == {("a:m-a", "quota"): 1, ("b:m-b", "answered"): 1, ("a:m-a", "answered"): 1}

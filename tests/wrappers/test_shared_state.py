@@ -90,3 +90,14 @@ async def test_memory_state_keeps_the_bounded_stores(tmp_path: Path) -> None:
     for text in ("a", "b", "a"):
         await provider.complete(ask(text))
     assert router.cache_stats is not None and router.cache_stats.get("bot", "miss") == 3  # "a" was evicted
+
+
+async def test_two_providers_of_one_type_never_share_cache_entries(tmp_path: Path) -> None:
+    path = tmp_path / "llm-runners.toml"
+    path.write_text("[cache]\n")
+    one = ScriptedProvider(lambda r: Reply(text="from one"), name="scripted")
+    two = ScriptedProvider(lambda r: Reply(text="from two"), name="scripted")  # the same class name
+    router = Router.from_settings(load_settings(str(path), env={}), extra={"one": one, "two": two})
+    assert (await (await router.resolve("one")).provider.complete(REQ)).content == "from one"
+    assert (await (await router.resolve("two")).provider.complete(REQ)).content == "from two"
+    assert router.cache_stats is not None and router.cache_stats.get("two", "miss") == 1

@@ -1,6 +1,6 @@
 """Response cache: an exact-match answer for an exact-match request, without asking the provider again.
 
-- **The key** is a SHA-256 of the provider's routing name and the normalised request: messages (images
+- **The key** is a SHA-256 of the provider's routing name (``label``) and the normalised request: messages (images
   included), model, sampling (temperature, top_p, max_tokens, stop, the extra sampling parameters), tools,
   tool_choice and response format, serialised canonically (sorted keys, no whitespace). The ``conversation`` key
   is not part of it: two callers asking the same thing get the same answer.
@@ -87,8 +87,12 @@ class Cache(Wrapper):
         max_entry_bytes: int = 1 << 20,
         sampled: bool = False,
         stats: CacheStats | None = None,
+        label: str | None = None,
     ) -> None:
         super().__init__(inner)
+        #: the provider's routing name: part of every key and the metrics label (two providers of one type
+        #: share a class name, never a routing name)
+        self.label = label or self.name
         if ttl <= 0:
             raise ValueError(f"ttl must be positive, got {ttl}")
         self.store: KeyValue = store if store is not None else MemoryKeyValue(max_entries)
@@ -101,10 +105,10 @@ class Cache(Wrapper):
         if request.temperature and not self.sampled:
             self._count("bypass")
             return None
-        return cache_key(self.name, request)
+        return cache_key(self.label, request)
 
     def _count(self, result: str) -> None:
-        self.stats.count(self.name, result)
+        self.stats.count(self.label, result)
         note_header(CACHE_HEADER, result)
 
     async def _lookup(self, key: str) -> list[StreamEvent] | None:

@@ -221,7 +221,8 @@ class Fallback(Provider):
         self.max_retry_wait = max_retry_wait
         self.stop_on = stop_on
         self.skip_above = skip_above
-        #: (entry, outcome) -> requests: ``answered`` or the error kind that moved the chain on
+        #: (entry, outcome) -> requests: ``answered``, the error kind that moved the chain on, ``circuit_open``
+        #: or ``quota`` (skipped)
         self.counts: dict[tuple[str, str], int] = {}
         self.breaker = breaker or CircuitBreaker()
         self._sleep = sleep
@@ -278,6 +279,7 @@ class Fallback(Provider):
             wait = await self.breaker.allow(entry)
             if wait is not None:
                 failed.append(Attempt(entry, "circuit_open", f"circuit open for {wait:.1f} s more", tries=0))
+                self._count(entry, "circuit_open")
                 soonest = wait if soonest is None else min(soonest, wait)
                 continue
             try:
@@ -288,6 +290,7 @@ class Fallback(Provider):
                         deferred.add(entry)
                         queue.append(entry)
                         failed.append(Attempt(entry, "quota", f"{used:.0f} % of its quota used", tries=0))
+                        self._count(entry, "quota")
                         continue
                 events, first = await self._open(entry, provider, model, request)
             except (_Failed, LLMError) as exc:
