@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+
+import httpx2
 
 from llm_runners.provider import Provider
 from llm_runners.router import Router
@@ -34,3 +42,55 @@ def wait_until(check: Callable[[], bool], timeout: float = 2.0) -> bool:
             return True
         time.sleep(0.01)
     return check()
+
+
+CLI = str(Path(sys.executable).with_name("llm-runners"))
+
+
+def serve_env() -> dict[str, str]:
+    """The caller's environment minus our own variables, so a developer's settings cannot change the outcome."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("LLM_RUNNERS_")}
+
+
+class ServeProcess:
+    """A running ``llm-runners serve`` (port 0) whose stderr is drained by a thread (so it never blocks on a full
+    pipe); ``args`` replace the default ``--config <config> serve --port 0``."""
+
+    def __init__(self, config: Path, *args: str, env: Mapping[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [CLI, *(args or ("--config", str(config), "serve", "--port", "0"))],
+            env=dict(env) if env is not None else serve_env(),
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.url: str | None = None
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            found = re.search(r"running on (http://127\.0\.0\.1:\d+)", line.replace("\\", ""))
+            if found:
+                self.url = found.group(1)
+
+    def wait_ready(self, timeout: float = 20.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, "".join(self.lines)
+            if self.url is not None:
+                try:
+                    if httpx2.get(self.url + "/health", timeout=2).status_code == 200:
+                        return self.url
+                except httpx2.TransportError:
+                    pass
+            time.sleep(0.05)
+        raise AssertionError("the server did not become healthy:\n" + "".join(self.lines))
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(5)

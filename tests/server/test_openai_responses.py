@@ -110,3 +110,52 @@ def test_streamed_text_events_and_json_schema(serve: Serve) -> None:
     fmt = p.last_request.response_format
     assert fmt is not None and fmt.type == "json_schema" and fmt.json_schema == schema
     assert p.last_request.system == "json only"
+
+
+def test_strict_sdk_types_accept_create_retrieve_and_the_replayed_stream(serve: Serve) -> None:
+    call = ToolCall(id="call_3", name="lookup", arguments='{"q": "x"}')
+    usage = Usage(input_tokens=7, output_tokens=3, cached_tokens=2, cache_write_tokens=1)
+    p = ScriptedProvider([Reply(text="Found it.", reasoning="thinking", tool_calls=[call], usage=usage)])
+    s = serve(p)
+    client = openai.OpenAI(base_url=s.v1, api_key="x", _strict_response_validation=True, max_retries=0)
+    created = client.responses.create(model="scripted", input="find x")
+    assert created.usage is not None and created.usage.input_tokens_details.cache_write_tokens == 1
+    assert [o.type for o in created.output] == ["reasoning", "message", "function_call"]
+    assert client.responses.retrieve(created.id) == created
+    events = list(client.responses.retrieve(created.id, stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[:2] == ["response.created", "response.in_progress"] and kinds[-1] == "response.completed"
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert "response.output_text.delta" in kinds and "response.function_call_arguments.done" in kinds
+    done = [e.item for e in events if e.type == "response.output_item.done"]
+    assert done == created.output  # the stored ids, not new ones
+    assert events[-1].response == created  # type: ignore[union-attr]
+    later = list(client.responses.retrieve(created.id, stream=True, starting_after=len(events) - 3))
+    assert [e.sequence_number for e in later] == [len(events) - 2, len(events) - 1]
+    with pytest.raises(openai.BadRequestError):
+        client.responses.retrieve(created.id, stream=True, starting_after="soon")  # type: ignore[arg-type]
+
+
+def test_input_is_optional(serve: Serve) -> None:
+    p = ScriptedProvider(["ok"])
+    s = serve(p)
+    client = openai.OpenAI(base_url=s.v1, api_key="x", _strict_response_validation=True, max_retries=0)
+    assert client.responses.create(model="scripted").output_text == "ok"
+    assert [(m.role, m.text) for m in p.last_request.messages] == [("user", "")]
+    client.responses.create(model="scripted", instructions="Say ok.")
+    assert [(m.role, m.text) for m in p.last_request.messages] == [("system", "Say ok."), ("user", "")]
+
+
+def test_models_retrieve_in_both_sdks(serve: Serve) -> None:
+    import anthropic
+
+    s = serve(ScriptedProvider())
+    client = openai.OpenAI(base_url=s.v1, api_key="x", _strict_response_validation=True, max_retries=0)
+    listed = client.models.list().data
+    assert client.models.retrieve(listed[0].id) == listed[0]
+    assert client.models.retrieve("any-name").owned_by == "scripted"  # routed to the default provider
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("nope:x")
+    claude = anthropic.Anthropic(base_url=s.url, api_key="x", _strict_response_validation=True, max_retries=0)
+    page = claude.models.list()
+    assert claude.models.retrieve(page.data[0].id) == page.data[0]

@@ -4,26 +4,17 @@ non-zero status; a scripted provider from a TOML file serves the openai SDK; SIG
 from __future__ import annotations
 
 import json
-import os
-import re
 import signal
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx2
 import openai
 import pytest
+from server_helpers import CLI, ServeProcess, serve_env
 
-CLI = str(Path(sys.executable).with_name("llm-runners"))
-
-
-def _env() -> dict[str, str]:
-    """The caller's environment minus our own variables, so a developer's settings cannot change the outcome."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("LLM_RUNNERS_")}
+_env = serve_env
 
 
 def _refuses(*args: str) -> str:
@@ -52,42 +43,7 @@ def test_broken_settings_refuse_to_start(tmp_path: Path) -> None:
     assert line.endswith("missing.toml: config file not found")
 
 
-class _Server:
-    """A running ``llm-runners serve`` whose stderr is drained by a thread (so it never blocks on a full pipe)."""
-
-    def __init__(self, config: Path, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [CLI, *(args or ("--config", str(config), "serve", "--port", "0"))],
-            env=_env(),
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self.url: str | None = None
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-            found = re.search(r"running on (http://127\.0\.0\.1:\d+)", line.replace("\\", ""))
-            if found:
-                self.url = found.group(1)
-
-    def wait_ready(self, timeout: float = 20.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, "".join(self.lines)
-            if self.url is not None:
-                try:
-                    if httpx2.get(self.url + "/health", timeout=2).status_code == 200:
-                        return self.url
-                except httpx2.TransportError:
-                    pass
-            time.sleep(0.05)
-        raise AssertionError("the server did not become healthy:\n" + "".join(self.lines))
+_Server = ServeProcess
 
 
 @pytest.fixture

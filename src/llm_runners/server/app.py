@@ -9,6 +9,7 @@ Routes (each also answers without the ``/v1`` prefix, for clients whose base URL
 ``POST /v1/messages``                    Anthropic Messages (:mod:`.anthropic_messages`)
 ``POST /v1/messages/count_tokens``       Anthropic token count (an estimate)
 ``GET  /v1/models``                      every provider's models as ``provider:model``, and the aliases
+``GET  /v1/models/{id}``                 one of them (or any name the router would route)
 ``GET  /health``                         liveness: always 200, no key (``?detail=1`` with a key: readiness)
 ``GET  /ready``                          readiness per provider; 503 when none is ready (details need the key)
 ``GET  /metrics``                        Prometheus metrics (:mod:`.observe`); the key unless ``metrics_public``
@@ -131,6 +132,7 @@ def create_app(
             Route(f"{prefix}/messages", _guard(messages, "anthropic"), methods=["POST"]),
             Route(f"{prefix}/messages/count_tokens", _guard(count, "anthropic"), methods=["POST"]),
             Route(f"{prefix}/models", _guard(health.models, None), methods=["GET"]),
+            Route(f"{prefix}/models/{{model_id:path}}", _guard(health.model, None), methods=["GET"]),
         ]
     routes += [
         Route("/health", _guard(health.health, None), methods=["GET"]),

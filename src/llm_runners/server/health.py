@@ -9,6 +9,7 @@
 
 ``/v1/models`` lists each provider's models live, as ``provider:model`` ids, then the aliases. It answers in the
 OpenAI list shape, or in Anthropic's when the caller sends an ``anthropic-version`` header (the Anthropic SDK does).
+``/v1/models/{id}`` answers one model in the same two shapes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..router import Router
-from ..types import Health
+from ..types import Health, ModelInfo
 from .auth import authenticated
 from .sse import dumps
 
@@ -61,15 +62,7 @@ class HealthEndpoints:
     async def models(self, request: Request) -> Response:
         models = await self.router.models()
         if "anthropic-version" in request.headers:
-            data = [
-                {
-                    "type": "model",
-                    "id": m.id,
-                    "display_name": m.display_name or m.id,
-                    "created_at": "1970-01-01T00:00:00Z",
-                }
-                for m in models
-            ]
+            data = [_anthropic_model(m) for m in models]
             return _json(
                 {
                     "data": data,
@@ -78,12 +71,39 @@ class HealthEndpoints:
                     "last_id": data[-1]["id"] if data else None,
                 }
             )
-        items = []
-        for m in models:
-            item: dict[str, Any] = {"id": m.id, "object": "model", "created": 0, "owned_by": m.provider}
-            if m.context_window:
-                item["context_window"] = m.context_window
-            if m.provider == "alias":
-                item["alias_of"] = m.display_name
-            items.append(item)
-        return _json({"object": "list", "data": items})
+        return _json({"object": "list", "data": [_openai_model(m) for m in models]})
+
+    async def model(self, request: Request) -> Response:
+        """``GET /v1/models/{id}``: a listed model, or any name the router would serve (it routes to a provider, as a
+        request naming it would); an unknown provider prefix is a 404."""
+        model_id = request.path_params["model_id"]
+        route = await self.router.resolve(model_id)
+        listed = {m.id: m for m in await self.router.models()}
+        info = listed.get(model_id) or ModelInfo(
+            id=model_id,
+            provider=route.name,
+            context_window=getattr(listed.get(route.qualified), "context_window", None),
+        )
+        if "anthropic-version" in request.headers:
+            return _json(_anthropic_model(info))
+        return _json(_openai_model(info))
+
+
+def _openai_model(m: ModelInfo) -> dict[str, Any]:
+    item: dict[str, Any] = {"id": m.id, "object": "model", "created": 0, "owned_by": m.provider}
+    if m.context_window:
+        item["context_window"] = m.context_window
+    if m.provider == "alias":
+        item["alias_of"] = m.display_name
+    return item
+
+
+def _anthropic_model(m: ModelInfo) -> dict[str, Any]:
+    return {
+        "type": "model",
+        "id": m.id,
+        "display_name": m.display_name or m.id,
+        "created_at": "1970-01-01T00:00:00Z",
+        "lifecycle": "active",
+        "max_input_tokens": m.context_window,
+    }

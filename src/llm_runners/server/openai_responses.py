@@ -79,7 +79,7 @@ from .observe import note_route
 from .openai_chat import CONVERSATION_HEADER, chat_model_name
 from .sse import CompletionCall, Render, StreamingCall, cost_fields, dumps, sse_event, warnings_headers
 
-__all__ = ["ResponseStore", "Responses", "StoredResponse", "parse_responses_request"]
+__all__ = ["ResponseStore", "Responses", "StoredResponse", "parse_responses_request", "replay"]
 
 
 # ------------------------------------------------------------------------------------------------ the store
@@ -168,7 +168,7 @@ def _input(value: Any) -> list[Message]:
             raise InvalidRequest(f"{p}: expected an item object", param=p)
         kind = item.get("type", "message")
         if kind == "message":
-            role = _MESSAGE_ROLES.get(item.get("role"))
+            role = _MESSAGE_ROLES.get(item.get("role")) if isinstance(item.get("role"), str) else None
             if role is None:
                 raise InvalidRequest(f"{p}.role: expected user, assistant, system or developer", param=f"{p}.role")
             out.append(Message(role=role, content=_parts(item.get("content"), f"{p}.content")))
@@ -281,8 +281,6 @@ def parse_responses_request(
                 param="previous_response_id",
                 code="previous_response_not_found",
             )
-    if "input" not in body:
-        raise InvalidRequest("input: required", param="input")
     extra: dict[str, Any] = {}
     for key in ("reasoning", "parallel_tool_calls", "user", "truncation"):
         if body.get(key) is not None:
@@ -294,7 +292,12 @@ def parse_responses_request(
             messages.append(Message(role="system", content=instructions))
         if previous is not None:
             messages.extend(previous.messages)
-        messages.extend(_input(body.get("input")))
+        if body.get("input") is not None:
+            messages.extend(_input(body["input"]))
+        if not any(m.role != "system" for m in messages):
+            # input is optional in the Responses API (a stored prompt or conversation may supply it): with none
+            # here, the turn is an empty user message rather than a request the provider cannot take
+            messages.append(Message(role="user", content=""))
         request = ChatRequest(
             messages=messages,
             model=opt_str(body, "model"),
@@ -319,7 +322,7 @@ def _usage(usage: Usage | None) -> dict[str, Any]:
     u = usage or Usage()
     return {
         "input_tokens": u.input_tokens,
-        "input_tokens_details": {"cached_tokens": u.cached_tokens},
+        "input_tokens_details": {"cached_tokens": u.cached_tokens, "cache_write_tokens": u.cache_write_tokens},
         "output_tokens": u.output_tokens,
         "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
         "total_tokens": u.total_tokens,
@@ -352,6 +355,27 @@ def _reasoning_item(item_id: str, text: str) -> dict[str, Any]:
     return {"type": "reasoning", "id": item_id, "summary": [{"type": "summary_text", "text": text}] if text else []}
 
 
+def _echo_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    """A function tool of the request as the response object lists it (the tools ignored are not listed)."""
+    params = tool.get("parameters")
+    strict = tool.get("strict")
+    return {
+        "type": "function",
+        "name": tool.get("name"),
+        "description": tool.get("description") if isinstance(tool.get("description"), str) else None,
+        "parameters": params if isinstance(params, dict) else None,
+        "strict": strict if isinstance(strict, bool) else None,
+    }
+
+
+def _echo_format(fmt: ResponseFormat | None) -> dict[str, Any]:
+    if fmt is None or fmt.type == "text":
+        return {"type": "text"}
+    if fmt.type == "json_object":
+        return {"type": "json_object"}
+    return {"type": "json_schema", "name": fmt.name or "response", "schema": fmt.json_schema, "strict": fmt.strict}
+
+
 def _new_id(prefix: str) -> str:
     return prefix + uuid.uuid4().hex
 
@@ -377,7 +401,9 @@ class _Turn:
         self.history_start = 1 if body.get("instructions") else 0
         if chat.conversation is None:
             chat.conversation = f"responses:{self.id}"
-        text = body.get("text") if isinstance(body.get("text"), dict) else None
+        metadata = body.get("metadata")
+        truncation = body.get("truncation")
+        parallel = body.get("parallel_tool_calls")
         self.skeleton: dict[str, Any] = {
             "id": self.id,
             "object": "response",
@@ -388,16 +414,19 @@ class _Turn:
             "error": None,
             "incomplete_details": None,
             "instructions": body.get("instructions"),
-            "metadata": body.get("metadata") or {},
+            # the request's values, echoed only in the shapes the Response type allows (the SDK validates them)
+            "metadata": {k: v for k, v in metadata.items() if isinstance(v, str)} if isinstance(metadata, dict) else {},
             "previous_response_id": body.get("previous_response_id"),
             "temperature": body.get("temperature"),
             "top_p": body.get("top_p"),
             "max_output_tokens": body.get("max_output_tokens"),
-            "parallel_tool_calls": body.get("parallel_tool_calls", True),
-            "tool_choice": body.get("tool_choice", "auto"),
-            "tools": body.get("tools") or [],
-            "text": text or {"format": {"type": "text"}},
-            "truncation": body.get("truncation", "disabled"),
+            "parallel_tool_calls": parallel if isinstance(parallel, bool) else True,
+            "tool_choice": body.get("tool_choice") or "auto",
+            "tools": [
+                _echo_tool(t) for t in body.get("tools") or [] if isinstance(t, dict) and t.get("type") == "function"
+            ],
+            "text": {"format": _echo_format(chat.response_format)},
+            "truncation": truncation if truncation in ("auto", "disabled") else "disabled",
             "store": self.should_store,
             "usage": None,
         }
@@ -655,4 +684,75 @@ class Responses:
                 param="response_id",
                 code="not_found",
             )
-        return Response(dumps(item.body), media_type="application/json")
+        stream = request.query_params.get("stream", "false").lower()
+        if stream not in ("true", "false", "1", "0"):
+            raise InvalidRequest("stream: expected true or false", param="stream")
+        if stream in ("false", "0"):
+            return Response(dumps(item.body), media_type="application/json")
+        after = request.query_params.get("starting_after")
+        try:
+            start = -1 if after is None else int(after)
+        except ValueError:
+            raise InvalidRequest("starting_after: expected an integer", param="starting_after") from None
+        return Response(replay(item.body, start), media_type="text/event-stream; charset=utf-8")
+
+
+def replay(body: dict[str, Any], starting_after: int = -1) -> bytes:
+    """A stored response as the SSE events that would have streamed it (``GET /v1/responses/{id}?stream=true``):
+    ``response.created`` … one run of events per output item … ``response.completed`` (or ``incomplete``), with
+    the stored ids; events numbered ``starting_after`` and below are left out, as the OpenAI API does."""
+    events: list[tuple[str, dict[str, Any]]] = []
+    started = dict(body, status="in_progress", output=[], usage=None, incomplete_details=None)
+    started.pop("warnings", None)
+    events += [("response.created", {"response": started}), ("response.in_progress", {"response": started})]
+    for idx, item in enumerate(body.get("output") or []):
+        ids = {"item_id": item.get("id"), "output_index": idx}
+        kind = item.get("type")
+        if kind == "message":
+            events.append(
+                (
+                    "response.output_item.added",
+                    {"output_index": idx, "item": _message_item(item["id"], "", "in_progress")},
+                )
+            )
+            for c, part in enumerate(item.get("content") or []):
+                text = part.get("text", "")
+                empty = dict(part, text="")
+                events += [
+                    ("response.content_part.added", {**ids, "content_index": c, "part": empty}),
+                    ("response.output_text.delta", {**ids, "content_index": c, "delta": text, "logprobs": []}),
+                    ("response.output_text.done", {**ids, "content_index": c, "text": text, "logprobs": []}),
+                    ("response.content_part.done", {**ids, "content_index": c, "part": part}),
+                ]
+        elif kind == "function_call":
+            pending = dict(item, arguments="", status="in_progress")
+            events += [
+                ("response.output_item.added", {"output_index": idx, "item": pending}),
+                ("response.function_call_arguments.delta", {**ids, "delta": item.get("arguments", "")}),
+                (
+                    "response.function_call_arguments.done",
+                    {**ids, "name": item.get("name"), "arguments": item.get("arguments", "")},
+                ),
+            ]
+        elif kind == "reasoning":
+            events.append(
+                ("response.output_item.added", {"output_index": idx, "item": _reasoning_item(item["id"], "")})
+            )
+            for n, part in enumerate(item.get("summary") or []):
+                text = part.get("text", "")
+                events += [
+                    ("response.reasoning_summary_part.added", {**ids, "summary_index": n, "part": dict(part, text="")}),
+                    ("response.reasoning_summary_text.delta", {**ids, "summary_index": n, "delta": text}),
+                    ("response.reasoning_summary_text.done", {**ids, "summary_index": n, "text": text}),
+                    ("response.reasoning_summary_part.done", {**ids, "summary_index": n, "part": part}),
+                ]
+        else:
+            events.append(("response.output_item.added", {"output_index": idx, "item": item}))
+        events.append(("response.output_item.done", {"output_index": idx, "item": item}))
+    final = "response.incomplete" if body.get("status") == "incomplete" else "response.completed"
+    events.append((final, {"response": body}))
+    return b"".join(
+        sse_event(kind, {"type": kind, "sequence_number": seq, **fields})
+        for seq, (kind, fields) in enumerate(events)
+        if seq > starting_after
+    )
