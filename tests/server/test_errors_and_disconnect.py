@@ -37,8 +37,17 @@ USER = [{"role": "user", "content": "x"}]
             "messages[0].content[0].image_url",
             "data URI",
         ),
-        ("/v1/responses", {"model": "scripted"}, "input", "required"),
+        ("/v1/responses", {"model": "scripted", "input": 5}, "input", "non-empty array"),
         ("/v1/responses", {"input": [{"type": "mystery"}]}, "input[0].type", "mystery"),
+        # found by tests/server/test_fuzz.py: each of these answered 500 (or cut the stream) before
+        ("/v1/chat/completions", b'{"messages":[{"role":"user","content":"a\\ud800"}]}', "messages[0].content", "lone"),
+        ("/v1/responses", b'{"input":"x","metadata":{"k":"\\udfff"}}', "metadata.k", "lone surrogate"),
+        ("/v1/chat/completions", b'{"messages":' + b"[" * 100_000 + b"]" * 100_000 + b"}", None, "nested too deeply"),
+        ("/v1/chat/completions", b'{"temperature":NaN,"messages":[]}', None, "NaN is not a JSON number"),
+        ("/v1/responses", b'{"input":"x","max_output_tokens":1e999}', None, "out of range"),
+        ("/v1/responses", b'{"input":"\xff"}', None, "not valid UTF-8"),
+        ("/v1/responses", {"input": [{"role": ["user"], "content": "x"}]}, "input[0].role", "expected user"),
+        ("/v1/chat/completions", {"messages": [{"role": {"a": 1}, "content": "x"}]}, "messages[0].role", "unsupported"),
     ],
 )
 def test_bad_openai_input_is_a_400_naming_the_param(
@@ -56,6 +65,9 @@ def test_bad_openai_input_is_a_400_naming_the_param(
 
 def test_bad_anthropic_input_uses_the_anthropic_envelope(serve: Serve) -> None:
     s = serve(ScriptedProvider())
+    blocks = {"model": "scripted", "messages": [{"role": "user", "content": [{"type": ["text"]}]}]}
+    r = httpx2.post(s.url + "/v1/messages", json=blocks)  # an unhashable block type was a 500
+    assert r.status_code == 400 and "messages[0].content[0].type" in r.json()["error"]["message"]
     r = httpx2.post(s.url + "/v1/messages", json={"model": "scripted", "max_tokens": "ten", "messages": USER})
     assert r.status_code == 400
     assert r.json() == {
@@ -167,3 +179,23 @@ def test_ready_is_503_when_nothing_is_ready_while_health_stays_200(serve: Serve)
     assert h.status_code == 503 and h.json()["status"] == "unavailable"
     live = httpx2.get(s.url + "/health")
     assert live.status_code == 200 and live.json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "last"),
+    [
+        ("/v1/chat/completions", {"stream": True, "messages": USER}, b'"type":"server_error"'),
+        ("/v1/responses", {"stream": True, "input": "x"}, b"event: response.failed"),
+        ("/v1/messages", {"stream": True, "max_tokens": 5, "messages": USER}, b"event: error"),
+    ],
+)
+def test_a_first_event_that_cannot_be_rendered_ends_the_stream_with_an_error_event(
+    serve: Serve, path: str, body: dict[str, object], last: bytes
+) -> None:
+    """A provider's text with a lone surrogate cannot be encoded: the 200 is already out, so the stream must end
+    with the format's error event, not be cut (it was, when the first event was the one that failed)."""
+    s = serve(ScriptedProvider([Reply(chunks=["bad \ud800"])]))
+    with httpx2.stream("POST", s.url + path, json=body) as r:
+        raw = r.read()
+    assert r.status_code == 200
+    assert last in raw and raw.endswith(b"\n\n"), raw

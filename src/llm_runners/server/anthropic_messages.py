@@ -161,7 +161,7 @@ def _message(msg: Any, param: str) -> list[Message]:
             calls.append(ToolCall(id=block["id"], name=block["name"], arguments=dumps(block.get("input") or {})))
         elif kind == "tool_result" and role == "user":
             results.append(_tool_result(block, p))
-        elif kind in _SKIPPED_BLOCKS:
+        elif isinstance(kind, str) and kind in _SKIPPED_BLOCKS:
             continue
         else:
             raise InvalidRequest(f"{p}.type: unsupported block type {kind!r} in a {role} message", param=f"{p}.type")
@@ -228,7 +228,7 @@ def _conversation(body: dict[str, Any], headers: Any) -> str | None:
     if isinstance(user_id, str) and user_id.startswith("{"):
         try:
             session = json.loads(user_id).get("session_id")
-        except (json.JSONDecodeError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             session = None
         if isinstance(session, str) and session:
             return f"claude-code:{session}"
@@ -309,9 +309,10 @@ def _usage(usage: Usage | None) -> dict[str, Any]:
 
 def _input_of(call: ToolCall) -> Any:
     try:
-        return json.loads(call.arguments or "{}")
-    except json.JSONDecodeError:
-        return {"_raw_arguments": call.arguments}
+        value = json.loads(call.arguments or "{}")
+    except (ValueError, RecursionError):
+        value = None
+    return value if isinstance(value, dict) else {"_raw_arguments": call.arguments}
 
 
 def _stop(finish_reason: str, stop_sequence: str | None) -> tuple[str, str | None]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 from typing import Any, Literal, TypeAlias
 
 from pydantic import ValidationError
@@ -28,6 +30,7 @@ __all__ = [
     "opt_list",
     "opt_number",
     "opt_str",
+    "parse_json",
     "read_json",
     "to_llm_error",
 ]
@@ -67,17 +70,73 @@ def from_validation(exc: ValidationError, prefix: str = "") -> InvalidRequest:
 
 
 async def read_json(request: Request) -> dict[str, Any]:
-    """The body as a JSON object; anything else is a 400 saying what was wrong."""
-    raw = await request.body()
+    """The body as a JSON object; anything else is a 400 saying what was wrong (see :func:`parse_json`)."""
+    return parse_json(await request.body())
+
+
+#: a ``\\uD800``–``\\uDFFF`` escape: the only way a lone surrogate gets into a body that is valid UTF-8
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _not_a_number(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def _finite(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):
+        raise ValueError(f"{literal} is out of range for a number")
+    return value
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    """A request body → a JSON object, refusing with a 400 what would otherwise break later: bytes that are not
+    UTF-8, nesting too deep to parse, ``NaN`` / ``Infinity`` and numbers beyond a double (which would be written back
+    as invalid JSON), and lone surrogates (``"\\ud800"``: valid JSON text, but no UTF-8 encoding exists for it, so
+    echoing it into an answer failed half-way)."""
     if not raw:
         raise InvalidRequest("the request body is empty; expected a JSON object")
     try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(f"the request body is not valid UTF-8: {exc}") from None
+    try:
+        body = json.loads(text, parse_constant=_not_a_number, parse_float=_finite)
+    except RecursionError:
+        raise InvalidRequest("the request body is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError included
         raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequest(f"the request body must be a JSON object, not {_type_name(body)}")
+    if _SURROGATE_ESCAPE.search(text):
+        where = _lone_surrogate(body, "")
+        if where is not None:
+            raise InvalidRequest(
+                f"{where or 'the request body'}: a lone surrogate (\\ud800-\\udfff) is not valid Unicode",
+                param=where or None,
+            )
     return body
+
+
+def _lone_surrogate(value: Any, path: str) -> str | None:
+    """The parameter path of the first string (or key) that holds a lone surrogate, if any."""
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    return where
+        elif isinstance(item, dict):
+            for key, sub in item.items():
+                name = f"{where}.{key}".lstrip(".") if isinstance(key, str) and key.isascii() else where
+                stack.append((key, where))
+                stack.append((sub, name))
+        elif isinstance(item, list):
+            stack.extend((sub, f"{where}[{i}]") for i, sub in enumerate(item))
+    return None
 
 
 # ----------------------------------------------------------------------------------------------- validators

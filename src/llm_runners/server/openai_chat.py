@@ -156,7 +156,7 @@ def _messages(value: Any) -> list[Message]:
         p = f"messages[{i}]"
         if not isinstance(msg, dict):
             raise InvalidRequest(f"{p}: expected a message object", param=p)
-        role = _ROLES.get(msg.get("role"))
+        role = _ROLES.get(msg.get("role")) if isinstance(msg.get("role"), str) else None
         if msg.get("function_call") is not None:
             raise InvalidRequest(
                 f"{p}.function_call: the legacy function_call is not supported; use tool_calls",

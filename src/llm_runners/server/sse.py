@@ -241,8 +241,9 @@ class StreamingCall(_Call):
             headers = _SSE_HEADERS + _encoded(self.noted) if self.noted else _SSE_HEADERS
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             self.started = True
-            pending = renderer.head() + renderer.event(first)
             try:
+                # inside the try: a first event that fails to render ends the stream with an error event too
+                pending = renderer.head() + renderer.event(first)
                 while True:
                     step = events.__anext__().__await__()
                     try:
