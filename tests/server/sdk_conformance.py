@@ -11,7 +11,9 @@ module fetches the sdists of exactly the SDK versions installed (the test extra 
   the cache that sees this interpreter's packages too (a ``.pth``), so the SDKs under test are the installed ones and
   this project's own environment gets no extra pytest plugin.
 
-Run by ``test_sdk_conformance.py``; ``python tests/server/sdk_conformance.py`` runs it by hand and prints the counts.
+``scripts/setup`` fills the cache (``python tests/server/sdk_conformance.py --prepare``), since the suite itself runs
+with nothing but loopback; a test that finds it empty tries to fill it and fails saying so. Run by
+``test_sdk_conformance.py``; ``python tests/server/sdk_conformance.py`` runs it by hand and prints the counts.
 """
 
 from __future__ import annotations
@@ -86,7 +88,10 @@ def _locked(root: Path) -> Iterator[None]:
 def _pip(python: str, *args: str) -> None:
     done = subprocess.run([python, "-m", "pip", *args], capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
-        raise RuntimeError(f"pip {' '.join(args)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+        raise RuntimeError(
+            f"pip {' '.join(args)} failed (run scripts/setup, or `python tests/server/sdk_conformance.py --prepare`, "
+            f"with a network, to fill {cache_dir()}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+        )
 
 
 def sdist(sdk: str) -> Path:
@@ -238,8 +243,20 @@ def compare(sdk: str, result: Outcome) -> list[str]:
     return problems
 
 
-def main() -> int:
+def prepare() -> None:
+    """Download and unpack the sdists and build the tools' venv (``scripts/setup`` does it: the suite runs in a
+    network namespace with nothing but loopback)."""
+    for sdk in SUITES:
+        sdist(sdk)
+    tools_python()
+
+
+def main(argv: list[str]) -> int:
     import tempfile
+
+    if argv == ["--prepare"]:
+        prepare()
+        return 0
 
     sys.path.insert(0, str(Path(__file__).parent))
     from server_helpers import ServeProcess
@@ -271,4 +288,4 @@ def main() -> int:
 CONFIG = 'default_provider = "scripted"\n\n[providers.scripted.options]\ntype = "scripted"\n'
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))
