@@ -101,7 +101,7 @@ def test_shared_route_errors_answer_in_the_callers_envelope(serve: Serve) -> Non
     }
     assert _is_id(refused.value.request_id)
     with pytest.raises(anthropic.NotFoundError) as missing:
-        anthropic.Anthropic(base_url=s.url, api_key="right", max_retries=0).models.retrieve("no-such-model")
+        anthropic.Anthropic(base_url=s.url, api_key="right", max_retries=0).models.retrieve("nope:no-such-model")
     assert isinstance(missing.value.body, dict) and missing.value.body["type"] == "error"
     assert missing.value.body["error"]["type"] == "not_found_error"
     with pytest.raises(openai.AuthenticationError) as refused_oa:
