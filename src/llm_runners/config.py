@@ -68,6 +68,21 @@ The file (every key optional; unknown keys are an error, so a typo never silentl
     refusals = ["(?i)^i can(no|')t help"]
     empty = true
     on_failure = "return"         # or "error" (422)
+    [providers.codex]
+    tool_execution = "server"     # the model's tool calls run on the [[mcp_servers]] below (default "client":
+                                  # they go back to the caller); a request can ask for it with the body field
+                                  # {"llm_runners": {"tool_execution": "server"}}
+
+    [[mcp_servers]]               # MCP tool servers, started once at server start (llm_runners.tools.mcp_bridge)
+    name = "files"
+    command = "npx"               # stdio: command, args, env (and cwd)
+    args = ["-y", "@modelcontextprotocol/server-filesystem", "/srv/docs"]
+    env = { LOG_LEVEL = "warn" }
+
+    [[mcp_servers]]
+    name = "search"
+    url = "http://127.0.0.1:9000/mcp"            # Streamable HTTP: url, headers
+    headers = { Authorization = "Bearer sk-…" }
 
 Environment (wins over the file):
 
@@ -94,11 +109,13 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 __all__ = [
+    "TOOL_EXECUTION",
     "BreakerSettings",
     "CacheSettings",
     "ConfigError",
     "FallbackSettings",
     "GuardrailSettings",
+    "MCPServerSettings",
     "ProviderSettings",
     "QualitySettings",
     "Settings",
@@ -112,11 +129,30 @@ class ConfigError(ValueError):
     """A settings file or environment variable is missing, malformed or unsafe."""
 
 
+#: who runs the model's tool calls: the caller ("client", the default) or the server, on its [[mcp_servers]]
+TOOL_EXECUTION = ("client", "server")
+
+
 @dataclass
 class ProviderSettings:
     options: dict[str, Any] = field(default_factory=dict)  # passed to the provider constructor
     max_concurrency: int = 4
     max_queue: int = 16
+    tool_execution: str = "client"  # "server": requests to this provider run the agent loop on [[mcp_servers]]
+
+
+@dataclass
+class MCPServerSettings:
+    """One ``[[mcp_servers]]`` entry: a stdio server (``command``, ``args``, ``env``, ``cwd``) or a Streamable HTTP
+    one (``url``, ``headers``)."""
+
+    name: str
+    command: str | None = None
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    url: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -190,6 +226,8 @@ class Settings:
     cache: CacheSettings | None = None  # None = no cache
     guardrails: GuardrailSettings | None = None
     quality: QualitySettings | None = None
+    #: MCP tool servers started at server start, offered to the requests that run tools on the server
+    mcp_servers: list[MCPServerSettings] = field(default_factory=list)
 
     def provider(self, name: str) -> ProviderSettings:
         """The settings of ``name``, or the defaults when the file has no table for it."""
@@ -264,7 +302,45 @@ def _settings_from_dict(raw: dict[str, Any], *, where: str) -> Settings:
             for prefix, value in _table(raw["pricing"], where, "pricing").items()
         }
     _wrappers(s, raw, where)
+    if "mcp_servers" in raw:
+        s.mcp_servers = _mcp_servers(raw["mcp_servers"], where)
     return s
+
+
+def _mcp_servers(value: Any, where: str) -> list[MCPServerSettings]:
+    if not isinstance(value, list):
+        raise _type_error(where, "mcp_servers", "an array of tables ([[mcp_servers]])", value)
+    out: list[MCPServerSettings] = []
+    for i, entry in enumerate(value):
+        key = f"mcp_servers[{i}]"
+        table = _table(entry, where, key)
+        _no_unknown_keys(table, {f.name for f in fields(MCPServerSettings)}, where=where, table=key)
+        name = _str(table.get("name"), where, f"{key}.name") if "name" in table else ""
+        if not name:
+            raise ConfigError(f"{where}: '{key}' needs a 'name'")
+        if any(s.name == name for s in out):
+            raise ConfigError(f"{where}: '{key}': the name {name!r} is used twice")
+        server = MCPServerSettings(name=name)
+        if "command" in table:
+            server.command = _str(table["command"], where, f"{key}.command") or None
+        if "url" in table:
+            server.url = _str(table["url"], where, f"{key}.url") or None
+        if (server.command is None) == (server.url is None):
+            raise ConfigError(f"{where}: '{key}' ({name}) needs either 'command' (stdio) or 'url' (Streamable HTTP)")
+        if "args" in table:
+            server.args = _list_of_str(table["args"], where, f"{key}.args")
+        if "env" in table:
+            server.env = _dict_of_str(table["env"], where, f"{key}.env")
+        if "cwd" in table:
+            server.cwd = _str(table["cwd"], where, f"{key}.cwd") or None
+        if "headers" in table:
+            server.headers = _dict_of_str(table["headers"], where, f"{key}.headers")
+        if server.url is not None and (server.args or server.env or server.cwd):
+            raise ConfigError(f"{where}: '{key}' ({name}): args, env and cwd are for a stdio server (command)")
+        if server.command is not None and server.headers:
+            raise ConfigError(f"{where}: '{key}' ({name}): headers are for a Streamable HTTP server (url)")
+        out.append(server)
+    return out
 
 
 PRICE_KEYS = ("input", "output", "cache_read", "cache_write")
@@ -297,6 +373,10 @@ def _provider(value: Any, where: str, key: str) -> ProviderSettings:
         p.max_concurrency = _int(table["max_concurrency"], where, f"{key}.max_concurrency", minimum=1)
     if "max_queue" in table:
         p.max_queue = _int(table["max_queue"], where, f"{key}.max_queue", minimum=0)
+    if "tool_execution" in table:
+        p.tool_execution = _str(table["tool_execution"], where, f"{key}.tool_execution")
+        if p.tool_execution not in TOOL_EXECUTION:
+            raise ConfigError(f"{where}: '{key}.tool_execution' must be 'client' or 'server', got {p.tool_execution!r}")
     return p
 
 

@@ -122,5 +122,6 @@ async def collect(events: AsyncIterator[StreamEvent], *, provider: str | None = 
                 warnings=list(event.warnings),
                 stop_sequence=event.stop_sequence,
                 fallback=event.fallback,
+                tool_runs=list(event.tool_runs),
             )
     raise UpstreamError("the provider's stream ended without a final event", provider=provider)

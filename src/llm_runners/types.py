@@ -105,6 +105,16 @@ class ToolCall(_Model):
     arguments: str = "{}"
 
 
+class ToolRun(_Model):
+    """A tool call the server executed itself (server-side tool execution, :mod:`llm_runners.tools.agent`): the
+    call, the MCP server that ran it, and the result text the model was given."""
+
+    call: ToolCall
+    server: str | None = None
+    result: str = ""
+    is_error: bool = False
+
+
 class ToolChoice(_Model):
     """``auto`` (the model decides), ``none``, ``required`` (at least one call), or ``tool`` (call ``name``)."""
 
@@ -284,6 +294,8 @@ class ChatResponse(_Model):
     warnings: list[str] = Field(default_factory=list)
     stop_sequence: str | None = None  # which of ChatRequest.stop ended the answer, when one did
     fallback: FallbackInfo | None = None  # set when a fallback chain answered
+    #: the tool calls the server executed on the way to this answer (server-side tool execution), in order
+    tool_runs: list[ToolRun] = Field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------- stream events
@@ -327,6 +339,8 @@ class Done:
     type: Literal["done"] = "done"
     stop_sequence: str | None = None  # which of ChatRequest.stop ended the answer, when one did
     fallback: FallbackInfo | None = None  # set when a fallback chain answered
+    #: the tool calls the server executed on the way to this answer (server-side tool execution), in order
+    tool_runs: tuple[ToolRun, ...] = field(default=())
 
 
 StreamEvent: TypeAlias = TextDelta | ReasoningDelta | ToolCallEvent | UsageEvent | Done

@@ -44,6 +44,7 @@ from starlette.responses import Response
 
 from ..errors import InvalidRequest, LLMError
 from ..router import Route, Router
+from ..tools.agent import ServerTools, agent_options, render_tool_runs
 from ..types import (
     ChatRequest,
     ChatResponse,
@@ -251,6 +252,7 @@ def parse_messages_request(body: dict[str, Any], headers: Any = None) -> tuple[C
     top_k = opt_int(body, "top_k")
     if top_k is not None:
         extra["top_k"] = top_k
+    extra.update(agent_options(body))
     max_tokens = opt_int(body, "max_tokens")
     if max_tokens is not None:
         extra[FORMAT_REQUIRED_KEY] = ("max_tokens",)  # the format requires it: not the caller's choice
@@ -331,7 +333,7 @@ def render_message(response: ChatResponse, model: str, warnings: list[str]) -> t
     for call in response.tool_calls:
         content.append({"type": "tool_use", "id": call.id, "name": call.name, "input": _input_of(call)})
     stop_reason, stop_sequence = _stop(response.finish_reason, response.stop_sequence)
-    body = {
+    body: dict[str, Any] = {
         "id": "msg_" + uuid.uuid4().hex,
         "type": "message",
         "role": "assistant",
@@ -341,6 +343,8 @@ def render_message(response: ChatResponse, model: str, warnings: list[str]) -> t
         "stop_sequence": stop_sequence,
         "usage": _usage(response.usage),
     }
+    if response.tool_runs:
+        body["llm_runners"] = {"tool_runs": render_tool_runs(response.tool_runs)}
     return dumps(body).encode(), warnings_headers([*warnings, *response.warnings])
 
 
@@ -438,9 +442,10 @@ class MessageStreamRenderer:
 
 
 class AnthropicMessages:
-    def __init__(self, router: Router, timeout: float | None) -> None:
+    def __init__(self, router: Router, timeout: float | None, *, tools: ServerTools | None = None) -> None:
         self.router = router
         self.timeout = timeout
+        self.tools = tools
 
     async def __call__(self, request: Request) -> StreamingCall | CompletionCall | MultiplexCall:
         body = await read_json(request)
@@ -461,11 +466,12 @@ class AnthropicMessages:
         note_route(request.scope, route.name, route.model or route.provider.default_model, stream)
         chat.model = route.model
         model = chat_model_name(body.get("model"), route.qualified)
+        provider = self.tools.provider_for(route, chat) if self.tools is not None else route.provider
         if stream:
             renderer = MessageStreamRenderer(model, estimate_tokens(chat), warnings)
-            return StreamingCall(route.provider, chat, renderer, "anthropic", timeout=self.timeout)
+            return StreamingCall(provider, chat, renderer, "anthropic", timeout=self.timeout)
         return CompletionCall(
-            route.provider, chat, lambda r: render_message(r, model, warnings), "anthropic", timeout=self.timeout
+            provider, chat, lambda r: render_message(r, model, warnings), "anthropic", timeout=self.timeout
         )
 
 

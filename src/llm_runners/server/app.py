@@ -11,7 +11,8 @@ Routes (each also answers without the ``/v1`` prefix, for clients whose base URL
 ``GET  /v1/models``                      every provider's models as ``provider:model``, and the aliases
 ``GET  /v1/models/{id}``                 one of them (or any name the router would route)
 ``GET  /health``                         liveness: always 200, no key (``?detail=1`` with a key: readiness)
-``GET  /ready``                          readiness per provider; 503 when none is ready (details need the key)
+``GET  /ready``                          readiness per provider (and per ``[[mcp_servers]]`` entry); 503 when none
+                                         is ready (details need the key)
 ``GET  /metrics``                        Prometheus metrics (:mod:`.observe`); the key unless ``metrics_public``
 ``GET|HEAD /``                           200: Claude Code probes ``HEAD /`` before every run
 =======================================  ===================================================
@@ -32,7 +33,7 @@ import signal
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -47,6 +48,7 @@ from ..errors import InvalidRequest, LLMError, ModelNotFound
 from ..provider import Provider
 from ..router import SERVE_WARM, Router
 from ..state import State, open_state
+from ..tools.agent import ServerTools
 from .anthropic_messages import AnthropicMessages, CountTokens
 from .auth import DEFAULT_EXEMPT, APIKeyAuth
 from .errors import Flavor, error_response
@@ -58,6 +60,9 @@ from .openai_responses import Responses, ResponseStore
 from .request_id import RequestId
 
 __all__ = ["create_app", "serve"]
+
+if TYPE_CHECKING:
+    from ..tools.mcp_bridge import MCPBridge
 
 Handler = Callable[[Request], Awaitable[Any]]
 
@@ -116,11 +121,13 @@ def create_app(
     shared = state if state is not None else open_state(settings.state)
     router.use_state(shared)  # with Redis, the cache and the circuit breakers are shared by every replica
     timeout = settings.request_timeout or None
-    responses = Responses(router, timeout, store or ResponseStore())
-    chat = ChatCompletions(router, timeout)
-    messages = AnthropicMessages(router, timeout)
+    bridge = _mcp_bridge(settings)
+    tools = ServerTools(bridge, settings)
+    responses = Responses(router, timeout, store or ResponseStore(), tools=tools)
+    chat = ChatCompletions(router, timeout, tools=tools)
+    messages = AnthropicMessages(router, timeout, tools=tools)
     count = CountTokens()
-    health = HealthEndpoints(router)
+    health = HealthEndpoints(router, bridge)
     observer = Observer(router, metrics=settings.metrics)
 
     routes: list[Route] = []
@@ -148,6 +155,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         try:
+            if bridge is not None:
+                await bridge.start()  # a server that fails is logged and left out (see /ready)
             await router.start()
             yield
         finally:
@@ -156,6 +165,8 @@ def create_app(
             finally:
                 if owns_state:
                     await shared.aclose()
+                if bridge is not None:
+                    await bridge.aclose()
 
     middleware = [
         Middleware(RequestId, observer=observer),
@@ -173,7 +184,17 @@ def create_app(
     app.state.responses = responses.store
     app.state.observer = observer
     app.state.shared = shared
+    app.state.mcp_bridge = bridge
     return app
+
+
+def _mcp_bridge(settings: Settings) -> MCPBridge | None:
+    """The ``[[mcp_servers]]`` of the settings as one tool box, started in the lifespan; None without any."""
+    if not settings.mcp_servers:
+        return None
+    from ..tools.mcp_bridge import MCPBridge
+
+    return MCPBridge(settings.mcp_servers)
 
 
 def _metrics_endpoint(observer: Observer) -> Callable[[Request], Awaitable[Response]]:

@@ -5,7 +5,8 @@
 - ``/ready`` is readiness: every provider is asked at once (answers kept :data:`READY_TTL` seconds, so a probe every
   second does not start a CLI every second); 200 when at least one is ready (the server can serve something), else
   503. Without a key it answers only ``{"status": "ready" | "unavailable"}``; with one, each provider by its
-  configured name with ``ready``, and the ``reason`` and one-line ``fix`` when it is not.
+  configured name with ``ready``, and the ``reason`` and one-line ``fix`` when it is not; and each ``[[mcp_servers]]``
+  entry (``mcp_servers``: ``ready``, its ``tools``, the ``reason`` it was left out).
 
 ``/v1/models`` lists each provider's models live, as ``provider:model`` ids, then the aliases. It answers in the
 OpenAI list shape, or in Anthropic's when the caller sends an ``anthropic-version`` header (the Anthropic SDK does).
@@ -21,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..router import Router
+from ..tools.mcp_bridge import MCPBridge
 from ..types import Health, ModelInfo
 from .auth import authenticated
 from .sse import dumps
@@ -38,8 +40,9 @@ def _json(body: Any, status: int = 200) -> Response:
 
 
 class HealthEndpoints:
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, bridge: MCPBridge | None = None) -> None:
         self.router = router
+        self.bridge = bridge
         self._reports: tuple[float, list[Health]] | None = None
 
     async def health(self, request: Request) -> Response:
@@ -57,6 +60,8 @@ class HealthEndpoints:
         if authenticated(request.scope):
             body["default_provider"] = self.router.default
             body["providers"] = [h.model_dump(exclude_none=True) for h in reports]
+            if self.bridge is not None:
+                body["mcp_servers"] = [r.as_dict() for r in self.bridge.reports()]
         return _json(body, 200 if ready else 503)
 
     async def models(self, request: Request) -> Response:

@@ -19,6 +19,10 @@ leaves room:
   ``"warnings": [...]`` field on the chunk carrying ``finish_reason`` (only when there are any).
 - Reasoning is sent as ``reasoning_content`` (the field most OpenAI-compatible servers use).
 - ``model`` given as an array of names asks them all at once (:mod:`.multiplex`).
+- **Server-side tools**: ``"llm_runners": {"tool_execution": "server", "max_turns": n}`` in the body (or
+  ``tool_execution = "server"`` in the provider's settings) runs the model's tool calls on the server's
+  ``[[mcp_servers]]`` (:mod:`llm_runners.tools.agent`); the answer lists them in ``llm_runners.tool_runs`` (on the
+  JSON body, or on the stream's chunk carrying ``finish_reason``).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from starlette.requests import Request
 from ..errors import InvalidRequest, LLMError
 from ..provider import Provider
 from ..router import Route, Router
+from ..tools.agent import ServerTools, agent_options, render_tool_runs
 from ..types import (
     ChatRequest,
     ChatResponse,
@@ -289,6 +294,7 @@ def parse_chat_request(body: dict[str, Any], headers: Any = None) -> tuple[ChatR
     if not isinstance(conversation, str) or not conversation:
         conversation = headers.get(CONVERSATION_HEADER) if headers is not None else None
     extra = {k: body[k] for k in _EXTRA_PARAMS if body.get(k) is not None}
+    extra.update(agent_options(body))
     try:
         request = ChatRequest(
             messages=_messages(body.get("messages")),
@@ -337,7 +343,7 @@ def render_completion(response: ChatResponse, model: str) -> tuple[bytes, dict[s
         message["tool_calls"] = [_tool_call_dict(c) for c in response.tool_calls]
     if response.reasoning:
         message["reasoning_content"] = response.reasoning
-    body = {
+    body: dict[str, Any] = {
         "id": "chatcmpl-" + uuid.uuid4().hex,
         "object": "chat.completion",
         "created": int(time.time()),
@@ -348,6 +354,8 @@ def render_completion(response: ChatResponse, model: str) -> tuple[bytes, dict[s
         "usage": usage_dict(response.usage),
         "system_fingerprint": None,
     }
+    if response.tool_runs:
+        body["llm_runners"] = {"tool_runs": render_tool_runs(response.tool_runs)}
     return dumps(body).encode(), warnings_headers(response.warnings)
 
 
@@ -403,6 +411,8 @@ class ChunkRenderer:
             )
             if event.warnings:
                 last["warnings"] = list(event.warnings)
+            if event.tool_runs:
+                last["llm_runners"] = {"tool_runs": render_tool_runs(event.tool_runs)}
             out = sse_data(last)
             if self.include_usage:
                 out += sse_data(dict(self._base, choices=[], usage=usage_dict(self.usage)))
@@ -419,9 +429,10 @@ class ChunkRenderer:
 class ChatCompletions:
     """The endpoint: parse, route, then hand the call to a streaming or one-shot runner."""
 
-    def __init__(self, router: Router, timeout: float | None) -> None:
+    def __init__(self, router: Router, timeout: float | None, *, tools: ServerTools | None = None) -> None:
         self.router = router
         self.timeout = timeout
+        self.tools = tools
 
     async def __call__(self, request: Request) -> StreamingCall | CompletionCall | MultiplexCall:
         body = await read_json(request)
@@ -435,7 +446,7 @@ class ChatCompletions:
         note_route(request.scope, route.name, route.model or route.provider.default_model, stream)
         chat.model = route.model
         model = chat_model_name(body.get("model"), route.qualified)
-        provider: Provider = route.provider
+        provider: Provider = self.tools.provider_for(route, chat) if self.tools is not None else route.provider
         if stream:
             return StreamingCall(provider, chat, ChunkRenderer(model, include_usage), "openai", timeout=self.timeout)
         return CompletionCall(provider, chat, lambda r: render_completion(r, model), "openai", timeout=self.timeout)

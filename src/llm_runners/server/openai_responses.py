@@ -45,6 +45,7 @@ from ..errors import (
     RateLimited,
 )
 from ..router import Route, Router
+from ..tools.agent import ServerTools, agent_options, render_tool_runs
 from ..types import (
     ChatRequest,
     ChatResponse,
@@ -285,6 +286,7 @@ def parse_responses_request(
     for key in ("reasoning", "parallel_tool_calls", "user", "truncation"):
         if body.get(key) is not None:
             extra[key] = body[key]
+    extra.update(agent_options(body))
     try:
         messages: list[Message] = []
         instructions = opt_str(body, "instructions")
@@ -466,6 +468,8 @@ class _Turn:
         body = self.final(
             output, response.content, response.tool_calls, response.usage, response.finish_reason, warnings
         )
+        if response.tool_runs:
+            body["llm_runners"] = {"tool_runs": render_tool_runs(response.tool_runs)}
         return dumps(body).encode(), warnings_headers(warnings)
 
 
@@ -648,10 +652,13 @@ def failed_code(exc: LLMError) -> str:
 
 
 class Responses:
-    def __init__(self, router: Router, timeout: float | None, store: ResponseStore) -> None:
+    def __init__(
+        self, router: Router, timeout: float | None, store: ResponseStore, *, tools: ServerTools | None = None
+    ) -> None:
         self.router = router
         self.timeout = timeout
         self.store = store
+        self.tools = tools
 
     async def __call__(self, request: Request) -> StreamingCall | CompletionCall | MultiplexCall:
         body = await read_json(request)
@@ -671,9 +678,10 @@ class Responses:
         chat.model = route.model
         model = chat_model_name(body.get("model"), route.qualified)
         turn = _Turn(body, chat, model, self.store, previous, warnings)
+        provider = self.tools.provider_for(route, chat) if self.tools is not None else route.provider
         if stream:
-            return StreamingCall(route.provider, chat, ResponseStreamRenderer(turn), "openai", timeout=self.timeout)
-        return CompletionCall(route.provider, chat, turn.render, "openai", timeout=self.timeout)
+            return StreamingCall(provider, chat, ResponseStreamRenderer(turn), "openai", timeout=self.timeout)
+        return CompletionCall(provider, chat, turn.render, "openai", timeout=self.timeout)
 
     async def retrieve(self, request: Request) -> Response:
         response_id = request.path_params["response_id"]
