@@ -359,6 +359,9 @@ class Capabilities(_Model):
     system_prompt: bool = True  # the system prompt replaces the CLI's own (not just prepended to the user turn)
     images: bool = False
     native_tools: bool = False  # the caller's function tools reach the model as real tools
+    #: the CLI takes tools from an MCP server of ours (:mod:`llm_runners.mcp.toolhost`) and calls them itself:
+    #: server-executed tools (:mod:`llm_runners.tools.agent`) go to it that way instead of the text tool protocol
+    mcp_tools: bool = False
     agent_tools: bool = False  # the CLI's own tools (shell, files) can be turned on by the operator
     sessions: bool = False  # continuity through the CLI's own resume
     temperature: bool = False

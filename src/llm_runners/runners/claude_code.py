@@ -67,6 +67,7 @@ from ..errors import (
     UpstreamError,
     from_http_status,
 )
+from ..mcp.toolhost import MCP_ENDPOINT_KEY
 from ..types import (
     Capabilities,
     Done,
@@ -180,6 +181,17 @@ def user_message(turn: Turn) -> dict[str, Any]:
         content.append({"type": "text", "text": f"[image {i}]"})
         content.append(image_block(image))
     return {"type": "user", "message": {"role": "user", "content": content}}
+
+
+def mcp_endpoint_args(turn: Turn, endpoint: Mapping[str, Any]) -> list[str]:
+    """``--mcp-config`` for the request's loopback MCP endpoint (:mod:`llm_runners.mcp.toolhost`): a per-run file
+    (the bearer token never goes on argv) naming one HTTP server, and ``--allowed-tools`` for its tools only, so
+    the CLI calls them without asking (``-p`` mode cannot ask). ``--tools ""`` keeps MCP tools (verified)."""
+    name = str(endpoint["name"])
+    config = {"mcpServers": {name: {"type": "http", "url": endpoint["url"], "headers": dict(endpoint["headers"])}}}
+    path = turn.tempfile("mcp-config.json", json.dumps(config))
+    allowed = ",".join(f"mcp__{name}__{tool}" for tool in endpoint.get("tools") or ()) or f"mcp__{name}"
+    return ["--mcp-config", str(path), "--allowed-tools", allowed]
 
 
 def image_block(image: ImagePart) -> dict[str, Any]:
@@ -401,6 +413,7 @@ class ClaudeCodeRunner(CLIRunner):
         system_prompt=True,
         images=True,
         native_tools=False,
+        mcp_tools=True,
         agent_tools=True,
         sessions=True,
         usage=True,
@@ -482,6 +495,9 @@ class ClaudeCodeRunner(CLIRunner):
             argv += ["--tools", ""]
             if self._api_key_auth(carried) and not self.user_config:
                 argv.append("--bare")  # not with tools: it cuts the default set down to Bash, Edit, Read
+        endpoint = turn.request.extra.get(MCP_ENDPOINT_KEY)
+        if isinstance(endpoint, dict):
+            argv += mcp_endpoint_args(turn, endpoint)
         if turn.model:
             argv += ["--model", turn.model]
         if turn.system:
@@ -493,6 +509,8 @@ class ClaudeCodeRunner(CLIRunner):
         elif turn.session:
             argv += ["--session-id", turn.session]
         env = {k: v for k, v in OFFLINE_ENV.items() if k not in self.env}
+        if isinstance(endpoint, dict) and "MCP_CONNECTION_NONBLOCKING" not in self.env:
+            env["MCP_CONNECTION_NONBLOCKING"] = "0"  # wait for the tools before the first model request
         if "CLAUDE_CODE_MAX_RETRIES" not in self.env:
             env["CLAUDE_CODE_MAX_RETRIES"] = str(self.retries)
         stdin = (json.dumps(user_message(turn), ensure_ascii=False) + "\n").encode("utf-8")

@@ -163,6 +163,7 @@ def create_app(
             try:
                 await router.aclose()
             finally:
+                await tools.aclose()
                 if owns_state:
                     await shared.aclose()
                 if bridge is not None:
@@ -185,6 +186,7 @@ def create_app(
     app.state.observer = observer
     app.state.shared = shared
     app.state.mcp_bridge = bridge
+    app.state.tools = tools
     return app
 
 

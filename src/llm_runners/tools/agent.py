@@ -32,6 +32,10 @@ Choices:
 - After ``max_turns`` turns that all called tools, the loop stops with what was said so far, ``finish_reason``
   ``length`` and a warning.
 - Usage of every turn is passed on (the totals add up).
+- A provider whose CLI takes MCP servers (``capabilities.mcp_tools``: Claude Code) runs the loop itself: the MCP
+  servers' tools are served to it for the request on the loopback tool host (:mod:`llm_runners.mcp.toolhost`), the
+  CLI calls them natively and each call is run on its MCP server and answered at once. ``max_turns`` is then the
+  CLI's business; the calls are listed in ``tool_runs`` all the same.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import MCPServerSettings, Settings
 from ..errors import InvalidRequest, UpstreamError
+from ..mcp.toolhost import MCP_ENDPOINT_KEY, ToolHost
 from ..provider import Provider
 from ..types import (
     Capabilities,
@@ -62,7 +67,7 @@ from ..types import (
     ToolSpec,
     UsageEvent,
 )
-from .mcp_bridge import MCPBridge, MCPConnection
+from .mcp_bridge import MCPBridge, MCPConnection, ToolResult
 
 if TYPE_CHECKING:
     from ..router import Route
@@ -171,6 +176,7 @@ class Agent(Provider):
         max_turns: int = DEFAULT_MAX_TURNS,
         *,
         bridge: MCPBridge | None = None,
+        host: ToolHost | None = None,
     ) -> None:
         if max_turns < 1:
             raise ValueError("max_turns must be at least 1")
@@ -187,6 +193,8 @@ class Agent(Provider):
                 bridge.connections.insert(0, MCPConnection.in_process("local", _local_server(tools)))
             self._owned = bridge
         self.bridge = bridge
+        self.host = host
+        self._own_host: ToolHost | None = None
 
     # -- delegation -------------------------------------------------------------------------------------------
     @property
@@ -219,6 +227,9 @@ class Agent(Provider):
         """Close the MCP servers this Agent started (not the provider, not a bridge it was given)."""
         if self._owned is not None:
             await self._owned.aclose()
+        if self._own_host is not None:
+            await self._own_host.aclose()
+            self._own_host = None
 
     async def __aenter__(self) -> Agent:
         await self.start()
@@ -242,6 +253,10 @@ class Agent(Provider):
         messages = list(request.messages)
         runs: list[ToolRun] = []
         warnings: list[str] = []
+        if served and self.inner.capabilities.mcp_tools:
+            async for event in self._native(request, served, own, extra, runs):
+                yield event
+            return
         for turn in range(1, max_turns + 1):
             step = request.model_copy(update={"messages": messages, "tools": tools, "extra": extra})
             text: list[str] = []
@@ -285,6 +300,40 @@ class Agent(Provider):
                 yield self._done(done, "length", runs, warnings)
                 return
 
+    async def _native(
+        self,
+        request: ChatRequest,
+        served: list[ToolSpec],
+        own: list[ToolSpec],
+        extra: dict[str, Any],
+        runs: list[ToolRun],
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """A CLI that takes MCP servers runs the loop itself: the served tools go to it on a loopback endpoint
+        (:mod:`llm_runners.mcp.toolhost`) for this request only, each call it makes is run on the bridge and
+        answered at once. The request's own tools still go the text-protocol way and back to the caller."""
+        host = self.host
+        if host is None:
+            host = self._own_host = self._own_host or ToolHost()
+
+        async def handler(call: ToolCall) -> ToolResult:
+            run = await self._run(call)
+            runs.append(run)
+            return ToolResult(run.result, run.is_error)
+
+        done: Done | None = None
+        async with host.leased(served, handler) as lease:
+            step = request.model_copy(update={"tools": own, "extra": {**extra, MCP_ENDPOINT_KEY: lease.endpoint()}})
+            async with aclosing(self.model.stream(step)) as events:  # type: ignore[type-var]
+                async for event in events:
+                    if isinstance(event, Done):
+                        done = event
+                        break
+                    yield event
+        # the token is revoked before the caller hears the answer
+        if done is None:
+            raise UpstreamError("the provider's stream ended without a final event", provider=self.name)
+        yield self._done(done, done.finish_reason, runs, list(done.warnings))
+
     async def _run(self, call: ToolCall) -> ToolRun:
         server = self.bridge.server_of(call.name)
         result = await self.bridge.call(call)
@@ -317,6 +366,11 @@ class ServerTools:
         self.bridge = bridge
         self.settings = settings
         self.max_turns = max_turns
+        #: the loopback endpoint for CLIs that take MCP servers (started on first use)
+        self.host = ToolHost()
+
+    async def aclose(self) -> None:
+        await self.host.aclose()
 
     def provider_for(self, route: Route, request: ChatRequest) -> Provider:
         mode = request.extra.get(TOOL_EXECUTION_KEY) or self.settings.provider(route.name).tool_execution
@@ -328,4 +382,4 @@ class ServerTools:
                 + ("(none of the configured ones started, see /ready)" if self.bridge is not None else ""),
                 param="llm_runners.tool_execution",
             )
-        return Agent(route.provider, bridge=self.bridge, max_turns=self.max_turns)
+        return Agent(route.provider, bridge=self.bridge, max_turns=self.max_turns, host=self.host)
