@@ -73,6 +73,11 @@ The file (every key optional; unknown keys are an error, so a typo never silentl
                                   # they go back to the caller); a request can ask for it with the body field
                                   # {"llm_runners": {"tool_execution": "server"}}
 
+    [providers.claude_code]
+    client_tools = "mcp"          # the caller's tools go to the CLI over MCP; its calls are held open until the
+                                  # caller's next request brings the results (default "text": the text protocol)
+    hold_timeout = 300.0          # seconds a held call waits, then the CLI turn is cancelled
+
     [[mcp_servers]]               # MCP tool servers, started once at server start (llm_runners.tools.mcp_bridge)
     name = "files"
     command = "npx"               # stdio: command, args, env (and cwd)
@@ -139,6 +144,10 @@ class ProviderSettings:
     max_concurrency: int = 4
     max_queue: int = 16
     tool_execution: str = "client"  # "server": requests to this provider run the agent loop on [[mcp_servers]]
+    #: how the caller's own tools reach a CLI that takes MCP servers: "text" (the text tool protocol, the default)
+    #: or "mcp" (served to the CLI over MCP, its calls held open until the caller sends the results)
+    client_tools: str = "text"
+    hold_timeout: float = 300.0  # seconds a held client tool call waits for its result before the turn is cancelled
 
 
 @dataclass
@@ -373,6 +382,12 @@ def _provider(value: Any, where: str, key: str) -> ProviderSettings:
         p.max_concurrency = _int(table["max_concurrency"], where, f"{key}.max_concurrency", minimum=1)
     if "max_queue" in table:
         p.max_queue = _int(table["max_queue"], where, f"{key}.max_queue", minimum=0)
+    if "client_tools" in table:
+        p.client_tools = _str(table["client_tools"], where, f"{key}.client_tools")
+        if p.client_tools not in ("text", "mcp"):
+            raise ConfigError(f"{where}: '{key}.client_tools' must be 'text' or 'mcp', got {p.client_tools!r}")
+    if "hold_timeout" in table:
+        p.hold_timeout = _number(table["hold_timeout"], where, f"{key}.hold_timeout")
     if "tool_execution" in table:
         p.tool_execution = _str(table["tool_execution"], where, f"{key}.tool_execution")
         if p.tool_execution not in TOOL_EXECUTION:

@@ -37,6 +37,10 @@ Safety (the leanest set that is still safe):
   500) unless the operator's env sets it; each ``api_retry`` event is logged as it comes.
 - ``--strict-mcp-config`` without ``--mcp-config``: no MCP server from ``~/.claude.json`` or ``.mcp.json`` is
   started (verified: a user-scope stdio server is spawned without these flags).
+- A request that brings tools over MCP (``extra["mcp_endpoint"]``, :mod:`llm_runners.mcp.toolhost`) adds
+  ``--mcp-config <per-run file>`` naming only that loopback HTTP server (its bearer token in the file, never on
+  argv), ``--allowed-tools mcp__<server>__<tool>,…`` for exactly its tools, and ``MCP_CONNECTION_NONBLOCKING=0``
+  (2.1.197 otherwise sends the first model request before the server answered). ``--tools ""`` keeps MCP tools.
 - ``--bare`` in addition when ``ANTHROPIC_API_KEY`` is set and tools are off: it reads auth only from that key (so
   it would break OAuth logins) but skips hooks, plugin sync, LSP and auto-memory: ~0.1 s faster per run (0.45 vs
   0.54 s). With tools on it is left out, since it also cuts the default tool set down to Bash, Edit and Read.

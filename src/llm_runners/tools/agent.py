@@ -67,6 +67,7 @@ from ..types import (
     ToolSpec,
     UsageEvent,
 )
+from .held import CLIENT_TOOLS_KEY, ClientToolsOverMCP, HeldCalls, wants_mcp_client_tools
 from .mcp_bridge import MCPBridge, MCPConnection, ToolResult
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ DEFAULT_MAX_TURNS = 10
 #: ``ChatRequest.extra`` keys a front door fills from the body's ``llm_runners`` object
 TOOL_EXECUTION_KEY = "tool_execution"
 MAX_TURNS_KEY = "max_turns"
-_OWN_KEYS = (TOOL_EXECUTION_KEY, MAX_TURNS_KEY)
+_OWN_KEYS = (TOOL_EXECUTION_KEY, MAX_TURNS_KEY, CLIENT_TOOLS_KEY)
 
 
 def agent_options(body: Any) -> dict[str, Any]:
@@ -109,6 +110,13 @@ def agent_options(body: Any) -> dict[str, Any]:
                 param="llm_runners.tool_execution",
             )
         out[TOOL_EXECUTION_KEY] = mode
+    client = options.get(CLIENT_TOOLS_KEY)
+    if client is not None:
+        if client not in ("text", "mcp"):
+            raise InvalidRequest(
+                f"llm_runners.client_tools: expected 'text' or 'mcp', got {client!r}", param="llm_runners.client_tools"
+            )
+        out[CLIENT_TOOLS_KEY] = client
     turns = options.get(MAX_TURNS_KEY)
     if turns is not None:
         if isinstance(turns, bool) or not isinstance(turns, int) or not 1 <= turns <= 100:
@@ -368,13 +376,28 @@ class ServerTools:
         self.max_turns = max_turns
         #: the loopback endpoint for CLIs that take MCP servers (started on first use)
         self.host = ToolHost()
+        #: CLI turns paused on the callers' tool calls, per provider (each its own hold timeout)
+        self.held: dict[str, HeldCalls] = {}
 
     async def aclose(self) -> None:
+        for held in self.held.values():
+            await held.aclose()
         await self.host.aclose()
 
+    def _held(self, name: str) -> HeldCalls:
+        if name not in self.held:
+            self.held[name] = HeldCalls(self.settings.provider(name).hold_timeout)
+        return self.held[name]
+
     def provider_for(self, route: Route, request: ChatRequest) -> Provider:
-        mode = request.extra.get(TOOL_EXECUTION_KEY) or self.settings.provider(route.name).tool_execution
+        settings = self.settings.provider(route.name)
+        mode = request.extra.get(TOOL_EXECUTION_KEY) or settings.tool_execution
         if mode != "server":
+            held = self.held.get(route.name)
+            if (held is not None and held.owns(request)) or wants_mcp_client_tools(
+                route.provider, request, settings.client_tools
+            ):
+                return ClientToolsOverMCP(route.provider, self.host, self._held(route.name))
             return route.provider
         if self.bridge is None or not self.bridge.tools():
             raise InvalidRequest(
