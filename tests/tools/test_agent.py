@@ -227,3 +227,43 @@ def test_server_side_execution_needs_mcp_servers(run_asgi: Callable[[Any], str])
                 extra_body={"llm_runners": {"tool_execution": "server"}},
             )
         assert api.main_requests() == []
+
+
+def test_server_side_execution_in_the_anthropic_and_responses_formats(
+    run_asgi: Callable[[Any], str], tool_server: Callable[..., MCPServerSettings]
+) -> None:
+    import anthropic
+
+    with FakeModelAPI() as api:
+        provider = OpenAICompatProvider(base_url=api.openai_base_url, api_key="k", model="m")
+        url = run_asgi(create_app(Router({"fake": provider}, "fake"), Settings(mcp_servers=[tool_server()])))
+        server_side = {"llm_runners": {"tool_execution": "server"}}
+        claude_sdk = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0)
+
+        api.script(Reply(tool_calls=[FakeToolCall("echo", {"text": "one"})]), "Said one.")
+        message = claude_sdk.messages.create(
+            model="fake", max_tokens=100, messages=[{"role": "user", "content": "say one"}], extra_body=server_side
+        )
+        assert message.content[0].type == "text" and message.content[0].text == "Said one."
+        assert [r["result"] for r in (message.model_extra or {})["llm_runners"]["tool_runs"]] == ["one"]
+
+        api.script(Reply(tool_calls=[FakeToolCall("echo", {"text": "two"})]), "Said two.")
+        with claude_sdk.messages.stream(
+            model="fake", max_tokens=100, messages=[{"role": "user", "content": "say two"}], extra_body=server_side
+        ) as stream:
+            events = list(stream)
+        assert stream.get_final_message().content[0].text == "Said two."  # type: ignore[union-attr]
+        delta = next(e for e in events if e.type == "message_delta")
+        assert [r["result"] for r in (delta.model_extra or {})["llm_runners"]["tool_runs"]] == ["two"]
+
+        responses = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0).responses
+        api.script(Reply(tool_calls=[FakeToolCall("echo", {"text": "three"})]), "Said three.")
+        response = responses.create(model="fake", input="say three", extra_body=server_side)
+        assert response.output_text == "Said three."
+        assert [r["result"] for r in (response.model_extra or {})["llm_runners"]["tool_runs"]] == ["three"]
+
+        api.script(Reply(tool_calls=[FakeToolCall("echo", {"text": "four"})]), "Said four.")
+        done = [e for e in responses.create(model="fake", input="say four", stream=True, extra_body=server_side)]
+        completed = next(e for e in done if e.type == "response.completed")
+        assert completed.response.output_text == "Said four."  # type: ignore[union-attr]
+        assert [r["result"] for r in (completed.response.model_extra or {})["llm_runners"]["tool_runs"]] == ["four"]  # type: ignore[union-attr]

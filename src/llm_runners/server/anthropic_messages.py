@@ -18,6 +18,9 @@ Choices made where the wire format leaves room:
 - **Warnings**: the ``x-llm-runners-warnings`` header on JSON responses; on streams a ``"warnings"`` list in the
   ``message_delta`` event.
 - ``model`` given as an array of names asks them all at once (:mod:`.multiplex`).
+- ``"llm_runners": {"tool_execution": "server"}`` in the body runs the tools on the server's MCP servers
+  (:mod:`llm_runners.tools.agent`); the executed calls are listed in ``llm_runners.tool_runs`` on the message, or on
+  the stream's ``message_delta``.
 - ``max_tokens`` is optional here (the real API requires it): a CLI has no such limit to pass, and clients that
   omit it mean "no particular limit". Given, it must be a positive integer; a provider without a token limit drops
   it *without* a warning, since every request of this format carries it. ``anthropic-version`` and
@@ -429,6 +432,8 @@ class MessageStreamRenderer:
             warnings = [*self.warnings, *event.warnings]
             if warnings:
                 delta["warnings"] = warnings
+            if event.tool_runs:
+                delta["llm_runners"] = {"tool_runs": render_tool_runs(event.tool_runs)}
             return (
                 self._close() + sse_event("message_delta", delta) + sse_event("message_stop", {"type": "message_stop"})
             )

@@ -17,6 +17,10 @@ array of names asks them all at once (:mod:`.multiplex`); each entry's response 
 Failures after the stream began: an ``error`` event carrying our precise code (``timeout``, ``tool_call_missing``…),
 then ``response.failed`` whose ``error.code`` is one of OpenAI's own values, picked for what Codex does with it
 (:func:`failed_code`). ``GET /v1/responses/{id}`` for an id not in the store is a 404.
+
+Server-side tools: ``"llm_runners": {"tool_execution": "server"}`` in the body runs the tools on the server's MCP
+servers (:mod:`llm_runners.tools.agent`); the executed calls are listed in ``llm_runners.tool_runs`` on the response
+object (JSON, and ``response.completed`` when streamed).
 """
 
 from __future__ import annotations
@@ -608,6 +612,8 @@ class ResponseStreamRenderer:
                 event.finish_reason,
                 [*self.turn.warnings, *event.warnings],
             )
+            if event.tool_runs:
+                body["llm_runners"] = {"tool_runs": render_tool_runs(event.tool_runs)}
             kind = "response.incomplete" if body["status"] == "incomplete" else "response.completed"
             return out + self._ev(kind, response=body)
         return b""
