@@ -51,12 +51,9 @@ from ..errors import InvalidRequest, UpstreamError
 from ..mcp.toolhost import MCP_ENDPOINT_KEY, ToolHost
 from ..provider import Provider
 from ..types import (
-    Capabilities,
     ChatRequest,
     Done,
-    Health,
     Message,
-    ModelInfo,
     ReasoningDelta,
     StreamEvent,
     TextDelta,
@@ -67,6 +64,7 @@ from ..types import (
     ToolSpec,
     UsageEvent,
 )
+from ..wrappers.base import Wrapper
 from .held import CLIENT_TOOLS_KEY, ClientToolsOverMCP, HeldCalls, wants_mcp_client_tools
 from .mcp_bridge import MCPBridge, MCPConnection, ToolResult
 
@@ -168,7 +166,7 @@ def _local_server(tools: Sequence[Callable[..., Any]]) -> Any:
     return server
 
 
-class Agent(Provider):
+class Agent(Wrapper):
     """A provider that runs the agent loop around ``provider`` (see the module docstring).
 
     ``tools``: Python functions (sync or async) offered as tools, served in-process; ``mcp_servers``: MCP servers
@@ -188,7 +186,7 @@ class Agent(Provider):
     ) -> None:
         if max_turns < 1:
             raise ValueError("max_turns must be at least 1")
-        self.inner = provider
+        super().__init__(provider)
         self.model = _adapted(provider)
         self.max_turns = max_turns
         self._owned: MCPBridge | None = None
@@ -204,29 +202,7 @@ class Agent(Provider):
         self.host = host
         self._own_host: ToolHost | None = None
 
-    # -- delegation -------------------------------------------------------------------------------------------
-    @property
-    def name(self) -> str:  # type: ignore[override]
-        return self.inner.name
-
-    @property
-    def display_name(self) -> str:  # type: ignore[override]
-        return self.inner.display_name
-
-    @property
-    def capabilities(self) -> Capabilities:  # type: ignore[override]
-        return self.inner.capabilities
-
-    @property
-    def default_model(self) -> str | None:  # type: ignore[override]
-        return self.inner.default_model
-
-    async def models(self) -> list[ModelInfo]:
-        return await self.inner.models()
-
-    async def health(self) -> Health:
-        return await self.inner.health()
-
+    # -- the MCP servers it started -------------------------------------------------------------------------
     async def start(self) -> None:
         if self._owned is not None and not self._owned.started:
             await self._owned.start()
@@ -242,9 +218,6 @@ class Agent(Provider):
     async def __aenter__(self) -> Agent:
         await self.start()
         return self
-
-    def processes(self) -> dict[str, int]:
-        return self.inner.processes()
 
     # -- the loop ---------------------------------------------------------------------------------------------
     def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:

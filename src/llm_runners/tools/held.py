@@ -34,15 +34,13 @@ from ..errors import InvalidRequest, LLMError, ProviderTimeout, UpstreamError
 from ..mcp.toolhost import MCP_ENDPOINT_KEY, Lease, ToolHost
 from ..provider import Provider
 from ..types import (
-    Capabilities,
     ChatRequest,
     Done,
-    Health,
-    ModelInfo,
     StreamEvent,
     ToolCall,
     ToolCallEvent,
 )
+from ..wrappers.base import Wrapper
 from .mcp_bridge import ToolResult
 
 __all__ = ["CLIENT_TOOLS_KEY", "ClientToolsOverMCP", "HeldCalls", "wants_mcp_client_tools"]
@@ -171,31 +169,17 @@ class HeldCalls:
                 await task
 
 
-class ClientToolsOverMCP(Provider):
-    """``inner`` with the request's tools served to its CLI over MCP and held calls (see the module docstring)."""
+class ClientToolsOverMCP(Wrapper):
+    """``inner`` with the request's tools served to its CLI over MCP and held calls (see the module docstring).
+    Made per request: :meth:`aclose` leaves ``inner`` (the router's provider) alone."""
 
     def __init__(self, inner: Provider, host: ToolHost, held: HeldCalls) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.host = host
         self.held = held
 
-    @property
-    def name(self) -> str:  # type: ignore[override]
-        return self.inner.name
-
-    @property
-    def capabilities(self) -> Capabilities:  # type: ignore[override]
-        return self.inner.capabilities
-
-    @property
-    def default_model(self) -> str | None:  # type: ignore[override]
-        return self.inner.default_model
-
-    async def models(self) -> list[ModelInfo]:
-        return await self.inner.models()
-
-    async def health(self) -> Health:
-        return await self.inner.health()
+    async def aclose(self) -> None:
+        pass
 
     def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         return self._stream(request)
