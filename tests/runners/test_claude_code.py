@@ -361,3 +361,45 @@ def test_session_file_is_flushed_before_the_result(tmp_path: Path) -> None:
     5 when stdin is closed up front (the e2e resume tests catch that); the runner must always set it."""
     inv = runner().invocation(make_turn(tmp_path, ChatRequest(messages=[Message(role="user", content="hi")])))
     assert inv.stdin is not None and inv.env.get("CLAUDE_CODE_EAGER_FLUSH") == "1"
+
+
+def test_an_mcp_endpoint_goes_to_the_cli_in_a_per_run_file(tmp_path: Path) -> None:
+    """The request's tools on the loopback tool host (llm_runners.mcp.toolhost): one HTTP server in --mcp-config,
+    its token only in that file, exactly its tools allowed, and the CLI told to wait for them."""
+    from llm_runners.mcp.toolhost import MCP_ENDPOINT_KEY
+    from llm_runners.runners.turn import shape_of
+
+    endpoint = {
+        "name": "llm_runners",
+        "url": "http://127.0.0.1:4321/mcp",
+        "headers": {"Authorization": "Bearer secret-token-1"},
+        "tools": ["add", "echo"],
+    }
+    request = ChatRequest(messages=[Message(role="user", content="hi")], extra={MCP_ENDPOINT_KEY: endpoint})
+    r = runner()
+    turn = make_turn(tmp_path, request)
+    inv = r.invocation(turn)
+    config = json.loads(Path(flag(inv.argv, "--mcp-config") or "").read_text())
+    assert config == {
+        "mcpServers": {
+            "llm_runners": {
+                "type": "http",
+                "url": "http://127.0.0.1:4321/mcp",
+                "headers": {"Authorization": "Bearer secret-token-1"},
+            }
+        }
+    }
+    assert flag(inv.argv, "--allowed-tools") == "mcp__llm_runners__add,mcp__llm_runners__echo"
+    assert "--strict-mcp-config" in inv.argv and flag(inv.argv, "--tools") == ""  # no built-in tool comes back
+    assert not any("secret-token-1" in a for a in inv.argv)
+    assert inv.env["MCP_CONNECTION_NONBLOCKING"] == "0"
+    # another request's token makes another shape: such a turn never takes a spare started without it
+    other = dict(endpoint, headers={"Authorization": "Bearer secret-token-2"})
+    (tmp_path / "b").mkdir()
+    (tmp_path / "c").mkdir()
+    turn2 = make_turn(tmp_path / "b", request.model_copy(update={"extra": {MCP_ENDPOINT_KEY: other}}))
+    spec1 = r.process_spec(turn, inv, [])
+    spec2 = r.process_spec(turn2, r.invocation(turn2), [])
+    assert shape_of(spec1, turn) != shape_of(spec2, turn2)
+    plain = runner().invocation(make_turn(tmp_path / "c", ChatRequest(messages=[Message(role="user", content="x")])))
+    assert "--mcp-config" not in plain.argv and "MCP_CONNECTION_NONBLOCKING" not in plain.env
