@@ -9,7 +9,7 @@ import pytest
 
 from llm_runners.errors import UpstreamError
 from llm_runners.testing.scripted import Reply, ScriptedProvider
-from llm_runners.types import ChatRequest, Done, TextDelta, ToolSpec, Usage, UsageEvent
+from llm_runners.types import ChatRequest, Done, ImagePart, Message, TextDelta, TextPart, ToolSpec, Usage, UsageEvent
 from llm_runners.wrappers.cache import Cache, cache_key
 from llm_runners.wrappers.meta import CACHE_HEADER, collect_headers
 from llm_runners.wrappers.store import MemoryKeyValue
@@ -60,6 +60,18 @@ async def test_key_covers_messages_model_sampling_tools_and_format() -> None:
     assert cache_key("p", base) not in keys and len(keys) == len(variants)
     assert cache_key("p", base) != cache_key("q", base)  # per provider
     assert cache_key("p", base) == cache_key("p", req(conversation="someone-else"))
+
+
+def test_key_covers_image_bytes() -> None:
+    def with_image(data: bytes) -> ChatRequest:
+        return ChatRequest(
+            messages=[Message(role="user", content=[TextPart(text="what is it?"), ImagePart(data=data)])]
+        )
+
+    png = b"\x89PNG\r\n\x1a\n\xff\xfe\x00"
+    assert cache_key("p", with_image(png)) == cache_key("p", with_image(png))
+    assert cache_key("p", with_image(png)) != cache_key("p", with_image(png + b"\x01"))
+    assert cache_key("p", with_image(png)) != cache_key("p", req("what is it?"))
 
 
 async def test_sampled_requests_bypass_unless_configured() -> None:

@@ -36,6 +36,7 @@ from ..types import (
     ChatRequest,
     ChatResponse,
     Done,
+    ImagePart,
     ReasoningDelta,
     StreamEvent,
     TextDelta,
@@ -68,10 +69,23 @@ class CacheStats:
 
 
 def cache_key(provider: str, request: ChatRequest) -> str:
-    """``cache:<sha256>`` of the provider name and the normalised request (see the module docstring)."""
-    body = request.model_dump(mode="json", exclude={"conversation"}, exclude_defaults=True)
-    text = json.dumps([provider, body], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return "cache:" + hashlib.sha256(text.encode()).hexdigest()
+    """``cache:<sha256>`` of the provider name and the normalised request (see the module docstring): the
+    request's canonical JSON (pydantic's, fields in model order, defaults left out), so equal requests give equal
+    keys; two ``extra`` tables with the same items in another order only miss each other."""
+    body = request.model_dump_json(exclude=_NOT_KEYED, exclude_defaults=True)
+    digest = hashlib.sha256(provider.encode())
+    digest.update(b"\0")
+    digest.update(body.encode())
+    for message in request.messages:  # image bytes, in order (JSON would need them to be UTF-8)
+        for part in message.content:
+            if isinstance(part, ImagePart) and part.data is not None:
+                digest.update(b"\0image\0%d\0" % len(part.data))
+                digest.update(part.data)
+    return "cache:" + digest.hexdigest()
+
+
+#: left out of the key's JSON: the conversation key (see the module docstring) and image bytes (hashed apart)
+_NOT_KEYED: Any = {"conversation": True, "messages": {"__all__": {"content": {"__all__": {"data"}}}}}
 
 
 class Cache(Wrapper):

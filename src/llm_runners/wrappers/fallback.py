@@ -6,7 +6,8 @@ a model name like any other (the router resolves every entry the way it resolves
 The rules, per request:
 
 - **Entries in order.** Each entry gets ``1 + retries`` tries. A try fails when the entry raises before its first
-  event: nothing has reached the caller yet, so trying again is invisible to them.
+  event: nothing has reached the caller yet, so trying again is invisible to them. ``complete()`` calls each
+  entry's own ``complete()``: nothing reaches the caller before the whole answer, so a failure at any point moves on.
 - **Never after the first byte.** Once an entry's first event was handed on, that entry owns the answer: a later
   error ends the stream with that error, as it would without a chain (a stream cannot be taken back).
 - **Transient errors are retried** (rate limited, overloaded, timeout, upstream failure: ``LLMError.transient``)
@@ -39,6 +40,7 @@ two replicas failing at once may count one failure instead of two, which only de
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -46,12 +48,13 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import anyio
 
 from ..errors import ERROR_KINDS, LLMError, ModelNotFound, Overloaded, UpstreamError
 from ..provider import Provider, _aclose
-from ..types import Attempt, ChatRequest, Done, FallbackInfo, Health, ModelInfo, StreamEvent
+from ..types import Attempt, ChatRequest, ChatResponse, Done, FallbackInfo, Health, ModelInfo, StreamEvent
 from .meta import FALLBACK_ANSWERED_HEADER, FALLBACK_FAILED_HEADER, note_header
 from .store import KeyValue, MemoryKeyValue
 
@@ -64,6 +67,8 @@ STOP_ON = frozenset({"invalid_request_error", "guardrail"})
 
 #: kinds that move the chain on without counting against the entry's circuit
 _NOT_COUNTED = frozenset({"context_length_exceeded"})
+
+T = TypeVar("T")
 
 #: ``entry`` -> the provider that serves it and the model to ask it for
 Resolve = Callable[[str], Awaitable[tuple[Provider, str | None]]]
@@ -240,35 +245,25 @@ class Fallback(Provider):
             wait = max(wait, error.retry_after)
         return wait
 
-    async def _open(
-        self, entry: str, provider: Provider, model: str | None, request: ChatRequest
-    ) -> tuple[AsyncIterator[StreamEvent], StreamEvent]:
-        """The entry's stream and its first event; raises :class:`_Failed` when it cannot answer."""
-        asked = request.model_copy(update={"model": model})
+    async def _retrying(self, entry: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """``attempt()`` until it succeeds or may not be retried (then :class:`_Failed`)."""
         tried = 0
         while True:
             tried += 1
-            events = provider.stream(asked)
             try:
-                first = await events.__anext__()
-            except StopAsyncIteration:
-                error: LLMError = UpstreamError("the provider's stream ended without any event", provider=entry)
+                return await attempt()
             except LLMError as exc:
                 error = exc
-            else:
-                return events, first
-            await _aclose(events)
             wait = None if error.kind in self.stop_on else self._wait(error, tried)
             if wait is None:
                 raise _Failed(error, tried)
             log.info("fallback %s: %s failed (%s), try %d in %.2f s", self.name, entry, error.kind, tried + 1, wait)
             await self._sleep(wait)
 
-    # -- Provider ------------------------------------------------------------------------------------------
-    def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
-        return self._stream(request)
-
-    async def _stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
+    async def _answer(
+        self, request: ChatRequest, call: Callable[[Provider, ChatRequest], Awaitable[T]]
+    ) -> tuple[T, FallbackInfo]:
+        """The first entry's answer (``call(provider, request)``, retried per the rules), and what failed before."""
         failed: list[Attempt] = []
         last: LLMError | None = None
         soonest: float | None = None
@@ -292,7 +287,8 @@ class Fallback(Provider):
                         failed.append(Attempt(entry, "quota", f"{used:.0f} % of its quota used", tries=0))
                         self._count(entry, "quota")
                         continue
-                events, first = await self._open(entry, provider, model, request)
+                asked = request.model_copy(update={"model": model})
+                answer = await self._retrying(entry, functools.partial(call, provider, asked))
             except (_Failed, LLMError) as exc:
                 last, tries = (exc.error, exc.tries) if isinstance(exc, _Failed) else (exc, 1)
                 failed.append(Attempt(entry, last.kind, last.message, tries))
@@ -305,15 +301,29 @@ class Fallback(Provider):
                 continue
             await self.breaker.success(entry)
             self._count(entry, "answered")
-            info = FallbackInfo(self.name, entry, tuple(failed))
             _note(entry, failed)
-            async with aclosing(events):  # type: ignore[type-var]
-                yield _with_info(first, info)
-                async for event in events:
-                    yield _with_info(event, info)
-            return
+            return answer, FallbackInfo(self.name, entry, tuple(failed))
         _note(None, failed)
         raise self._exhausted(failed, last, soonest)
+
+    # -- Provider ------------------------------------------------------------------------------------------
+    def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        return self._stream(request)
+
+    async def _stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
+        (events, first), info = await self._answer(request, _opened)
+        async with aclosing(events):  # type: ignore[type-var]
+            yield _with_info(first, info)
+            async for event in events:
+                yield _with_info(event, info)
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        """Each entry's own one-shot ``complete()`` (nothing reaches the caller before the whole answer, so any
+        failure may move on), with the same rules as :meth:`stream`."""
+        response, info = await self._answer(request, _completed)
+        response.fallback = info
+        response.provider = self.name
+        return response
 
     def _count(self, entry: str, outcome: str) -> None:
         key = (entry, outcome)
@@ -361,6 +371,23 @@ def quota_used(provider: Provider) -> float | None:
             return float(used) if isinstance(used, int | float) else None
         seen = getattr(seen, "inner", None)
     return None
+
+
+async def _opened(provider: Provider, request: ChatRequest) -> tuple[AsyncIterator[StreamEvent], StreamEvent]:
+    """The provider's stream and its first event (the stream closed again when there is none)."""
+    events = provider.stream(request)
+    try:
+        return events, await events.__anext__()
+    except StopAsyncIteration:
+        await _aclose(events)
+        raise UpstreamError("the provider's stream ended without any event", provider=provider.name or None) from None
+    except BaseException:
+        await _aclose(events)
+        raise
+
+
+async def _completed(provider: Provider, request: ChatRequest) -> ChatResponse:
+    return await provider.complete(request)
 
 
 def _with_info(event: StreamEvent, info: FallbackInfo) -> StreamEvent:
