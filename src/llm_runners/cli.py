@@ -229,18 +229,20 @@ async def _providers(args: argparse.Namespace) -> int:
     async with anyio.create_task_group() as tg:
         for name in names:
             tg.start_soon(check, name)
+    from .redact import redact
+
     if args.json:
-        print(json.dumps([results[n].model_dump() for n in names], indent=2))
+        print(redact(json.dumps([results[n].model_dump() for n in names], indent=2)))
         return 0
     for name in names:
         h = results[name]
         state = "ready" if h.ready else ("not ready" if h.installed else "not found")
-        print(f"{name:<14} {state:<10} {h.version or '-':<12} {h.path or '-'}")
+        print(redact(f"{name:<14} {state:<10} {h.version or '-':<12} {h.path or '-'}"))
         if not h.ready:
             if h.reason:
-                print(f"{'':<14} why: {_one_line(h.reason)}")
+                print(redact(f"{'':<14} why: {_one_line(h.reason)}"))
             if h.fix:
-                print(f"{'':<14} fix: {_one_line(h.fix)}")
+                print(redact(f"{'':<14} fix: {_one_line(h.fix)}"))
     return 0
 
 

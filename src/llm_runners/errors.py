@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from .redact import redact
+
 
 class LLMError(Exception):
     kind: ClassVar[str] = "internal"
@@ -50,6 +52,27 @@ class LLMError(Exception):
         self.retry_after = retry_after
         self.code = code
         self.param = param
+
+    # message and detail are masked (llm_runners.redact) whenever they are read: a secret registered after the
+    # error was made (a key the server learns at start-up, a CLI's env at spawn) is masked too
+    @property
+    def message(self) -> str:
+        return redact(self._message)
+
+    @message.setter
+    def message(self, value: str) -> None:
+        self._message = value
+
+    @property
+    def detail(self) -> str | None:
+        return redact(self._detail) if self._detail else self._detail
+
+    @detail.setter
+    def detail(self, value: str | None) -> None:
+        self._detail = value
+
+    def __str__(self) -> str:
+        return redact(super().__str__())
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, provider={self.provider!r})"

@@ -11,6 +11,8 @@ A line's structured fields travel in ``extra={"fields": {...}}``. The text forma
     2026-12-01T20:01:02.345Z INFO llm_runners.access request request_id=req_… endpoint=chat.completions …
     {"time": "2026-12-01T20:01:02.345Z", "level": "info", "logger": "llm_runners.access", "message": "request", …}
 
+Every line goes through :func:`llm_runners.redact.redact` last: no API key, token or CLI credential is written.
+
 stdlib only: the command line imports it before anything heavy.
 """
 
@@ -23,6 +25,8 @@ import sys
 import threading
 import time
 from typing import Any, Literal, TextIO
+
+from .redact import redact
 
 __all__ = ["FORMATS", "LEVELS", "BufferedHandler", "JSONFormatter", "TextFormatter", "configure"]
 
@@ -88,7 +92,7 @@ class TextFormatter(logging.Formatter):
             line = " ".join(parts)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return redact(line)
 
 
 class JSONFormatter(logging.Formatter):
@@ -106,7 +110,7 @@ class JSONFormatter(logging.Formatter):
                 out[key] = value
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False, default=str)
+        return redact(json.dumps(out, ensure_ascii=False, default=str))
 
 
 class BufferedHandler(logging.StreamHandler):  # type: ignore[type-arg]

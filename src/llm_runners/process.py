@@ -66,6 +66,7 @@ from typing import NoReturn, cast
 
 import anyio
 
+from . import redact
 from .errors import (
     AuthenticationError,
     BinaryNotFound,
@@ -210,6 +211,7 @@ def build_env(
     out.update(env)
     for name in NESTING_MARKERS:
         out.pop(name, None)
+    redact.register_env(out)  # a credential a child gets is masked in every log line and error message
     return out
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 import httpx2
 
+from .. import redact
 from ..errors import (
     AuthenticationError,
     ContextLengthExceeded,
@@ -159,6 +160,7 @@ class HTTPProvider(Provider):
         if api_key is None and self.api_key_env:
             api_key = os.environ.get(self.api_key_env)
         self.api_key = api_key
+        redact.register(api_key)
         self.model = model
         self.timeout = timeout
         if model:

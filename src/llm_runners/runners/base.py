@@ -69,6 +69,7 @@ from ..errors import (
 )
 from ..prompt import conversation_messages, images_of, render_new_messages, render_transcript
 from ..provider import Provider
+from ..redact import redact
 from ..sessions import DEFAULT_STORE, SessionStore
 from ..types import (
     ChatRequest,
@@ -229,7 +230,7 @@ FAILED_RUN_STDERR_CHARS = 2000
 def _log_failed_run(provider: str, returncode: int, error: LLMError, stderr: str) -> None:
     """A failed run at warning, on ``llm_runners.runners.<provider>``: the error, and the end of what the CLI wrote
     to stderr (which the error message may only summarise). Not at info: a CLI's stderr may quote the prompt."""
-    tail = stderr.strip()[-FAILED_RUN_STDERR_CHARS:]
+    tail = redact(stderr.strip()[-FAILED_RUN_STDERR_CHARS:])
     logging.getLogger(f"llm_runners.runners.{provider}").warning(
         "run failed",
         extra={

@@ -31,7 +31,9 @@ How a turn runs (facts measured on 1.5.47, see ``clis.md`` section 11):
 - The retry loop: a 5xx or 429 is retried 33 times over ~112 s with no knob. With ``--verbose`` the CLI logs each
   ``Retry attempt {"attempt":n,"delay":ms,"error":"500 …"}`` to ``<global dir>/logs/cn.log``; the runner watches that
   log and, ``retry_deadline`` seconds (10 by default) after the first retry, kills the run and reports the last error
-  seen. (The verbose log also holds the request bodies; it lives in the runner's private dir, removed with it.)
+  seen. The verbose log also holds the API key and the request bodies: it is removed when the run ends (the
+  process layer's cleanup paths), and the key, passed to the CLI in its environment or written into the run's
+  config, is masked in every error and log line (:mod:`llm_runners.redact`).
 - No telemetry: ``CONTINUE_CLI_ENABLE_TELEMETRY=0``, ``CONTINUE_METRICS_ENABLED=0``. The version check of
   ``api.continue.dev`` is hard-coded and cannot be turned off; offline it fails silently.
 """
@@ -48,7 +50,7 @@ from typing import Any, ClassVar
 import yaml
 from typing_extensions import Unpack
 
-from .. import process
+from .. import process, redact
 from ..errors import (
     AuthenticationError,
     ContextLengthExceeded,
@@ -298,7 +300,9 @@ class ContinueRunner(CLIRunner):
         return {**env, **OFFLINE_ENV}
 
     def models_config(self) -> list[dict[str, Any]]:
-        return user_models(read_text(user_config_file(self.user_global_dir())))
+        models = user_models(read_text(user_config_file(self.user_global_dir())))
+        redact.register(*(str(m["apiKey"]) for m in models if m.get("apiKey")))  # masked wherever it shows up
+        return models
 
     # ------------------------------------------------------------------------------------------ argv
     def _session(self, turn: Turn) -> str:
@@ -336,6 +340,11 @@ class ContinueRunner(CLIRunner):
         if not turn.resume:
             env[SESSION_VAR] = session
         return Invocation(argv=argv, stdin=turn.prompt.encode("utf-8"), env=env, extra_args_placed=True)
+
+    def process_spec(self, turn: Turn, invocation: Invocation, cleanup: list[Path]) -> process.ProcessSpec:
+        # --verbose (the retry watch reads it) logs the API key and the request bodies: the log goes with the run
+        cleanup.append(self.global_dir(self._session(turn)) / "logs")
+        return super().process_spec(turn, invocation, cleanup)
 
     def new_parser(self, turn: Turn) -> ContinueParser:
         session = self._session(turn)

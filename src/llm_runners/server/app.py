@@ -42,7 +42,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .. import process
+from .. import process, redact
 from ..config import Settings
 from ..errors import InvalidRequest, LLMError, ModelNotFound
 from ..provider import Provider
@@ -117,6 +117,7 @@ def create_app(
     (:mod:`llm_runners.state`; by default opened from ``settings.state`` and closed with the app; one passed in
     is left open for its owner), kept as ``app.state.shared``."""
     settings = settings or Settings()
+    redact.register(*settings.api_keys)
     owns_state = state is None
     shared = state if state is not None else open_state(settings.state)
     router.use_state(shared)  # with Redis, the cache and the circuit breakers are shared by every replica
@@ -203,7 +204,8 @@ def _metrics_endpoint(observer: Observer) -> Callable[[Request], Awaitable[Respo
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     async def metrics(request: Request) -> Response:
-        return Response(generate_latest(observer.registry), media_type=CONTENT_TYPE_LATEST)
+        text = redact.redact(generate_latest(observer.registry).decode("utf-8"))
+        return Response(text.encode("utf-8"), media_type=CONTENT_TYPE_LATEST)
 
     return metrics
 

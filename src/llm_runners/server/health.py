@@ -21,6 +21,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..redact import redact
 from ..router import Router
 from ..tools.mcp_bridge import MCPBridge
 from ..types import Health, ModelInfo
@@ -36,7 +37,7 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 
 
 def _json(body: Any, status: int = 200) -> Response:
-    return Response(dumps(body), status_code=status, media_type="application/json")
+    return Response(redact(dumps(body)), status_code=status, media_type="application/json")
 
 
 class HealthEndpoints:
