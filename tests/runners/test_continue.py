@@ -165,3 +165,60 @@ def test_no_model_is_an_authentication_error_with_the_fix(tmp_path: Path) -> Non
     runner = ContinueRunner(binary="/bin/true", env={"HOME": str(tmp_path)})
     with pytest.raises(AuthenticationError, match=r"config\.yaml"):
         runner.invocation(_turn(tmp_path))
+
+
+CN_STANDIN = """#!{python} -IS
+import json, os, sys
+args = sys.argv[1:]
+config = json.load(open(args[args.index("--config") + 1]))
+key = config["models"][0]["apiKey"]
+home = os.environ["CONTINUE_GLOBAL_DIR"]
+os.makedirs(os.path.join(home, "logs"), exist_ok=True)
+with open(os.path.join(home, "logs", "cn.log"), "a") as log:  # what --verbose writes: headers and bodies
+    log.write("request headers: {{'Authorization': 'Bearer " + key + "'}}\\n")
+sys.stdin.read()
+if os.environ.get("STANDIN_FAIL"):
+    sys.stderr.write(json.dumps({{"status": "error", "message": "401 Incorrect API key provided: " + key}}) + "\\n")
+    sys.exit(1)
+os.makedirs(os.path.join(home, "sessions"), exist_ok=True)
+sid = os.environ["CONTINUE_CLI_TEST_SESSION_ID"]
+json.dump({{"history": []}}, open(os.path.join(home, "sessions", sid + ".json"), "w"))
+print("the answer")
+"""
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_the_verbose_log_with_the_key_goes_with_the_run_and_the_key_never_shows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail: bool
+) -> None:
+    import sys
+
+    import anyio
+
+    from llm_runners.errors import LLMError as _LLMError
+
+    key = "cn-key-MARKER-5d1e77aa"
+    user_home = tmp_path / "user"
+    (user_home / ".continue").mkdir(parents=True)
+    (user_home / ".continue" / "config.yaml").write_text(yaml.safe_dump({"models": [{**MODEL, "apiKey": key}]}))
+    binary = tmp_path / "cn"
+    binary.write_text(CN_STANDIN.format(python=sys.executable))
+    binary.chmod(0o755)
+    env = {"HOME": str(user_home), **({"STANDIN_FAIL": "1"} if fail else {})}
+    runner = ContinueRunner(binary=str(binary), env=env, timeout=30)
+
+    async def run() -> str:
+        try:
+            response = await runner.complete(ChatRequest(messages=[{"role": "user", "content": "hi"}]))
+            return response.content
+        except _LLMError as exc:
+            return f"{exc} | {exc.detail} | {exc.openai_envelope()}"
+        finally:
+            root = runner.root()
+            logs = sorted(str(p) for p in root.rglob("cn.log"))
+            await runner.aclose()
+            assert logs == [], logs  # removed when the run ended, before the runner closed
+
+    out = anyio.run(run)
+    assert "MARKER" not in out
+    assert ("401" in out) if fail else (out == "the answer")
