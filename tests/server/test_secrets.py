@@ -124,7 +124,10 @@ def test_server_keys_and_provider_errors_never_reach_answers_logs_health_or_metr
     assert {p["provider"] for p in ready["providers"]} == {"leaky", "dead"}
     for text in seen:
         assert_clean(text, "an answer")
+    # the access log, with the key in a query string too (some clients put it there)
+    httpx2.get(s.url + f"/v1/models?api_key={SERVER_KEY}&key={PROVIDER_KEY}", headers=auth)
     lines = log_lines.getvalue()
+    assert "llm_runners.access" in lines and "chat.completions" in lines
     assert_clean(lines, "the log")
 
 
