@@ -17,6 +17,12 @@ The file (every key optional; unknown keys are an error, so a typo never silentl
     metrics_public = false        # true: /metrics answers without an API key
     state = "memory"              # or "redis://127.0.0.1:6379/0": replicas share sessions, responses, budgets
 
+    [keys."sk-local-1"]           # per-key budgets (llm_runners.server.budgets); the key must be in api_keys
+    requests_per_minute = 60
+    tokens_per_day = 2_000_000
+    usd_per_month = 50
+    max_concurrent = 4
+
     [pricing]                     # USD per million tokens, by model-name prefix; adds to / overrides the shipped
     "my-model" = { input = 1.0, output = 2.0, cache_read = 0.1, cache_write = 1.25 }   # table (llm_runners.pricing)
 
@@ -120,6 +126,7 @@ __all__ = [
     "ConfigError",
     "FallbackSettings",
     "GuardrailSettings",
+    "KeyLimits",
     "MCPServerSettings",
     "ProviderSettings",
     "QualitySettings",
@@ -213,6 +220,22 @@ class QualitySettings:
 
 
 @dataclass
+class KeyLimits:
+    """One ``[keys."<key>"]`` table: per-key budgets and rate limits (:mod:`llm_runners.server.budgets`)."""
+
+    requests_per_minute: int | None = None
+    tokens_per_day: int | None = None
+    usd_per_month: float | None = None
+    max_concurrent: int | None = None
+
+    def any(self) -> bool:
+        return any(v is not None for v in self.as_dict().values())
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -226,6 +249,8 @@ class Settings:
     shutdown_grace: float = 30.0
     metrics: bool = True
     metrics_public: bool = False
+    #: API key -> its budgets and rate limits; every key here must also be in api_keys
+    keys: dict[str, KeyLimits] = field(default_factory=dict)
     #: "memory" or a redis:// (rediss://, unix://) URL: where shared state lives (llm_runners.state)
     state: str = "memory"
     #: model-name prefix -> {"input", "output", "cache_read", "cache_write"} USD per million tokens
@@ -252,6 +277,7 @@ def load_settings(path: str | None = None, env: Mapping[str, str] = os.environ) 
     path = path or env.get("LLM_RUNNERS_CONFIG") or None
     settings = _from_file(path) if path else Settings()
     _apply_env(settings, env)
+    _check_keys(settings, path or "settings")
     return settings
 
 
@@ -303,6 +329,10 @@ def _settings_from_dict(raw: dict[str, Any], *, where: str) -> Settings:
     for key in ("metrics", "metrics_public"):
         if key in raw:
             setattr(s, key, _bool(raw[key], where, key))
+    if "keys" in raw:
+        s.keys = {
+            key: _key_limits(value, where, f'keys."{key}"') for key, value in _table(raw["keys"], where, "keys").items()
+        }
     if "state" in raw:
         s.state = _state_url(raw["state"], where, "state")
     if "pricing" in raw:
@@ -415,6 +445,30 @@ def _apply_env(s: Settings, env: Mapping[str, str]) -> None:
         except ValueError:
             raise ConfigError(f"LLM_RUNNERS_PORT must be an integer port (0-65535), got {port!r}") from None
         s.port = _port(number, "environment", "LLM_RUNNERS_PORT")
+
+
+def _key_limits(value: Any, where: str, key: str) -> KeyLimits:
+    table = _table(value, where, key)
+    _no_unknown_keys(table, {f.name for f in fields(KeyLimits)}, where=where, table=key)
+    limits = KeyLimits()
+    for name in ("requests_per_minute", "tokens_per_day", "max_concurrent"):
+        if name in table:
+            setattr(limits, name, _int(table[name], where, f"{key}.{name}", minimum=1))
+    if "usd_per_month" in table:
+        usd = table["usd_per_month"]
+        if isinstance(usd, bool) or not isinstance(usd, int | float) or usd <= 0:
+            raise _type_error(where, f"{key}.usd_per_month", "a positive number of USD", usd)
+        limits.usd_per_month = float(usd)
+    return limits
+
+
+def _check_keys(s: Settings, where: str) -> None:
+    unknown = [k for k in s.keys if k not in s.api_keys]
+    if unknown:
+        raise ConfigError(
+            f"{where}: [keys] has {len(unknown)} key(s) that api_keys (or LLM_RUNNERS_API_KEYS) does not list: "
+            "a budget applies to a key the server accepts"
+        )
 
 
 def _state_url(value: Any, where: str, key: str) -> str:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import ClassVar
 
 from .errors import UpstreamError
+from .quotas import Quota, most_used
 from .types import (
     Capabilities,
     ChatRequest,
@@ -80,6 +81,17 @@ class Provider(abc.ABC):
         for the provider it wraps."""
         inner = getattr(self, "inner", None)
         return inner.subscription_billed() if isinstance(inner, Provider) else False
+
+    def quotas(self) -> list[Quota]:
+        """The subscription's rate-limit windows as the CLI last reported them (:mod:`llm_runners.quotas`); empty
+        when it reports none. A wrapper answers for the provider it wraps."""
+        inner = getattr(self, "inner", None)
+        return inner.quotas() if isinstance(inner, Provider) else []
+
+    def quota_used(self) -> float | None:
+        """The highest percent used (0-100) over the windows of :meth:`quotas` not yet reset, ``None`` when
+        unknown: what a fallback chain compares with its threshold to skip this provider before it answers 429."""
+        return most_used(self.quotas())
 
     async def __aenter__(self) -> Provider:
         return self

@@ -19,7 +19,9 @@ The interface (:class:`State`), every value a ``str`` (callers store JSON), ever
                                             ``<= limit`` (or, with ``overdraw=True``, if the counter is still
                                             ``< limit`` before adding); returns a :class:`Consumed`
 ``await lease(key, holder, limit, ttl)``    take one of ``limit`` slots for ``holder`` (a semaphore across
-                                            replicas); a slot not released expires after ``ttl``
+                                            replicas); a slot not released expires after ``ttl``; returns a
+                                            :class:`Leased` (true when granted). Never released, it is a
+                                            sliding-window rate limit: at most ``limit`` per ``ttl``
 ``await release(key, holder)``              give the slot back
 ``await leases(key)``                       slots held right now
 ``await ttl(key)``                          seconds until the key expires, ``None`` when it does not
@@ -62,7 +64,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["PREFIX", "Consumed", "MemoryState", "RedisState", "ScopedState", "State", "open_state"]
+__all__ = ["PREFIX", "Consumed", "Leased", "MemoryState", "RedisState", "ScopedState", "State", "open_state"]
 
 log = logging.getLogger("llm_runners.state")
 
@@ -85,6 +87,19 @@ class Consumed:
     def retry_after(self) -> float:
         """Seconds a refused caller should wait: until the counter expires, at least one."""
         return max(1.0, math.ceil(self.reset_in)) if self.reset_in is not None else 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Leased:
+    """The outcome of :meth:`State.lease`: whether the slot was taken, how many are held now (this one included
+    when taken), and, when refused, the seconds until the earliest held slot expires. True when granted."""
+
+    granted: bool
+    held: int
+    free_in: float | None = None
+
+    def __bool__(self) -> bool:
+        return self.granted
 
 
 class State(ABC):
@@ -117,7 +132,7 @@ class State(ABC):
     ) -> Consumed: ...
 
     @abstractmethod
-    async def lease(self, key: str, holder: str, limit: int, *, ttl: float) -> bool: ...
+    async def lease(self, key: str, holder: str, limit: int, *, ttl: float) -> Leased: ...
 
     @abstractmethod
     async def release(self, key: str, holder: str) -> None: ...
@@ -178,7 +193,7 @@ class ScopedState(State):
     ) -> Consumed:
         return await self.inner.consume(self._k(key), amount, limit, ttl=ttl, overdraw=overdraw)
 
-    async def lease(self, key: str, holder: str, limit: int, *, ttl: float) -> bool:
+    async def lease(self, key: str, holder: str, limit: int, *, ttl: float) -> Leased:
         return await self.inner.lease(self._k(key), holder, limit, ttl=ttl)
 
     async def release(self, key: str, holder: str) -> None:
@@ -312,15 +327,15 @@ class MemoryState(State):
             del holders[h]
         return holders
 
-    async def lease(self, key: str, holder: str, limit: int, *, ttl: float) -> bool:
+    async def lease(self, key: str, holder: str, limit: int, *, ttl: float) -> Leased:
         _check_ttl(ttl)
         holders = self._holders(key)
         if holder not in holders and len(holders) >= limit:
-            return False
-        expires = self._clock() + ttl
-        holders[holder] = expires
-        self._store(key, holders, expires)
-        return True
+            return Leased(False, len(holders), max(0.0, min(holders.values()) - self._clock()))
+        now = self._clock()
+        holders[holder] = now + ttl
+        self._store(key, holders, max(holders.values()))
+        return Leased(True, len(holders))
 
     async def release(self, key: str, holder: str) -> None:
         self._holders(key).pop(holder, None)
@@ -363,17 +378,20 @@ end
 return {ok and 1 or 0, value, redis.call('PTTL', KEYS[1])}
 """
 
-# KEYS[1] sorted set holder -> expiry (ms, Redis's clock); ARGV: holder, limit, ttl_ms. Returns 1 when taken.
+# KEYS[1] sorted set holder -> expiry (ms, Redis's clock); ARGV: holder, limit, ttl_ms.
+# Returns {granted, held, ms until the earliest slot expires (-1 when granted)}.
 _LEASE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
-  return 0
+local held = redis.call('ZCARD', KEYS[1])
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and held >= tonumber(ARGV[2]) then
+  local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {0, held, tonumber(first[2]) - now}
 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
-return 1
+return {1, redis.call('ZCARD', KEYS[1]), -1}
 """
 
 _LEASES = """
@@ -541,11 +559,12 @@ class RedisState(State):
 
         return await self._run(r, lambda: self.memory.consume(key, amount, limit, ttl=ttl, overdraw=overdraw))
 
-    async def lease(self, key: str, holder: str, limit: int, *, ttl: float) -> bool:
+    async def lease(self, key: str, holder: str, limit: int, *, ttl: float) -> Leased:
         ms = _ms(ttl)
 
-        async def r() -> bool:
-            return bool(await self._lease(keys=[self._k(key)], args=[holder, limit, ms]))
+        async def r() -> Leased:
+            granted, held, free_ms = await self._lease(keys=[self._k(key)], args=[holder, limit, ms])
+            return Leased(bool(granted), int(held), None if granted else max(0, int(free_ms)) / 1000)
 
         return await self._run(r, lambda: self.memory.lease(key, holder, limit, ttl=ttl))
 

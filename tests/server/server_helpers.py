@@ -94,3 +94,10 @@ class ServeProcess:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(5)
+
+    def stop(self) -> None:
+        """Kill it (if still running) and wait."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        self.reader.join(5)

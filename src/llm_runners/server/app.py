@@ -10,6 +10,7 @@ Routes (each also answers without the ``/v1`` prefix, for clients whose base URL
 ``POST /v1/messages/count_tokens``       Anthropic token count (an estimate)
 ``GET  /v1/models``                      every provider's models as ``provider:model``, and the aliases
 ``GET  /v1/models/{id}``                 one of them (or any name the router would route)
+``GET  /v1/usage``                       the caller's key: budgets and what it used; subscription quotas
 ``GET  /health``                         liveness: always 200, no key (``?detail=1`` with a key: readiness)
 ``GET  /ready``                          readiness per provider (and per ``[[mcp_servers]]`` entry); 503 when none
                                          is ready (details need the key)
@@ -18,7 +19,8 @@ Routes (each also answers without the ``/v1`` prefix, for clients whose base URL
 =======================================  ===================================================
 
 Middleware (outermost first): request ids (``request-id`` / ``x-request-id``) and the request's log line and
-metrics (:mod:`.observe`), API-key check, then the body-size limit. Errors never escape as a bare 500: an
+metrics (:mod:`.observe`), API-key check, per-key budgets (:mod:`.budgets`), then the body-size limit. Errors
+never escape as a bare 500: an
 :class:`~llm_runners.errors.LLMError` is rendered with its status in the envelope of the caller's wire format (the
 path's; on shared routes such as ``/v1/models``, Anthropic's for a caller sending ``anthropic-version`` or
 ``x-api-key``), anything else is logged and rendered as an ``InternalError``.
@@ -51,6 +53,7 @@ from ..state import State, open_state
 from ..tools.agent import ServerTools
 from .anthropic_messages import AnthropicMessages, CountTokens
 from .auth import DEFAULT_EXEMPT, APIKeyAuth
+from .budgets import KeyBudgets, UsageEndpoint
 from .errors import Flavor, error_response
 from .health import HealthEndpoints
 from .limits import BodySizeLimit, RequestTooLarge, scope_flavor
@@ -124,12 +127,18 @@ def create_app(
     timeout = settings.request_timeout or None
     bridge = _mcp_bridge(settings)
     tools = ServerTools(bridge, settings)
-    responses = Responses(router, timeout, store or ResponseStore(), tools=tools)
+    responses = Responses(
+        router,
+        timeout,
+        store or ResponseStore(shared=shared if shared.backend != "memory" else None),
+        tools=tools,
+    )
     chat = ChatCompletions(router, timeout, tools=tools)
     messages = AnthropicMessages(router, timeout, tools=tools)
     count = CountTokens()
     health = HealthEndpoints(router, bridge)
     observer = Observer(router, metrics=settings.metrics)
+    usage = UsageEndpoint(router, settings, shared)
 
     routes: list[Route] = []
     for prefix in ("/v1", ""):
@@ -141,6 +150,7 @@ def create_app(
             Route(f"{prefix}/messages/count_tokens", _guard(count, "anthropic"), methods=["POST"]),
             Route(f"{prefix}/models", _guard(health.models, None), methods=["GET"]),
             Route(f"{prefix}/models/{{model_id:path}}", _guard(health.model, None), methods=["GET"]),
+            Route(f"{prefix}/usage", _guard(usage, "openai"), methods=["GET"]),
         ]
     routes += [
         Route("/health", _guard(health.health, None), methods=["GET"]),
@@ -173,6 +183,7 @@ def create_app(
     middleware = [
         Middleware(RequestId, observer=observer),
         Middleware(APIKeyAuth, keys=settings.api_keys, exempt=exempt),
+        Middleware(KeyBudgets, limits=settings.keys, state=shared, lease_ttl=(settings.request_timeout or 600) + 60),
         Middleware(BodySizeLimit, max_bytes=settings.max_body_bytes),
     ]
     app = Starlette(

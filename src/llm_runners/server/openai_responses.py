@@ -25,6 +25,10 @@ object (JSON, and ``response.completed`` when streamed).
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
+import logging
 import threading
 import time
 import uuid
@@ -49,6 +53,7 @@ from ..errors import (
     RateLimited,
 )
 from ..router import Route, Router
+from ..state import State
 from ..tools.agent import ServerTools, agent_options, render_tool_runs
 from ..types import (
     ChatRequest,
@@ -86,6 +91,8 @@ from .sse import CompletionCall, Render, StreamingCall, cost_fields, dumps, sse_
 
 __all__ = ["ResponseStore", "Responses", "StoredResponse", "parse_responses_request", "replay"]
 
+log = logging.getLogger("llm_runners.server")
+
 
 # ------------------------------------------------------------------------------------------------ the store
 
@@ -98,29 +105,96 @@ class StoredResponse:
 
 
 class ResponseStore:
-    """A bounded, thread-safe LRU of finished responses by id."""
+    """Finished responses by id: a bounded, thread-safe LRU in this process, and, given a ``shared`` state
+    (Redis), a copy there too, so a follow-up with ``previous_response_id`` is served by any replica.
 
-    def __init__(self, max_items: int = 1000) -> None:
+    :meth:`put` stores in the LRU at once and starts the shared write; :meth:`flush` waits for it (the front door
+    does before the response id reaches the caller, so a follow-up sent to another replica at once finds it).
+    :meth:`get` reads the LRU, then the shared state. Shared copies expire after ``ttl`` seconds (OpenAI keeps
+    stored responses 30 days)."""
+
+    def __init__(self, max_items: int = 1000, *, shared: State | None = None, ttl: float = 30 * 86_400.0) -> None:
         self.max_items = max_items
         self._items: OrderedDict[str, StoredResponse] = OrderedDict()
         self._lock = threading.Lock()
+        self.shared = shared.scoped("responses") if shared is not None else None
+        self.ttl = ttl
+        self._writes: dict[str, asyncio.Task[None]] = {}
 
-    def get(self, response_id: str) -> StoredResponse | None:
+    def _local(self, response_id: str) -> StoredResponse | None:
         with self._lock:
             item = self._items.get(response_id)
             if item is not None:
                 self._items.move_to_end(response_id)
             return item
 
-    def put(self, response_id: str, item: StoredResponse) -> None:
+    def _keep(self, response_id: str, item: StoredResponse) -> None:
         with self._lock:
             self._items[response_id] = item
             self._items.move_to_end(response_id)
             while len(self._items) > self.max_items:
                 self._items.popitem(last=False)
 
+    async def get(self, response_id: str) -> StoredResponse | None:
+        item = self._local(response_id)
+        if item is not None or self.shared is None:
+            return item
+        raw = await self.shared.get(response_id)
+        if raw is None:
+            return None
+        try:
+            item = _decode_stored(raw)
+        except (ValueError, TypeError, KeyError, ValidationError):
+            log.warning("stored response %s in the shared state is unreadable; treated as missing", response_id)
+            return None
+        self._keep(response_id, item)
+        return item
+
+    def put(self, response_id: str, item: StoredResponse) -> None:
+        self._keep(response_id, item)
+        if self.shared is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (a synchronous caller): this replica keeps it only
+            return
+        task = loop.create_task(self._write(self.shared, response_id, _encode_stored(item)))
+        self._writes[response_id] = task
+        task.add_done_callback(lambda _: self._writes.pop(response_id, None))
+
+    async def _write(self, shared: State, response_id: str, raw: str) -> None:
+        await shared.set(response_id, raw, ttl=self.ttl)
+
+    async def flush(self, response_id: str) -> None:
+        """Wait until the shared copy of ``response_id`` is written (at once when there is none pending)."""
+        task = self._writes.get(response_id)
+        if task is not None:
+            await asyncio.shield(task)
+
     def __len__(self) -> int:
         return len(self._items)
+
+
+def _encode_stored(item: StoredResponse) -> str:
+    messages = []
+    for m in item.messages:
+        raw = m.model_dump(mode="python", exclude_none=True)
+        for part in raw.get("content", []):
+            if isinstance(part.get("data"), bytes):
+                part["data"] = base64.b64encode(part["data"]).decode("ascii")
+        messages.append(raw)
+    return dumps({"messages": messages, "conversation": item.conversation, "body": item.body})
+
+
+def _decode_stored(raw: str) -> StoredResponse:
+    data = json.loads(raw)
+    messages = []
+    for m in data["messages"]:
+        for part in m.get("content", []):
+            if isinstance(part.get("data"), str):
+                part["data"] = base64.b64decode(part["data"])
+        messages.append(Message.model_validate(m))
+    return StoredResponse(messages, str(data["conversation"]), dict(data["body"]))
 
 
 # ------------------------------------------------------------------------------------------------ parsing
@@ -270,7 +344,7 @@ def _conversation(body: dict[str, Any], headers: Any) -> str | None:
     return str(header) if header else None
 
 
-def parse_responses_request(
+async def parse_responses_request(
     body: dict[str, Any], headers: Any, store: ResponseStore
 ) -> tuple[ChatRequest, bool, list[str], StoredResponse | None]:
     """Body → (ChatRequest with the prior history, stream?, warnings, the previous stored response)."""
@@ -278,7 +352,7 @@ def parse_responses_request(
     previous: StoredResponse | None = None
     prev_id = opt_str(body, "previous_response_id")
     if prev_id:
-        previous = store.get(prev_id)
+        previous = await store.get(prev_id)
         if previous is None:
             raise InvalidRequest(
                 f"previous response {prev_id!r} not found (unknown, expired from the store, or "
@@ -460,6 +534,10 @@ class _Turn:
             conversation = self.chat.conversation or f"responses:{self.id}"
             self.store.put(self.id, StoredResponse(history, conversation, body))
         return body
+
+    async def settle(self) -> None:
+        """Before the response id reaches the caller: the stored copy is where every replica can read it."""
+        await self.store.flush(self.id)
 
     def render(self, response: ChatResponse) -> tuple[bytes, dict[str, str]]:
         output: list[dict[str, Any]] = []
@@ -671,14 +749,14 @@ class Responses:
         models = multiplex_models(body)
         if models is not None:
             one = dict(body, model=None)
-            chat, _, warnings, previous = parse_responses_request(one, request.headers, self.store)
+            chat, _, warnings, previous = await parse_responses_request(one, request.headers, self.store)
 
             def prepare(chat: ChatRequest, asked: str, route: Route) -> Render:
                 return _Turn(one, chat, chat_model_name(asked, route.qualified), self.store, previous, warnings).render
 
             note_route(request.scope, "multiplex", None, False)
             return MultiplexCall(self.router, chat, models, prepare, "openai", warnings=warnings, timeout=self.timeout)
-        chat, stream, warnings, previous = parse_responses_request(body, request.headers, self.store)
+        chat, stream, warnings, previous = await parse_responses_request(body, request.headers, self.store)
         route = await self.router.resolve(chat.model)
         note_route(request.scope, route.name, route.model or route.provider.default_model, stream)
         chat.model = route.model
@@ -686,12 +764,13 @@ class Responses:
         turn = _Turn(body, chat, model, self.store, previous, warnings)
         provider = self.tools.provider_for(route, chat) if self.tools is not None else route.provider
         if stream:
-            return StreamingCall(provider, chat, ResponseStreamRenderer(turn), "openai", timeout=self.timeout)
-        return CompletionCall(provider, chat, turn.render, "openai", timeout=self.timeout)
+            renderer = ResponseStreamRenderer(turn)
+            return StreamingCall(provider, chat, renderer, "openai", timeout=self.timeout, settle=turn.settle)
+        return CompletionCall(provider, chat, turn.render, "openai", timeout=self.timeout, settle=turn.settle)
 
     async def retrieve(self, request: Request) -> Response:
         response_id = request.path_params["response_id"]
-        item = self.store.get(response_id)
+        item = await self.store.get(response_id)
         if item is None:
             raise ModelNotFound(
                 f"response {response_id!r} not found (unknown, expired from the store, or created with store=false)",

@@ -25,7 +25,7 @@ import asyncio
 import json
 import time
 import types
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from typing import Any, Protocol, cast
 
 import anyio
@@ -193,10 +193,19 @@ class StreamingCall(_Call):
         *,
         timeout: float | None = 600.0,
         heartbeat: float | None = 15.0,
+        settle: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__(provider, request, flavor, timeout)
         self.renderer = renderer
         self.heartbeat = heartbeat
+        #: awaited once before the first write that carries the final event (the Responses store's shared copy)
+        self.settle = settle
+
+    async def _send_body(self, send: Send, data: bytes, more: bool = True) -> None:
+        if self.settle is not None and self.renderer.done:
+            settle, self.settle = self.settle, None
+            await settle()
+        await super()._send_body(send, data, more)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         with collect_headers() as self.noted:  # what the wrappers report (fallback entry, cache), sent with the head
@@ -344,9 +353,12 @@ class CompletionCall(_Call):
         flavor: Flavor,
         *,
         timeout: float | None = 600.0,
+        settle: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__(provider, request, flavor, timeout)
         self.render = render
+        #: awaited after rendering, before the body is sent (the Responses store's shared copy)
+        self.settle = settle
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         with collect_headers() as self.noted:  # what the wrappers report (fallback entry, cache)
@@ -381,6 +393,8 @@ class CompletionCall(_Call):
                     error = to_llm_error(exc)
                     note_error(scope, error)
                 else:
+                    if self.settle is not None:
+                        await self.settle()
                     await send_json(send, 200, body, {**headers, **self.noted} if self.noted else headers)
                     return
             await _send_error(send, error or UpstreamError("no answer"), self.flavor, self.noted)
