@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -329,7 +330,9 @@ class AcpRunner(Provider):
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         check_model_name(request.model, self.name)
         self.cli.binary_path  # noqa: B018  (fail fast when the CLI is missing, before a session is claimed)
-        claim = self.cli.sessions.claim(self.name, request.conversation, request.messages)
+        # the scope: this process's agents hold the sessions (another replica's are never reachable from here)
+        scope = f"{self.cli.session_scope()}|{os.getpid()}"
+        claim = await self.cli.sessions.aclaim(self.name, request.conversation, request.messages, scope=scope)
         live = self._live.pop(claim.session_id, None) if claim.session_id else None
         if live is not None and not live.agent.alive:
             live = None  # its process is gone: replay the conversation into a new session
@@ -354,8 +357,9 @@ class AcpRunner(Provider):
                         if not request.extra.get(EPHEMERAL_KEY):
                             reply = Message(role="assistant", content="".join(mapper.text))
                             self.cli.sessions.remember(
-                                self.name, request.conversation, request.messages, reply, live.session_id
+                                self.name, request.conversation, request.messages, reply, live.session_id, scope=scope
                             )
+                            await self.cli.sessions.flush()
                             self._live[live.session_id] = live
                         event = Done(
                             finish_reason=event.finish_reason,

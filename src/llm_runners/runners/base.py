@@ -47,6 +47,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 import uuid
@@ -69,6 +70,7 @@ from ..errors import (
 )
 from ..prompt import conversation_messages, images_of, render_new_messages, render_transcript
 from ..provider import Provider
+from ..quotas import Quota, QuotaBook
 from ..redact import redact
 from ..sessions import DEFAULT_STORE, SessionStore
 from ..types import (
@@ -363,6 +365,8 @@ class CLIRunner(Provider):
         self.model = model
         self.extra_args = list(extra_args)
         self.sessions = sessions if sessions is not None else DEFAULT_STORE
+        #: the subscription's rate-limit windows as the CLI reports them (a dialect's parser notes them)
+        self.quota_book = QuotaBook()
         #: let the CLI read ALL of the user's own configuration (MCP servers, hooks, instruction files …); without
         #: it only the login / endpoint / provider part carries over (see the module docstring)
         self.user_config = user_config
@@ -508,6 +512,15 @@ class CLIRunner(Provider):
         """The HOME the CLI sees (the runner's env may override it)."""
         return Path(self.env.get("HOME") or os.environ.get("HOME") or Path.home())
 
+    def quotas(self) -> list[Quota]:
+        return self.quota_book.all()
+
+    def session_scope(self) -> str:
+        """Where this runner's CLI keeps the sessions it can resume: the host, the CLI's home and the working
+        directory (the CLIs file sessions under them). Part of the session store's key, so a replica resumes only
+        sessions it can reach (:mod:`llm_runners.sessions`)."""
+        return f"{socket.gethostname()}|{self.home()}|{self.workdir}"
+
     # ------------------------------------------------------------------------------------------ streaming
     def _turn(self, request: ChatRequest, resume: str | None, first_new: int) -> Turn:
         messages = request.messages
@@ -546,7 +559,9 @@ class CLIRunner(Provider):
         check_model_name(request.model, self.name)
         await self.ensure_ready()
         if self.resumable:
-            claim = self.sessions.claim(self.name, request.conversation, request.messages)
+            claim = await self.sessions.aclaim(
+                self.name, request.conversation, request.messages, scope=self.session_scope()
+            )
             resume, first_new = claim.session_id, claim.first_new
         else:
             resume, first_new = None, 0
@@ -564,6 +579,7 @@ class CLIRunner(Provider):
                             calls.append(event.call)
                         elif isinstance(event, Done):
                             event = self._finish_done(event, turn, text, calls)
+                            await self.sessions.flush()  # the next turn, on whichever replica, finds the session
                         yield event
                 return
             except _LiveProcessLost:
@@ -579,7 +595,14 @@ class CLIRunner(Provider):
         session_id = done.session_id or turn.resume or turn.session if self.resumable else done.session_id
         if session_id and self.resumable and not turn.request.extra.get(EPHEMERAL_KEY):
             reply = Message(role="assistant", content="".join(text), tool_calls=calls)
-            self.sessions.remember(self.name, turn.request.conversation, turn.request.messages, reply, session_id)
+            self.sessions.remember(
+                self.name,
+                turn.request.conversation,
+                turn.request.messages,
+                reply,
+                session_id,
+                scope=self.session_scope(),
+            )
         model = done.model or turn.model
         if session_id != done.session_id or model != done.model:
             done = dataclasses.replace(done, session_id=session_id, model=model)

@@ -49,6 +49,7 @@ from ..config import Settings
 from ..errors import InvalidRequest, LLMError, ModelNotFound
 from ..provider import Provider
 from ..router import SERVE_WARM, Router
+from ..sessions import SessionStore
 from ..state import State, open_state
 from ..tools.agent import ServerTools
 from .anthropic_messages import AnthropicMessages, CountTokens
@@ -209,6 +210,19 @@ def _mcp_bridge(settings: Settings) -> MCPBridge | None:
     from ..tools.mcp_bridge import MCPBridge
 
     return MCPBridge(settings.mcp_servers)
+
+
+def _share_sessions(router: Router, store: SessionStore) -> None:
+    """Give every runner that keeps a session store (a CLI runner, an ACP runner's CLI) the shared one, so a
+    conversation continued on another replica resumes there when that replica can reach the CLI's session."""
+    for provider in router.providers.values():
+        seen: Any = provider
+        while seen is not None:
+            for holder in (seen, getattr(seen, "cli", None)):
+                if holder is not None and isinstance(getattr(holder, "sessions", None), SessionStore):
+                    holder.sessions = store
+            inner = getattr(seen, "inner", None)
+            seen = inner if isinstance(inner, Provider) else None
 
 
 def _metrics_endpoint(observer: Observer) -> Callable[[Request], Awaitable[Response]]:
