@@ -403,3 +403,20 @@ def test_an_mcp_endpoint_goes_to_the_cli_in_a_per_run_file(tmp_path: Path) -> No
     assert shape_of(spec1, turn) != shape_of(spec2, turn2)
     plain = runner().invocation(make_turn(tmp_path / "c", ChatRequest(messages=[Message(role="user", content="x")])))
     assert "--mcp-config" not in plain.argv and "MCP_CONNECTION_NONBLOCKING" not in plain.env
+
+
+def test_rate_limit_events_are_reported_as_quotas() -> None:
+    from llm_runners.quotas import Quota
+    from llm_runners.runners.claude_code import rate_limit_quota
+
+    seen: list[Quota] = []
+    parser = ClaudeCodeParser(on_quota=seen.append)
+    events = [e for line in lines("rate-limit.stream.stdout") for e in parser.feed(line)]
+    events += parser.finish(0, "")
+    assert texts(events) == ["pong from fake"]
+    [quota] = seen
+    assert quota.window == "five_hour" and quota.percent_used == 95.0 and quota.status == "allowed_warning"
+    assert quota.resets_at == 1796177181 and quota.source == "claude_code:rate_limit_event"
+    below = rate_limit_quota({"status": "allowed", "resetsAt": 1796171765, "rateLimitType": "five_hour"})
+    assert below is not None and below.percent_used is None and below.status == "allowed"
+    assert rate_limit_quota("nonsense") is None

@@ -281,3 +281,21 @@ def test_retry_notices_are_counted_reported_and_bounded() -> None:
     assert bounded.retries == 2 and not bounded.done  # ended at the second notice, before codex gave up
     assert seen[0].startswith("Reconnecting... 1/2 (We")
     assert "Reconnecting" not in info.value.message
+
+
+def test_rate_limit_notifications_are_quotas() -> None:
+    import json
+    from pathlib import Path
+
+    from llm_runners.quotas import most_used
+    from llm_runners.runners.codex_app import rate_limit_quotas
+
+    message = json.loads((Path(__file__).parents[1] / "fixtures" / "codex_app" / "rate-limits.json").read_text())
+    primary, secondary = rate_limit_quotas(message["params"]["rateLimits"])
+    assert (primary.window, primary.percent_used, primary.window_minutes) == ("primary", 43.0, 300)
+    assert primary.resets_at == 1796171963 and primary.status is None
+    assert (secondary.window, secondary.percent_used, secondary.window_minutes) == ("secondary", 12.0, 10080)
+    assert most_used([primary, secondary], now=1796170000) == 43.0
+    assert most_used([primary, secondary], now=1796200000) == 12.0  # the primary window has reset
+    reached = rate_limit_quotas({"primary": {"usedPercent": 100}, "rateLimitReachedType": "rate_limit_reached"})
+    assert reached[0].status == "rejected" and most_used(reached) == 100.0

@@ -72,6 +72,7 @@ from ..errors import (
     from_http_status,
 )
 from ..mcp.toolhost import MCP_ENDPOINT_KEY
+from ..quotas import Quota
 from ..types import (
     Capabilities,
     Done,
@@ -206,6 +207,25 @@ def image_block(image: ImagePart) -> dict[str, Any]:
     return {"type": "image", "source": source}
 
 
+def rate_limit_quota(info: object) -> Quota | None:
+    """A ``rate_limit_event``'s ``rate_limit_info`` (sent with a subscription login, never with an API key; see
+    tests/fixtures/claude/README.md): ``utilization`` is a fraction, ``resetsAt`` Unix seconds."""
+    if not isinstance(info, dict):
+        return None
+    window = info.get("rateLimitType")
+    utilization = info.get("utilization")
+    resets = info.get("resetsAt")
+    status = info.get("status")
+    number = (int, float)
+    return Quota(
+        window=window if isinstance(window, str) and window else "unified",
+        percent_used=round(float(utilization) * 100, 2) if isinstance(utilization, number) else None,
+        resets_at=float(resets) if isinstance(resets, number) else None,
+        status=status if isinstance(status, str) else None,
+        source="claude_code:rate_limit_event",
+    )
+
+
 class ClaudeCodeParser:
     """stream-json lines of one ``claude -p`` run -> events; errors are raised from :meth:`finish`."""
 
@@ -215,9 +235,11 @@ class ClaudeCodeParser:
         model: str | None = None,
         resume: str | None = None,
         on_retry: Callable[[str], None] | None = None,
+        on_quota: Callable[[Quota], None] | None = None,
     ) -> None:
         self.session_id: str | None = None
         self.on_retry = on_retry
+        self.on_quota = on_quota
         self.unreadable = Unreadable()  # lines that were no JSON object, quoted in errors
         self.requested_model = model
         self.resume = resume
@@ -250,6 +272,10 @@ class ClaudeCodeParser:
             self._system(event)
         elif kind == "result":
             self.result = event
+        elif kind == "rate_limit_event":
+            quota = rate_limit_quota(event.get("rate_limit_info"))
+            if quota is not None and self.on_quota is not None:
+                self.on_quota(quota)
         return ()
 
     def _stream_event(self, event: dict[str, Any]) -> Iterable[StreamEvent]:
@@ -521,7 +547,9 @@ class ClaudeCodeRunner(CLIRunner):
         return Invocation(argv=argv, stdin=stdin, env=env)
 
     def new_parser(self, turn: Turn) -> ClaudeCodeParser:
-        return ClaudeCodeParser(model=turn.model, resume=turn.resume, on_retry=self.log_retry)
+        return ClaudeCodeParser(
+            model=turn.model, resume=turn.resume, on_retry=self.log_retry, on_quota=self.quota_book.note
+        )
 
     def turn_over(self, parser: LineParser) -> bool:
         return isinstance(parser, ClaudeCodeParser) and parser.result is not None

@@ -28,7 +28,10 @@ Facts measured on 0.169.0 against the fake API (transcripts in ``tests/fixtures/
   ``thread/tokenUsage/updated`` of the *earlier* turn: usage is taken per ``turnId``); an unknown id is the error
   ``-32600 no rollout found for thread id …``. ``turn/interrupt {threadId, turnId}`` answers ``{}`` and the turn
   completes with ``status: "interrupted"``. ``model/list`` lists the bundled catalog (``data``, ``nextCursor``;
-  no context window). ``account/rateLimits/read`` needs a ChatGPT login (-32600 otherwise) and is not used.
+  no context window). ``account/rateLimits/read`` needs a ChatGPT login (-32600 otherwise); it is read once per
+  server, and ``account/rateLimits/updated`` (sent after an API answer carrying ``x-codex-primary-*`` /
+  ``x-codex-secondary-*`` headers, even with an API key; ``usedPercent`` rounded to an integer) keeps the
+  provider's quotas current (:mod:`llm_runners.quotas`).
 - A ``turn/start`` on a thread whose turn is still running *adds input to that turn*: turns of one thread are
   serialised here. After ``thread/unsubscribe`` a ``turn/start`` is accepted but the connection hears none of the
   turn's notifications (nor after a later ``thread/resume``): the runner never unsubscribes, and a turn silent for
@@ -68,6 +71,7 @@ from ..errors import (
     UpstreamError,
     from_http_status,
 )
+from ..quotas import Quota, QuotaBook
 from ..types import Capabilities, Done, ModelInfo, ReasoningDelta, StreamEvent, TextDelta, Usage, UsageEvent
 from .base import EPHEMERAL_KEY, RunnerOptions, Turn, int_or_zero, json_object
 from .codex import BASE_ARGS, NO_TOOLS_ARGS, PROVIDER, CodexRunner, Transport, classify_error
@@ -301,13 +305,54 @@ def approval_answer(method: str, allow_tools: bool) -> dict[str, Any] | None:
     return None
 
 
+#: seconds ``account/rateLimits/read`` may take when a server starts
+RATE_LIMITS_WAIT = 5.0
+
+
+def rate_limit_quotas(limits: Mapping[str, Any], source: str = "codex:account/rateLimits") -> list[Quota]:
+    """A ``rateLimits`` snapshot (``account/rateLimits/updated`` / ``read``): its ``primary`` and ``secondary``
+    windows (``usedPercent`` 0-100, ``windowDurationMins``, ``resetsAt`` Unix seconds) as quotas, per
+    tests/fixtures/codex_app/rate-limits.json (0.169.0 against API answers carrying ``x-codex-*`` headers)."""
+    out: list[Quota] = []
+    number = (int, float)
+    for window in ("primary", "secondary"):
+        w = limits.get(window)
+        if not isinstance(w, dict):
+            continue
+        used, minutes, resets = w.get("usedPercent"), w.get("windowDurationMins"), w.get("resetsAt")
+        out.append(
+            Quota(
+                window=window,
+                percent_used=float(used) if isinstance(used, number) else None,
+                resets_at=float(resets) if isinstance(resets, number) else None,
+                window_minutes=int(minutes) if isinstance(minutes, number) else None,
+                status="rejected" if limits.get("rateLimitReachedType") else None,
+                source=source,
+            )
+        )
+    return out
+
+
+def note_rate_limits(book: QuotaBook, limits: Mapping[str, Any]) -> None:
+    for quota in rate_limit_quotas(limits):
+        book.note(quota)
+
+
 class AppServer:
     """One running ``codex app-server``: JSON-RPC requests, notifications routed to the thread that awaits them,
     server requests (approvals) answered. It dies with its process; the runner then starts another."""
 
-    def __init__(self, proc: process.Process, *, allow_tools: bool) -> None:
+    def __init__(
+        self,
+        proc: process.Process,
+        *,
+        allow_tools: bool,
+        on_rate_limits: Callable[[Mapping[str, Any]], None] | None = None,
+    ) -> None:
         self.proc = proc
         self.allow_tools = allow_tools
+        #: called with the ``rateLimits`` of each ``account/rateLimits/updated`` notification
+        self.on_rate_limits = on_rate_limits
         self.loaded: set[str] = set()  # threads started or resumed in this process
         self.locks: dict[str, asyncio.Lock] = {}
         self.error: LLMError | None = None  # why the server is gone
@@ -370,6 +415,11 @@ class AppServer:
                     continue
                 if "method" in message and "id" in message:
                     await self._answer(message)
+                elif message.get("method") == "account/rateLimits/updated":
+                    params = message.get("params")
+                    limits = params.get("rateLimits") if isinstance(params, dict) else None
+                    if isinstance(limits, dict) and self.on_rate_limits is not None:
+                        self.on_rate_limits(limits)
                 elif "method" in message:
                     params = message.get("params")
                     thread = params.get("threadId") if isinstance(params, dict) else None
@@ -525,7 +575,9 @@ class CodexAppRunner(CodexRunner):
                 exc.message += f". Reinstall it with `npm install -g {self.package}` or set the runner's binary path."
                 exc.args = (exc.message,)
                 raise
-            server = AppServer(proc, allow_tools=self.allow_tools)
+            # the callback holds the quota book, not the runner: the server must not keep its runner alive
+            notes = functools.partial(note_rate_limits, self.quota_book)
+            server = AppServer(proc, allow_tools=self.allow_tools, on_rate_limits=notes)
             try:
                 await server.request(
                     "initialize",
@@ -535,6 +587,7 @@ class CodexAppRunner(CodexRunner):
                     },
                 )
                 await server.notify("initialized")
+                await self._read_rate_limits(server)
             except BaseException:
                 await server.aclose()
                 raise
@@ -542,6 +595,20 @@ class CodexAppRunner(CodexRunner):
             # the runner owns the server: dropped without aclose(), it takes the server with it
             self._abandon = weakref.finalize(self, server.abandon)
             return server
+
+    # ------------------------------------------------------------------------------------------ quotas
+    async def _read_rate_limits(self, server: AppServer) -> None:
+        """``account/rateLimits/read`` once per server: the subscription's windows before the first turn. It
+        needs a ChatGPT login; with an API key it is an error (-32600), and the windows come with the API's
+        answers instead (``account/rateLimits/updated``)."""
+        try:
+            result = await server.request("account/rateLimits/read", None, limit=RATE_LIMITS_WAIT)
+        except LLMError as exc:
+            log.debug("codex app-server: account/rateLimits/read: %s", exc.message)
+            return
+        limits = result.get("rateLimits") if isinstance(result, dict) else None
+        if isinstance(limits, dict):
+            note_rate_limits(self.quota_book, limits)
 
     # ------------------------------------------------------------------------------------------ turns
     def _thread_params(self, turn: Turn) -> dict[str, Any]:

@@ -37,6 +37,9 @@ Metrics (prometheus-client, one registry per app):
 ``llm_runners_fallback_attempts_total{chain,entry,outcome}``   per fallback entry: ``answered``, or the error kind
                                                                that moved the chain on (:mod:`~llm_runners.wrappers.
                                                                fallback`)
+``llm_runners_quota_used_percent{provider,window}``            a subscription's rate-limit window, percent used,
+                                                               as the CLI last reported it (:mod:`~llm_runners.quotas`)
+``llm_runners_quota_resets_at_seconds{provider,window}``       Unix time that window resets
 =============================================================  ====================================================
 
 A request refused before routing (no key, a bad body) counts with ``provider="-"``. A provider's distinct model
@@ -372,20 +375,38 @@ class _Collector(Collector):
         rejections = CounterMetricFamily(
             "llm_runners_queue_rejections", "Requests refused by a full queue.", labels=["provider"]
         )
+        quota_used = GaugeMetricFamily(
+            "llm_runners_quota_used_percent",
+            "Percent of a subscription's rate-limit window used, as the CLI last reported it.",
+            labels=["provider", "window"],
+        )
+        quota_reset = GaugeMetricFamily(
+            "llm_runners_quota_resets_at_seconds",
+            "Unix time a subscription's rate-limit window resets.",
+            labels=["provider", "window"],
+        )
         for name, provider in o.router.providers.items():
             inflight.add_metric([name], o.inflight.get(name, 0))
             rejections.add_metric([name], o.rejections.get(name, 0))
             try:
                 counts = provider.processes()
+                quotas = provider.quotas()
             except Exception:  # a scrape never fails for one provider's bookkeeping
-                counts = {}
+                counts, quotas = {}, []
             for state, count in sorted(counts.items()):
                 processes.add_metric([name, state], count)
+            for q in quotas:
+                if q.percent_used is not None:
+                    quota_used.add_metric([name, q.window], q.percent_used)
+                if q.resets_at is not None:
+                    quota_reset.add_metric([name, q.window], q.resets_at)
         for name in o.router.chains:
             inflight.add_metric([name], o.inflight.get(name, 0))
         yield inflight
         yield processes
         yield rejections
+        yield quota_used
+        yield quota_reset
         stats = o.router.cache_stats
         if stats is not None:
             cache = CounterMetricFamily(

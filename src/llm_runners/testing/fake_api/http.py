@@ -119,8 +119,12 @@ class Responder:
     """Writes one response on a connection: either :meth:`send` (sized) or :meth:`start_stream` + :meth:`write` +
     :meth:`end` (chunked). A ``HEAD`` request gets the head only."""
 
-    def __init__(self, writer: asyncio.StreamWriter, request: HttpRequest) -> None:
+    def __init__(
+        self, writer: asyncio.StreamWriter, request: HttpRequest, extra_headers: dict[str, str] | None = None
+    ) -> None:
         self._writer = writer
+        #: added to every response's head (e.g. the rate-limit headers of a subscription)
+        self.extra_headers = extra_headers or {}
         self._head_only = request.method == "HEAD"
         self.keep_alive = request.keep_alive
         self.status = 0
@@ -132,7 +136,7 @@ class Responder:
         if self.on_status is not None:
             self.on_status(status)
         lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}"]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
+        lines += [f"{name}: {value}" for name, value in {**headers, **self.extra_headers}.items()]
         lines.append("connection: keep-alive" if self.keep_alive else "connection: close")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 

@@ -94,6 +94,8 @@ class FakeModelAPI:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        #: headers added to every response, e.g. ``anthropic-ratelimit-unified-*`` (a subscription's quota)
+        self.response_headers: dict[str, str] = {}
         #: called (in the server's thread) with each request once it is answered, e.g. to log it
         self.on_answered: Callable[[RecordedRequest], None] | None = None
 
@@ -277,7 +279,7 @@ class FakeModelAPI:
                     break
                 if request is None:
                     break
-                responder = Responder(writer, request)
+                responder = Responder(writer, request, dict(self.response_headers))
                 await self._handle(request, reader, responder)
                 if not responder.keep_alive:
                     break
