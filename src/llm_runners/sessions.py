@@ -90,10 +90,13 @@ class SessionStore:
     def __len__(self) -> int:
         return len(self._entries)
 
-    @staticmethod
-    def _key(provider: str, conversation: str | None, messages: Sequence[Message], scope: str) -> str:
+    def _key(self, provider: str, conversation: str | None, messages: Sequence[Message], scope: str) -> str:
+        """The entry's key; the scope counts only on a shared state (in one process a session the CLI cannot
+        find is replayed anyway, see the module docstring)."""
         key = history_key(provider, conversation, messages)
-        return f"{key}:{hashlib.sha256(scope.encode()).hexdigest()[:16]}" if scope else key
+        if self.shared is None or not scope:
+            return key
+        return f"{key}:{hashlib.sha256(scope.encode()).hexdigest()[:16]}"
 
     def claim(self, provider: str, conversation: str | None, messages: Sequence[Message], *, scope: str = "") -> Claim:
         """Find (and take) the session that continues ``messages`` in this process's memory. Without one,

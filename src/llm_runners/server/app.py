@@ -128,12 +128,15 @@ def create_app(
     timeout = settings.request_timeout or None
     bridge = _mcp_bridge(settings)
     tools = ServerTools(bridge, settings)
+    # in memory the LRU is the store and each runner keeps its own session map; with Redis every replica shares them
     responses = Responses(
         router,
         timeout,
         store or ResponseStore(shared=shared if shared.backend != "memory" else None),
         tools=tools,
     )
+    if shared.backend != "memory":
+        _share_sessions(router, SessionStore(shared=shared))
     chat = ChatCompletions(router, timeout, tools=tools)
     messages = AnthropicMessages(router, timeout, tools=tools)
     count = CountTokens()
