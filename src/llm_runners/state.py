@@ -423,9 +423,9 @@ class RedisState(State):
         *,
         prefix: str = PREFIX,
         retry_interval: float = 2.0,
-        connect_timeout: float = 2.0,
+        connect_timeout: float = 5.0,
         timeout: float = 5.0,
-        max_connections: int = 32,
+        max_connections: int = 16,
     ) -> None:
         from redis.asyncio import BlockingConnectionPool, Redis
         from redis.backoff import NoBackoff
@@ -438,10 +438,13 @@ class RedisState(State):
         # instead of opening 200 at once (which, on a loaded machine, times out and would look like an outage).
         # No retries inside the client (``_run`` retries a refused or closed connection once, at once: a pooled
         # connection that went stale when Redis restarted is replaced instead of counting as an outage).
+        # Generous timeouts: on a starved machine a connect can take seconds, and a timeout counts as an outage.
+        # driver_info=None: no CLIENT SETINFO round trips on each new connection.
         pool = BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
-            timeout=timeout,
+            timeout=2 * timeout,
+            driver_info=None,
             decode_responses=True,
             socket_connect_timeout=connect_timeout,
             socket_timeout=timeout,
