@@ -7,6 +7,7 @@ instance's. The same with the real ``claude`` behind a real ``llm-runners serve`
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from llm_runners import process
 from llm_runners.testing.procs import alive as _alive
+from llm_runners.testing.procs import running
 
 # a guarded parent: starts two children (each a shell with a sleeping grandchild), prints their pids and its temp
 # root, then waits to be killed
@@ -112,3 +114,111 @@ def test_unguard_kills_every_registered_group_and_removes_the_root(tmp_path: Pat
     assert _wait_gone([int(p) for p in pids]) == []
     assert not Path(root).exists()
     assert tempfile.gettempdir() != root
+
+
+# ------------------------------------------------------------------------------------------------ library use
+# A stand-in Claude Code: answers a partial delta, starts a grandchild in its group, then hangs ignoring SIGTERM.
+HANGING_CLAUDE = r"""#!{python} -IS
+import json, signal, subprocess, sys, time
+sys.stdin.buffer.readline()
+def event(obj):
+    sys.stdout.write(json.dumps(obj) + "\n"); sys.stdout.flush()
+event({{"type": "system", "subtype": "init", "session_id": "s", "model": "stand-in"}})
+event({{"type": "stream_event", "session_id": "s",
+       "event": {{"type": "content_block_delta", "delta": {{"type": "text_delta", "text": "partial\n"}}}}}})
+subprocess.Popen([sys.executable, "-IS", "-c", "import time; time.sleep(300)", sys.argv[0]])
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+time.sleep(300)
+"""
+
+# a program using a runner directly (no guard() call): prints its pid's first delta, then waits to be killed
+LIBRARY_PROGRAM = r"""
+import asyncio, sys
+from llm_runners.runners.claude_code import ClaudeCodeRunner
+from llm_runners.types import ChatRequest, Message, TextDelta
+
+async def main():
+    runner = ClaudeCodeRunner(binary=sys.argv[1], env={"ANTHROPIC_API_KEY": "k", "HOME": sys.argv[2]}, timeout=300,
+                              idle_timeout=None)
+    async for event in runner.stream(ChatRequest(messages=[Message(role="user", content="hi")])):
+        if isinstance(event, TextDelta):
+            print(event.text, end="", flush=True)
+
+asyncio.run(main())
+"""
+
+
+def _hanging_claude(tmp: Path) -> Path:
+    script = tmp / "hanging-claude"
+    script.write_text(HANGING_CLAUDE.format(python=sys.executable))
+    script.chmod(0o755)
+    return script
+
+
+def _killed_leaves_nothing(argv: list[str], tmp: Path, marker: Path) -> None:
+    """Run ``argv`` with TMPDIR=tmp until it printed the stand-in's partial answer, SIGKILL it: within 2 s no
+    process of the stand-in is left and the temp dirs of the run (working dir, run dir) are gone."""
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    env.pop("LLM_RUNNERS_CONFIG", None)
+    program = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        assert program.stdout is not None
+        line = program.stdout.readline()
+        assert line == b"partial\n", (line, program.stderr.read() if program.poll() is not None else b"")
+        deadline = time.monotonic() + 10
+        while len(pids := [p for p in running(marker) if p != program.pid]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)  # the stand-in and its grandchild (the program names the stand-in in its argv)
+        assert len(pids) == 2
+        assert [p.name for p in tmp.iterdir()], "the run made no temp dir, so the check below could not fail"
+    finally:
+        program.kill()
+        program.wait(10)
+    assert _wait_gone(pids, 2.0) == [], "the CLI outlived its SIGKILLed program by 2 s"
+    deadline = time.monotonic() + 2
+    while list(tmp.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert list(tmp.iterdir()) == []
+
+
+def test_sigkill_of_a_program_using_a_runner_leaves_no_cli_and_no_temp_dir(tmp_path: Path) -> None:
+    tmp, home = tmp_path / "tmp", tmp_path / "home"
+    tmp.mkdir()
+    home.mkdir()
+    script = _hanging_claude(tmp_path)
+    _killed_leaves_nothing([sys.executable, "-c", LIBRARY_PROGRAM, str(script), str(home)], tmp, script)
+
+
+def test_sigkill_of_llm_runners_chat_leaves_no_cli_and_no_temp_dir(tmp_path: Path) -> None:
+    tmp, home = tmp_path / "tmp", tmp_path / "home"
+    tmp.mkdir()
+    home.mkdir()
+    script = _hanging_claude(tmp_path)
+    config = tmp_path / "llm-runners.toml"
+    config.write_text(
+        f'[providers.claude_code.options]\nbinary = "{script}"\nidle_timeout = 300.0\n'
+        f'env = {{ ANTHROPIC_API_KEY = "k", HOME = "{home}" }}\n'
+    )
+    cli = str(Path(sys.executable).with_name("llm-runners"))
+    _killed_leaves_nothing([cli, "--config", str(config), "chat", "-p", "claude_code", "hi"], tmp, script)
+
+
+def test_a_library_process_killed_at_exit_and_its_watchdog_not_counted_as_a_child(tmp_path: Path) -> None:
+    """A program that exits without closing its runner's process: the atexit guard kills the group (no wait for
+    the CLI); the watchdog is the only extra child of a guarded process, and descendants() leaves it out."""
+    script = _hanging_claude(tmp_path)
+    program = PARENT.replace("root = process.guard()", "root = 'library'").replace(
+        "await asyncio.sleep(300)", "from llm_runners.testing import procs; print(procs.descendants(), flush=True)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr
+    first, listed = done.stdout.splitlines()
+    _, *pids = first.split()
+    assert sorted(int(p) for p in pids) == sorted(json.loads(listed))  # the two children and their grandchildren
+    assert _wait_gone([int(p) for p in pids], 2.0) == []
+    assert not running(script)

@@ -42,13 +42,24 @@ covered the same way. While guarded, ``tempfile`` creates every temp dir under t
 carries ``LLM_RUNNERS_OWNER=<pid>:<start time>``. If the watchdog was killed too (a ``kill -9`` of the whole group,
 the OOM killer), :func:`reap_dead_instances` at the next start-up kills the processes so marked and removes the roots
 whose owner is dead — a pid *and* start time no live process has, so a live instance and every other program's
-processes and directories are left alone. Not covered: a CLI that starts its own session (``setsid``) and scrubs its
-environment; temp files a CLI writes itself outside our temp root (its TMPDIR is the caller's).
+processes and directories are left alone.
+
+Library use (a program using a runner, ``llm-runners chat``) gets the same guarantee without calling anything: the
+first :func:`start` of a process that is not guarded starts its watchdog (:func:`_library_guard`). It has no temp
+root and leaves ``tempfile`` alone (the program's own temp files are none of ours); each process's working
+directory and cleanup paths, and each runner-owned directory (:func:`guard_path`), are registered with the
+watchdog instead and unregistered once removed. ``atexit`` kills what is still registered at a normal exit; a child
+made by ``os.fork`` drops the inherited guard and starts its own on its first spawn.
+
+Not covered: a CLI that starts its own session (``setsid``) and scrubs its environment; temp files a CLI writes
+itself outside our temp root (its TMPDIR is the caller's); for library use, a ``kill -9`` of the watchdog too (no
+reaper runs at a library's start-up; the next ``llm-runners serve`` kills the processes marked with a dead owner).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import re
@@ -96,10 +107,12 @@ __all__ = [
     "classify_text",
     "find_binary",
     "guard",
+    "guard_path",
     "parse_retry_after",
     "reap_dead_instances",
     "start",
     "unguard",
+    "watchdog_pid",
 ]
 
 
@@ -509,6 +522,8 @@ class Process:
         loop is gone (a runner used from a second ``asyncio.run``), which can no longer be awaited."""
         if self.pid > 0 and not self._finished:
             _signal_group(self.pid, signal.SIGKILL)
+            if _GUARD is not None and _GUARD.pid == os.getpid():
+                _GUARD.discard(self.pid)
         _remove_paths(self._cleanup)
 
     def reset_output_count(self) -> None:
@@ -551,6 +566,8 @@ class Process:
         # last resort for a Process dropped without kill(): never leave the group running
         if not getattr(self, "_finished", True) and self.pid and self.returncode is None:
             _signal_group(self.pid, signal.SIGKILL)
+            if _GUARD is not None and _GUARD.pid == os.getpid():
+                _GUARD.discard(self.pid)
 
     # ------------------------------------------------------------------------------------- transport events
     def _on_stdout(self, data: bytes) -> None:
@@ -752,8 +769,9 @@ class Process:
         if self._finished:
             return
         self._finished = True
-        if _GUARD is not None:
-            _GUARD.discard(self.pid)
+        g = _GUARD if _GUARD is not None and _GUARD.pid == os.getpid() else None
+        if g is not None:
+            g.discard(self.pid)
         for handle in (self._deadline, self._sweep, self._verdict):
             if handle is not None:
                 handle.cancel()
@@ -767,6 +785,9 @@ class Process:
         self._stdout_eof = True
         self._stdin_lost = True
         _remove_paths(self._cleanup)
+        if g is not None:
+            for path in self._cleanup:
+                g.discard_path(path)
         self._wake()
 
 
@@ -776,13 +797,14 @@ OWNER_ENV = "LLM_RUNNERS_OWNER"
 #: prefix of an instance's temp root in the system temp dir: ``llm-runners-serve-<pid>-<start time>``
 INSTANCE_PREFIX = "llm-runners-serve-"
 
-# The watchdog: started once per guarded server, reads "+pgid" / "-pgid" / "r<dir>" lines from a pipe whose only
-# writer is the server. EOF (the server is gone, however it died) = SIGKILL every registered group, remove the dirs.
+# The watchdog: started once per guarded process, reads "+pgid" / "-pgid" / "r<dir>" / "u<dir>" lines from a pipe
+# whose only writer is that process. EOF (it is gone, however it died) = SIGKILL every registered group, remove the
+# registered dirs.
 _WATCHDOG = r"""
 import os, shutil, signal, sys
 for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
     signal.signal(s, signal.SIG_IGN)
-groups, dirs, buf = set(), [], b""
+groups, dirs, buf = set(), set(), b""
 while True:
     try:
         data = os.read(0, 65536)
@@ -799,7 +821,9 @@ while True:
         elif kind == b"-":
             groups.discard(int(arg))
         elif kind == b"r":
-            dirs.append(arg)
+            dirs.add(arg)
+        elif kind == b"u":
+            dirs.discard(arg)
 for g in groups:
     try:
         os.killpg(g, signal.SIGKILL)
@@ -822,22 +846,37 @@ def _start_time(pid: int) -> str | None:
 
 
 class _Guard:
-    """The orphan guarantee of a server (see :func:`guard`)."""
+    """The orphan guarantee of one process (see :func:`guard`): its watchdog, the groups and paths registered with it
+    and, for a server, the instance's temp root (``None`` for the automatic guard of library use)."""
 
     def __init__(self) -> None:
         me = os.getpid()
+        self.pid = me
         self.owner = f"{me}:{_start_time(me)}"
-        self.root = Path(tempfile.gettempdir()) / f"{INSTANCE_PREFIX}{me}-{_start_time(me)}"
-        self.root.mkdir(mode=0o700, exist_ok=True)
-        (self.root / "owner").write_text(self.owner + "\n")
+        self.root: Path | None = None
         read, self._fd = os.pipe()
         os.set_inheritable(self._fd, False)
-        self.watchdog = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _WATCHDOG], stdin=read, close_fds=True, start_new_session=False
-        )
-        os.close(read)
+        try:
+            self.watchdog = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _WATCHDOG], stdin=read, close_fds=True, start_new_session=False
+            )
+        except BaseException:
+            os.close(self._fd)
+            raise
+        finally:
+            os.close(read)
         self.groups: set[int] = set()
-        self._send(f"r{self.root}")
+
+    def make_root(self) -> Path:
+        """The instance's temp root (a server's): ``$TMPDIR/llm-runners-serve-<pid>-<start time>``, its ``owner``
+        file naming the instance for the start-up reaper."""
+        if self.root is None:
+            root = Path(tempfile.gettempdir()) / f"{INSTANCE_PREFIX}{self.owner.replace(':', '-')}"
+            root.mkdir(mode=0o700, exist_ok=True)
+            (root / "owner").write_text(self.owner + "\n")
+            self._send(f"r{root}")
+            self.root = root
+        return self.root
 
     def _send(self, line: str) -> None:
         with contextlib.suppress(OSError):
@@ -852,16 +891,35 @@ class _Guard:
             self.groups.discard(pgid)
             self._send(f"-{pgid}")
 
+    def covers(self, path: Path) -> bool:
+        """Is ``path`` under the instance's temp root (removed with it, so not registered on its own)?"""
+        return self.root is not None and path.is_relative_to(self.root)
+
+    def add_path(self, path: Path) -> None:
+        if "\n" not in str(path) and not self.covers(path):
+            self._send(f"r{path}")
+
+    def discard_path(self, path: Path) -> None:
+        if "\n" not in str(path) and not self.covers(path):
+            self._send(f"u{path}")
+
+    def forget(self) -> None:
+        """In a forked child: drop the parent's pipe without killing anything (the groups are the parent's)."""
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+        self.groups.clear()
+
     def close(self) -> None:
         """Kill every registered group, remove the instance's temp root, stop the watchdog (the server's exit)."""
         for pgid in list(self.groups):
             _signal_group(pgid, signal.SIGKILL)
         self.groups.clear()
         with contextlib.suppress(OSError):
-            os.close(self._fd)  # EOF: the watchdog sweeps (nothing left) and exits
+            os.close(self._fd)  # EOF: the watchdog sweeps (the registered paths) and exits
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.watchdog.wait(5)
-        shutil.rmtree(self.root, ignore_errors=True)
+        if self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 _GUARD: _Guard | None = None
@@ -870,21 +928,65 @@ _GUARD: _Guard | None = None
 def guard() -> Path:
     """Tie every child started from now on to this process's life (``llm-runners serve`` calls it at start-up).
 
-    Returns the instance's temp root: ``tempfile`` puts every temp dir there from now on. Idempotent."""
+    Returns the instance's temp root: ``tempfile`` puts every temp dir there from now on. Idempotent. (Library use
+    needs no call: :func:`start` guards the process by itself, see :func:`_library_guard`.)"""
+    root = _library_guard().make_root()
+    tempfile.tempdir = str(root)
+    return root
+
+
+def _library_guard() -> _Guard:
+    """The guard of a process that never called :func:`guard` (a program using a runner, ``llm-runners chat``):
+    started by the first :func:`start`, so its children die with it even when it is SIGKILLed. It has no temp root
+    and leaves ``tempfile`` alone (the program's own temp files are not ours); instead each process's cleanup
+    paths (its working directory, the run's temp files) and each runner-owned directory (:func:`guard_path`) are
+    registered with the watchdog, and unregistered when removed. At a normal exit (``atexit``) the groups still
+    registered are killed. A child forked with ``os.fork`` (multiprocessing) gets a guard of its own on its first
+    :func:`start`."""
     global _GUARD
-    if _GUARD is None:
+    if _GUARD is None or _GUARD.pid != os.getpid():
+        _drop_guard()
         _GUARD = _Guard()
-        tempfile.tempdir = str(_GUARD.root)
-    return _GUARD.root
+    return _GUARD
+
+
+def _drop_guard() -> None:
+    """Forget a guard inherited through ``os.fork`` (it is the parent's; its pipe is closed here, nothing killed)."""
+    global _GUARD
+    if _GUARD is not None and _GUARD.pid != os.getpid():
+        _GUARD.forget()
+        _GUARD = None
+
+
+def guard_path(path: str | Path) -> None:
+    """Remove ``path`` (a directory) if this process dies without removing it: for directories that live longer
+    than one process (a runner's working directory, a CLI home it owns). Nothing to do under a server's guard,
+    whose temp root holds them."""
+    g = _GUARD if _GUARD is not None and _GUARD.pid == os.getpid() else _library_guard()
+    g.add_path(Path(path))
+
+
+def watchdog_pid() -> int | None:
+    """The pid of this process's watchdog (None before the first child): tests that count their descendants
+    leave it out."""
+    return _GUARD.watchdog.pid if _GUARD is not None and _GUARD.pid == os.getpid() else None
 
 
 def unguard() -> None:
-    """The server's last act: kill every child group still registered, remove the temp root, stop the watchdog."""
+    """The guarded process's last act: kill every child group still registered, remove the temp root, stop the
+    watchdog."""
     global _GUARD
     g, _GUARD = _GUARD, None
-    if g is not None:
-        tempfile.tempdir = None
+    if g is not None and g.pid == os.getpid():
+        if g.root is not None:
+            tempfile.tempdir = None
         g.close()
+    elif g is not None:
+        g.forget()
+
+
+atexit.register(unguard)
+os.register_at_fork(after_in_child=_drop_guard)
 
 
 def reap_dead_instances(tmp: str | Path | None = None) -> list[str]:
@@ -942,8 +1044,10 @@ def _group_alive(pgid: int) -> bool:
     """Does the process group still have a running (non-zombie) member?
 
     ``killpg(pgid, 0)`` answers for the common case. It also succeeds for a group of zombies only: orphans whose
-    new parent does not reap them (a container whose PID 1 is not an init). Only then is /proc scanned, so dead
-    leftovers do not cost the whole kill grace on every run."""
+    new parent does not reap them (a container whose PID 1 is not an init). So a success is confirmed by the
+    group's leader (one read of its /proc stat: running, and still in the group), and only when the leader is gone
+    is /proc scanned, so dead leftovers do not cost the whole kill grace on every run. (A scan on every check made
+    the kill loop of a CLI that ignores SIGTERM cost ~20 ms of the event loop per poll on a loaded machine.)"""
     if pgid <= 0:  # never ask about (or signal) our own group
         return False
     try:
@@ -952,6 +1056,15 @@ def _group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
+    try:
+        with open(f"/proc/{pgid}/stat", "rb") as f:
+            leader = f.read()
+    except OSError:
+        pass  # the leader is gone: another member keeps the group
+    else:
+        fields = leader[leader.rfind(b")") + 2 :].split(b" ", 3)
+        if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] != b"Z":
+            return True
     try:
         entries = os.listdir("/proc")
     except OSError:
@@ -1013,8 +1126,8 @@ async def start(spec: ProcessSpec) -> Process:
             cwd = tempfile.mkdtemp(prefix="llm-runners-")
             cleanup.append(Path(cwd))
         env = build_env(spec.env, spec.pass_env)
-        if _GUARD is not None:
-            env[OWNER_ENV] = _GUARD.owner
+        g = _GUARD if _GUARD is not None and _GUARD.pid == os.getpid() else _library_guard()
+        env[OWNER_ENV] = g.owner
         name = spec.provider or os.path.basename(argv[0])
         proc = Process(spec, name=name, cleanup=cleanup)
         loop = proc._loop
@@ -1050,8 +1163,9 @@ async def start(spec: ProcessSpec) -> Process:
         raise
     transport = proc._transport
     assert transport is not None
-    if _GUARD is not None:
-        _GUARD.add(proc.pid)
+    g.add(proc.pid)
+    for path in cleanup:
+        g.add_path(path)
     if fifo_fd is not None:
         proc._stdin_closed = True
         fifo, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(fifo_fd, "wb", buffering=0))

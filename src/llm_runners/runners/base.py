@@ -470,6 +470,7 @@ class CLIRunner(Provider):
         """A directory this runner owns: removed by :meth:`aclose`, or when the runner is garbage-collected or the
         interpreter exits, whichever comes first, so a runner nobody closed leaves nothing behind in the temp dir."""
         path = Path(tempfile.mkdtemp(prefix=f"llm-runners-{self.name}-{label}"))
+        process.guard_path(path)  # removed by the watchdog too, should the program be SIGKILLed
         self._owned.append(weakref.finalize(self, shutil.rmtree, str(path), True))
         return path
 

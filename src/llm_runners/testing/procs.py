@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+from .. import process
+
 
 def _stat_fields(pid: int | str) -> list[bytes] | None:
     """The fields of /proc/PID/stat after the command name (which may hold spaces and parentheses)."""
@@ -53,8 +55,12 @@ def running(marker: object) -> list[int]:
 
 
 def descendants(root: int | None = None) -> list[int]:
-    """Live descendant pids of ``root`` (default: this process)."""
-    root = os.getpid() if root is None else root
+    """Live descendant pids of ``root`` (default: this process, whose orphan watchdog is left out: it is started by
+    the first child and lives as long as the process, see :func:`llm_runners.process.watchdog_pid`)."""
+    if root is None:
+        root = os.getpid()
+        watchdog = process.watchdog_pid()
+        return [pid for pid in descendants(root) if pid != watchdog]
     parents = {int(e): p for e in os.listdir("/proc") if e.isdigit() and (p := parent(e)) is not None}
     found: list[int] = []
     frontier = {root}
