@@ -28,6 +28,7 @@ path's; on shared routes such as ``/v1/models``, Anthropic's for a caller sendin
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -46,7 +47,7 @@ from starlette.routing import Route
 
 from .. import process, redact
 from ..config import Settings
-from ..errors import InvalidRequest, LLMError, ModelNotFound
+from ..errors import InvalidRequest, LLMError, ModelNotFound, Overloaded
 from ..provider import Provider
 from ..router import SERVE_WARM, Router
 from ..sessions import SessionStore
@@ -62,6 +63,7 @@ from .observe import Observer, note_error
 from .openai_chat import ChatCompletions
 from .openai_responses import Responses, ResponseStore
 from .request_id import RequestId
+from .sse import RunningCalls
 
 __all__ = ["create_app", "serve"]
 
@@ -198,6 +200,7 @@ def create_app(
     )
     app.state.router = router
     app.state.settings = settings
+    app.state.calls = RunningCalls()
     app.state.responses = responses.store
     app.state.observer = observer
     app.state.shared = shared
@@ -293,7 +296,7 @@ def serve(
         app = create_app(router, settings)
         # log_config=None: uvicorn's records go to our handler (logs.configure); access_log=False: our one line per
         # request (llm_runners.access) says more than uvicorn's access line
-        server = _uvicorn_server()(
+        server = _uvicorn_server(app.state.calls, settings.shutdown_grace)(
             uvicorn.Config(
                 app,
                 host=settings.host,
@@ -301,7 +304,8 @@ def serve(
                 log_config=None,
                 log_level=log_level,
                 access_log=False,
-                timeout_graceful_shutdown=max(0, round(settings.shutdown_grace)),
+                # uvicorn's own cancellation (which cuts streams) only for calls that did not end when told to
+                timeout_graceful_shutdown=max(0, round(settings.shutdown_grace + END_WAIT)),
             )
         )
         with _stop_on_signals():
@@ -312,12 +316,37 @@ def serve(
     return 0
 
 
-def _uvicorn_server() -> type[Any]:
+#: seconds the calls still running when ``shutdown_grace`` is over get to send their error event and end
+END_WAIT = 5.0
+
+
+def shutting_down() -> Overloaded:
+    """The error the calls still running at the end of the shutdown grace are ended with (503, transient: a client
+    retries it, on another replica or once the server is back)."""
+    return Overloaded("the server is shutting down; retry the request", code="server_shutting_down", retry_after=1)
+
+
+def _uvicorn_server(calls: RunningCalls, grace: float) -> type[Any]:
     import uvicorn
 
     class Server(uvicorn.Server):
-        """uvicorn's server, where a second SIGTERM / SIGINT during the graceful shutdown exits at once (uvicorn's
-        own forces only on a second SIGINT), after killing every child group and removing the temp root."""
+        """uvicorn's server, where the calls still running ``grace`` seconds into the graceful shutdown are ended
+        cleanly (:meth:`RunningCalls.end_all`: an error event and the end of the stream, or an error response), and
+        a second SIGTERM / SIGINT exits at once (uvicorn's own forces only on a second SIGINT), after killing every
+        child group and removing the temp root."""
+
+        async def shutdown(self, sockets: Any = None) -> None:
+            log = logging.getLogger("llm_runners.server")
+
+            def end_running() -> None:
+                if ended := calls.end_all(shutting_down()):
+                    log.warning("shutdown grace of %g s is over: ending %d running request(s)", grace, ended)
+
+            timer = asyncio.get_running_loop().call_later(max(0.0, grace), end_running)
+            try:
+                await super().shutdown(sockets)
+            finally:
+                timer.cancel()
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             if self.should_exit:

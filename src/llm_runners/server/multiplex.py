@@ -43,6 +43,7 @@ error envelope. So a client reads a slot with the same code (or SDK model class)
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -167,10 +168,14 @@ class MultiplexCall(Watched):
         return slots
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with self._registered(scope):
+            await self._call(scope, receive, send)
+
+    async def _call(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.monotonic()
         results: list[MultiplexResult] = []
         slots: list[_Slot] = []
-        with anyio.CancelScope() as cancel:
+        with self._ends(anyio.CancelScope()) as cancel:
             watcher = self._start_watcher(receive, cancel, None, b"", None)
             try:
                 slots = await self._slots()
@@ -178,7 +183,13 @@ class MultiplexCall(Watched):
                 results = await fan_out_calls(calls, self.timeout)
             finally:
                 watcher.cancel()
-        if self.disconnected or cancel.cancelled_caught:
+        if self.disconnected:
+            return
+        if self.ended_with is not None and cancel.cancelled_caught:  # the server is stopping: one error answer
+            with contextlib.suppress(OSError):
+                await send_json(send, self.ended_with.status, error_body(self.ended_with, self.flavor), {})
+            return
+        if cancel.cancelled_caught:
             return
         elapsed = (time.monotonic() - started) * 1000
         parts = [self._entry(i, slot, result) for i, (slot, result) in enumerate(zip(slots, results, strict=True))]

@@ -17,15 +17,22 @@ generator, for three reasons:
 
 While streaming, a heartbeat (an SSE comment, or Anthropic's ``ping`` event) goes out after ``heartbeat`` seconds
 of silence, so proxies and clients with idle timeouts keep the connection open while a CLI thinks.
+
+**Shutdown.** Every call registers in its app's :class:`RunningCalls` (``app.state.calls``) while it runs. A server
+that stops (``llm-runners serve`` after ``shutdown_grace``) calls :meth:`RunningCalls.end_all`: each call is ended
+the way its deadline ends it — a stream that started gets the front door's error event and then the end of its
+body, a call that has not answered yet gets the error response — instead of being cancelled half-way, which would
+cut the stream with no error event and no end. The provider's stream is then closed, which kills its CLI process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import types
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from typing import Any, Protocol, cast
 
 import anyio
@@ -41,6 +48,7 @@ from .observe import note_error, note_usage
 __all__ = [
     "WARNINGS_HEADER",
     "CompletionCall",
+    "RunningCalls",
     "StreamRenderer",
     "StreamingCall",
     "Watched",
@@ -128,14 +136,72 @@ def _encoded(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
     return [(k.encode("latin-1"), v.encode("latin-1", "replace")) for k, v in headers.items()]
 
 
+class RunningCalls:
+    """The calls an app is running right now (``app.state.calls``), so a server shutting down can end them cleanly
+    (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._calls: set[Watched] = set()
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    @contextlib.contextmanager
+    def running(self, call: Watched) -> Iterator[None]:
+        self._calls.add(call)
+        try:
+            yield
+        finally:
+            self._calls.discard(call)
+
+    def end_all(self, error: LLMError) -> int:
+        """End every running call with ``error``; returns how many were running."""
+        calls = list(self._calls)
+        for call in calls:
+            call.end(error)
+        return len(calls)
+
+
+def _running_calls(scope: Scope) -> RunningCalls | None:
+    calls = getattr(getattr(scope.get("app"), "state", None), "calls", None)
+    return calls if isinstance(calls, RunningCalls) else None
+
+
 class Watched:
-    """Shared plumbing of the ASGI apps that own a provider call: the disconnect watcher and the safe ``send``."""
+    """Shared plumbing of the ASGI apps that own a provider call: the disconnect watcher, the safe ``send``, and
+    the ending from outside (:meth:`end`)."""
 
     def __init__(self) -> None:
         self.disconnected = False
         self.started = False
         self.finished = False
         self.last_send = 0.0
+        #: the error the call was ended with from outside (:meth:`end`), if it was
+        self.ended_with: LLMError | None = None
+        self._end_scope: anyio.CancelScope | None = None
+
+    def end(self, error: LLMError) -> None:
+        """End the call as its deadline would, with ``error`` (a server shutting down)."""
+        if self.ended_with is None and not self.finished:
+            self.ended_with = error
+            if self._end_scope is not None:
+                self._end_scope.cancel()
+
+    def _ends(self, scope: anyio.CancelScope) -> anyio.CancelScope:
+        """``scope`` (the call's deadline) is the one :meth:`end` cancels."""
+        self._end_scope = scope
+        if self.ended_with is not None:
+            scope.cancel()
+        return scope
+
+    @contextlib.contextmanager
+    def _registered(self, scope: Scope) -> Iterator[None]:
+        calls = _running_calls(scope)
+        if calls is None:
+            yield
+        else:
+            with calls.running(self):
+                yield
 
     def _start_watcher(
         self, receive: Receive, scope: anyio.CancelScope, send: Send | None, beat: bytes, interval: float | None
@@ -208,7 +274,10 @@ class StreamingCall(_Call):
         await super()._send_body(send, data, more)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        with collect_headers() as self.noted:  # what the wrappers report (fallback entry, cache), sent with the head
+        with (
+            self._registered(scope),
+            collect_headers() as self.noted,
+        ):  # what the wrappers report (fallback entry, cache), sent with the head
             await self._serve(scope, receive, send)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -236,7 +305,7 @@ class StreamingCall(_Call):
         renderer = self.renderer
         error: LLMError | None = None
         pending = b""  # rendered, not yet written: everything the provider had ready at once goes in one write
-        with anyio.move_on_after(self.timeout if self.timeout else float("inf")) as deadline:
+        with self._ends(anyio.move_on_after(self.timeout if self.timeout else float("inf"))) as deadline:
             try:
                 first = await events.__anext__()
             except StopAsyncIteration:
@@ -277,7 +346,9 @@ class StreamingCall(_Call):
             except Exception as exc:
                 error = to_llm_error(exc)
         if deadline.cancelled_caught:
-            error = ProviderTimeout(f"no complete answer within {self.timeout:g} s", provider=self.provider.name)
+            error = self.ended_with or ProviderTimeout(
+                f"no complete answer within {self.timeout:g} s", provider=self.provider.name
+            )
             if not self.started:
                 self.error = error
                 await _send_error(send, error, self.flavor, self.noted)
@@ -361,7 +432,10 @@ class CompletionCall(_Call):
         self.settle = settle
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        with collect_headers() as self.noted:  # what the wrappers report (fallback entry, cache)
+        with (
+            self._registered(scope),
+            collect_headers() as self.noted,
+        ):  # what the wrappers report (fallback entry, cache)
             await self._serve(scope, receive, send)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -370,13 +444,15 @@ class CompletionCall(_Call):
         with anyio.CancelScope() as cancel:
             watcher = self._start_watcher(receive, cancel, None, b"", None)
             try:
-                with anyio.move_on_after(self.timeout if self.timeout else float("inf")) as deadline:
+                with self._ends(anyio.move_on_after(self.timeout if self.timeout else float("inf"))) as deadline:
                     try:
                         result = await self.provider.complete(self.request)
                     except Exception as exc:
                         error = to_llm_error(exc)
                 if deadline.cancelled_caught:
-                    error = ProviderTimeout(f"no answer within {self.timeout:g} s", provider=self.provider.name)
+                    error = self.ended_with or ProviderTimeout(
+                        f"no answer within {self.timeout:g} s", provider=self.provider.name
+                    )
             finally:
                 watcher.cancel()
         if result is not None:
