@@ -784,6 +784,13 @@ class Process:
             self._fifo = None
         self._stdout_eof = True
         self._stdin_lost = True
+        # an unterminated line is never delivered now, and queued lines are not once the run failed or its reader
+        # left: drop them at once (the Process sits in reference cycles, so it may wait for the cyclic GC, and a
+        # flooded line is up to max_line_bytes)
+        self._framer = LineFramer(self.spec.max_line_bytes)
+        if self._error is not None or self._lines.closed:
+            self._queue.clear()
+            self._queued = 0
         _remove_paths(self._cleanup)
         if g is not None:
             for path in self._cleanup:
