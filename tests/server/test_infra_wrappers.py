@@ -117,6 +117,32 @@ async def test_full_queue_is_rate_limited_at_once_and_slots_free_up() -> None:
     assert inner.closed == 3
 
 
+async def test_a_burst_gets_every_slot_and_every_queue_place() -> None:
+    """Callers arriving in the same instant: the first ``max_concurrency`` take the slots without being counted as
+    waiting, the next ``max_queue`` wait, only the rest are refused (a free slot's ``acquire()`` still yields, and
+    counting those callers as waiting once cost the last queue places)."""
+    inner = Gated()
+    limited = ConcurrencyLimit(inner, max_concurrency=4, max_queue=16)
+    outcomes: list[str] = []
+
+    async def caller() -> None:
+        try:
+            events = [e async for e in limited.stream(REQ)]
+        except RateLimited:
+            outcomes.append("refused")
+        else:
+            outcomes.append("served" if events[-1] == Done(model="g1") else "bad")
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(40):
+            tg.start_soon(caller)
+        await anyio.wait_all_tasks_blocked()
+        assert limited.in_flight == 4 and limited.waiting == 16
+        assert outcomes.count("refused") == 20
+        inner.gate.set()
+    assert outcomes.count("served") == 20 and len(outcomes) == 40
+
+
 async def test_slot_released_on_error() -> None:
     inner = Gated()
     inner.fail = True

@@ -77,19 +77,24 @@ class ConcurrencyLimit(Provider):
     # -- the slot -------------------------------------------------------------------------------------------------
     @asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
-        if self._semaphore.value == 0 and self._waiting >= self.max_queue:
-            raise RateLimited(
-                f"provider {self.name or type(self.inner).__name__!r} is busy: {self.max_concurrency} requests "
-                f"running and {self._waiting} waiting; retry later",
-                provider=self.name or None,
-                retry_after=self.retry_after(),
-                code="queue_full",
-            )
-        self._waiting += 1
+        # a free slot is taken without a wait, so a caller that got one is never counted as waiting (``acquire()``
+        # yields even on its fast path: in a burst, the first callers then took queue places from the last ones)
         try:
-            await self._semaphore.acquire()
-        finally:
-            self._waiting -= 1
+            self._semaphore.acquire_nowait()
+        except anyio.WouldBlock:
+            if self._waiting >= self.max_queue:
+                raise RateLimited(
+                    f"provider {self.name or type(self.inner).__name__!r} is busy: {self.max_concurrency} requests "
+                    f"running and {self._waiting} waiting; retry later",
+                    provider=self.name or None,
+                    retry_after=self.retry_after(),
+                    code="queue_full",
+                ) from None
+            self._waiting += 1
+            try:
+                await self._semaphore.acquire()
+            finally:
+                self._waiting -= 1
         started = time.monotonic()
         try:
             yield
