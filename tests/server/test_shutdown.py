@@ -1,5 +1,5 @@
-"""Graceful shutdown of a real ``llm-runners serve`` (a subprocess) with real dialect runners pointed at a stand-in
-Claude Code, so requests are in flight with a CLI process each when SIGTERM comes.
+"""Graceful shutdown of a real ``llm-runners serve`` (a subprocess) with the real Claude Code runner pointed at a
+stand-in (tests/server/standin_serve.py), so requests are in flight with a CLI process each when SIGTERM comes.
 
 - requests that finish within ``shutdown_grace`` finish normally;
 - the rest are ended when the grace is over: a stream that started gets its front door's error event
@@ -14,70 +14,27 @@ from __future__ import annotations
 import json
 import signal
 import socket
-import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import openai
 import pytest
-from test_serve_command import _Server
+from standin_serve import StandInServer, stand_in_server
 
 from llm_runners import process
 from llm_runners.testing.procs import running
-
-# A stand-in Claude Code: "slow" answers in 4 deltas 0.4 s apart; "hang" sends a partial delta, then nothing,
-# ignoring SIGTERM (only the group's SIGKILL ends it).
-CLAUDE = r"""#!{python} -IS
-import json, signal, sys, time
-line = json.loads(sys.stdin.buffer.readline())
-content = line["message"]["content"]
-text = content if isinstance(content, str) else "".join(b.get("text", "") for b in content)
-sid = sys.argv[sys.argv.index("--session-id") + 1] if "--session-id" in sys.argv else "s"
-def event(obj):
-    sys.stdout.write(json.dumps(obj) + "\n"); sys.stdout.flush()
-def delta(t):
-    event({{"type": "stream_event", "session_id": sid,
-           "event": {{"type": "content_block_delta", "delta": {{"type": "text_delta", "text": t}}}}}})
-event({{"type": "system", "subtype": "init", "session_id": sid, "model": "stand-in"}})
-if "hang" in text:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    delta("partial")
-    time.sleep(300)
-for part in ("one ", "two ", "three ", "four"):
-    delta(part)
-    time.sleep(0.4)
-event({{"type": "result", "subtype": "success", "is_error": False, "result": "one two three four",
-       "session_id": sid, "usage": {{"input_tokens": 1, "output_tokens": 4}}}})
-"""
 
 GRACE = 2.0
 
 
 @pytest.fixture
-def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    script = tmp_path / "claude-stand-in"
-    script.write_text(CLAUDE.format(python=sys.executable))
-    script.chmod(0o755)
-    home, tmp = tmp_path / "home", tmp_path / "tmp"
-    home.mkdir()
-    tmp.mkdir()
-    config = tmp_path / "llm-runners.toml"
-    config.write_text(
-        f'default_provider = "claude_code"\nshutdown_grace = {GRACE}\n\n'
-        "[providers.claude_code]\nmax_concurrency = 8\n\n"
-        f'[providers.claude_code.options]\nbinary = "{script}"\nwarm = 0\nidle_timeout = 300.0\n'
-        f'env = {{ ANTHROPIC_API_KEY = "k", HOME = "{home}" }}\n'
-    )
-    monkeypatch.setenv("TMPDIR", str(tmp))  # the server's temp root goes there (the _Server env copies ours)
-    s = _Server(config)
-    s.script, s.tmp = script, tmp  # type: ignore[attr-defined]
-    yield s
-    if s.proc.poll() is None:
-        s.proc.kill()
-        s.proc.wait(10)
+def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[StandInServer]:
+    with stand_in_server(tmp_path, monkeypatch, f"shutdown_grace = {GRACE}", "max_concurrency = 8") as s:
+        yield s
 
 
 def _collect(client: httpx2.Client, path: str, body: dict[str, Any], out: dict[str, Any]) -> None:
@@ -109,7 +66,7 @@ def _events(body: str) -> list[tuple[str | None, Any]]:
     return out
 
 
-def test_sigterm_finishes_what_it_can_then_ends_the_rest_cleanly(server: Any) -> None:
+def test_sigterm_finishes_what_it_can_then_ends_the_rest_cleanly(server: StandInServer) -> None:
     url = server.wait_ready()
     client = httpx2.Client(base_url=url, timeout=60)
     messages = [{"role": "user", "content": "hang please"}]
@@ -182,7 +139,7 @@ def test_sigterm_finishes_what_it_can_then_ends_the_rest_cleanly(server: Any) ->
     assert "Traceback" not in "".join(server.lines)
 
 
-def test_the_openai_sdk_sees_the_shutdown_as_an_api_error(server: Any) -> None:
+def test_the_openai_sdk_sees_the_shutdown_as_an_api_error(server: StandInServer) -> None:
     url = server.wait_ready()
     client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
     stream = client.chat.completions.create(
