@@ -292,6 +292,7 @@ def serve(
     if reaped:
         log.info("removed what %d crashed instance(s) left: %s", len(reaped), ", ".join(reaped))
     process.guard()
+    _fixed_mmap_threshold()
     try:
         app = create_app(router, settings)
         # log_config=None: uvicorn's records go to our handler (logs.configure); access_log=False: our one line per
@@ -314,6 +315,25 @@ def serve(
         process.unguard()
     log.info("server stopped")
     return 0
+
+
+#: allocations from this size up are mapped on their own and unmapped when freed (glibc's ``M_MMAP_THRESHOLD``)
+MMAP_THRESHOLD = 128 * 1024
+
+
+def _fixed_mmap_threshold() -> None:
+    """Pin glibc's mmap threshold at its default, so large transient buffers (pipe reads of a CLI's output, long
+    lines) go back to the OS when freed. glibc otherwise raises the threshold to the size of each mapped block
+    freed (up to 32 MB), after which such buffers come from the heap and stay there. Measured with
+    ``benchmarks/soak.py --requests 200 --modes flood,chatty,ok``: RSS after warm-up -> after the run 90 -> 98 MB
+    unpinned, 69 -> 70 MB pinned. A no-op where the C library has no ``mallopt`` (musl, macOS)."""
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(-3, MMAP_THRESHOLD)  # -3 = M_MMAP_THRESHOLD
 
 
 #: seconds the calls still running when ``shutdown_grace`` is over get to send their error event and end
