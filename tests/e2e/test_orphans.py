@@ -4,7 +4,8 @@ comes. Loopback only.
 
 - SIGKILL of the server: 0 claude processes 2 s later, its temp root gone (the watchdog);
 - SIGTERM: the in-flight stream completes, exit 0, no claude process, no temp root;
-- a second SIGTERM during the grace period exits at once, still killing claude.
+- a second SIGTERM during the grace period exits at once, still killing claude;
+- a stream still running when a short grace is over ends with the front door's error event, then exit 0.
 """
 
 from __future__ import annotations
@@ -46,19 +47,28 @@ def _claude_pids(tmp_home: Any) -> list[int]:
     return found
 
 
-@pytest.fixture
-def server(tmp_path: Path, tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any) -> Iterator[_Server]:
+def _serve(tmp_path: Path, tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any, grace: float) -> Iterator[_Server]:
     config = write_config(
         tmp_path / "llm-runners.toml",
         {"claude_code": {**claude_options(tmp_home, cli_bin, fake_api.anthropic_base_url), "warm": 0}},
         default_provider="claude_code",
-        shutdown_grace=30.0,
+        shutdown_grace=grace,
     )
     s = _Server(config)
     yield s
     if s.proc.poll() is None:
         s.proc.kill()
         s.proc.wait(5)
+
+
+@pytest.fixture
+def server(tmp_path: Path, tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any) -> Iterator[_Server]:
+    yield from _serve(tmp_path, tmp_home, fake_api, cli_bin, 30.0)
+
+
+@pytest.fixture
+def short_grace_server(tmp_path: Path, tmp_home: Any, fake_api: FakeModelAPI, cli_bin: Any) -> Iterator[_Server]:
+    yield from _serve(tmp_path, tmp_home, fake_api, cli_bin, 2.0)
 
 
 def _stream_in_background(url: str) -> tuple[threading.Thread, list[str], list[BaseException], threading.Event]:
@@ -140,5 +150,32 @@ def test_a_second_signal_exits_at_once_killing_claude(server: _Server, fake_api:
     server.proc.terminate()
     assert server.proc.wait(10) == 1
     assert time.monotonic() - t0 < 5
+    assert _claude_pids(tmp_home) == []
+    assert roots and not any(r.exists() for r in roots)
+
+
+def test_a_stream_still_running_when_the_grace_is_over_ends_with_an_error_event(
+    short_grace_server: _Server, fake_api: FakeModelAPI, tmp_home: Any
+) -> None:
+    """shutdown_grace = 2 s, a claude stream that would take 12 s more: after the grace the SDK gets the front
+    door's error event (``server_shutting_down``, an ``APIError``) and a complete body, not a cut connection; claude
+    is killed, the temp root removed, exit 0."""
+    server = short_grace_server
+    url = server.wait_ready()
+    fake_api.script(Reply(chunks=CHUNKS, chunk_delay=1.0))
+    _, got, errors, first = _stream_in_background(url)
+    assert first.wait(60) and not errors, (errors, "".join(server.lines))
+    roots = _instance_roots(Path(process.tempfile.gettempdir()), server.proc.pid)
+    t0 = time.monotonic()
+    server.proc.terminate()
+    assert server.proc.wait(30) == 0, "".join(server.lines)
+    took = time.monotonic() - t0
+    deadline = time.monotonic() + 10
+    while not errors and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(errors) == 1 and isinstance(errors[0], openai.APIError), errors
+    assert "shutting down" in str(errors[0]), errors[0]
+    assert 0 < len(got) < len(CHUNKS)
+    assert 2.0 <= took < 15, took
     assert _claude_pids(tmp_home) == []
     assert roots and not any(r.exists() for r in roots)
