@@ -54,6 +54,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llm_runners.testing import procs
+from llm_runners.testing.standin import DIALECT_EVENTS
+
 # ------------------------------------------------------------------------------------------------ the stand-in
 STAND_IN = r"""#!{python} -IS
 import json, os, re, signal, subprocess, sys, time, uuid
@@ -70,44 +73,7 @@ sid = args[args.index("--session-id") + 1] if "--session-id" in args else str(uu
 out = sys.stdout.buffer
 
 
-def event(obj):
-    out.write(json.dumps(obj).encode() + b"\n")
-    out.flush()
-
-
-def start():
-    if DIALECT == "claude_code":
-        event({{"type": "system", "subtype": "init", "session_id": sid, "model": "stand-in"}})
-        event({{"type": "stream_event", "session_id": sid,
-               "event": {{"type": "message_start", "message": {{"id": "msg_1", "model": "stand-in"}}}}}})
-    elif DIALECT == "codex":
-        event({{"type": "thread.started", "thread_id": sid}})
-        event({{"type": "turn.started"}})
-    else:
-        event({{"type": "init", "session_id": sid, "model": "stand-in"}})
-
-
-def delta(text, n):
-    if DIALECT == "claude_code":
-        event({{"type": "stream_event", "session_id": sid,
-               "event": {{"type": "content_block_delta", "delta": {{"type": "text_delta", "text": text}}}}}})
-    elif DIALECT == "codex":
-        event({{"type": "item.completed", "item": {{"id": "item_%d" % n, "type": "agent_message", "text": text}}}})
-    else:
-        event({{"type": "message", "role": "assistant", "content": text, "delta": True}})
-
-
-def end(text):
-    if DIALECT == "claude_code":
-        event({{"type": "assistant", "session_id": sid,
-               "message": {{"id": "msg_1", "model": "stand-in", "content": [{{"type": "text", "text": text}}]}}}})
-        event({{"type": "result", "subtype": "success", "is_error": False, "result": text, "session_id": sid,
-               "usage": {{"input_tokens": 3, "output_tokens": 2}}}})
-    elif DIALECT == "codex":
-        event({{"type": "turn.completed", "usage": {{"input_tokens": 3, "output_tokens": 2}}}})
-    else:
-        event({{"type": "result", "status": "success", "stats": {{"input_tokens": 3, "output_tokens": 2}}}})
-
+{dialect_events}
 
 def hang():
     code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
@@ -262,44 +228,6 @@ class Server:
 
 
 # ------------------------------------------------------------------------------------------------ /proc figures
-def _children(pid: int) -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if fields[0] != b"Z":
-            kids.setdefault(int(fields[1]), []).append(int(entry))
-    return kids
-
-
-def descendants(pid: int) -> list[int]:
-    kids = _children(pid)
-    found, frontier = [], [pid]
-    while frontier:
-        frontier = [c for p in frontier for c in kids.get(p, [])]
-        found += frontier
-    return found
-
-
-def cmdline(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
-
-
-def running(marker: str) -> list[int]:
-    needle = marker.encode()
-    return [int(e) for e in os.listdir("/proc") if e.isdigit() and needle in cmdline(int(e))]
-
-
 #: a directory a runner keeps for its life (``CLIRunner.owned_tempdir``), not one of a request
 RUNNER_DIR = re.compile(r"llm-runners-\w+-(?:work|home|runtime|codex-home|warm|usage)-")
 
@@ -316,7 +244,8 @@ class State:
 
 def server_state(server: Server, marker: str) -> State:
     pid = server.proc.pid
-    kids = [p for p in descendants(pid) if b"import os, shutil, signal" not in cmdline(p)]  # the watchdog
+    watchdogs = set(procs.running("import os, shutil, signal"))  # the server's watchdog (the process layer's)
+    kids = [p for p in procs.descendants(pid) if p not in watchdogs]
     names: list[str] = []
     for entry in server.tmp.iterdir():
         if entry.name.startswith("llm-runners-serve-") and (entry / "owner").is_file():
@@ -326,7 +255,7 @@ def server_state(server: Server, marker: str) -> State:
     runner_dirs = sum(1 for name in names if RUNNER_DIR.match(name))
     rss = rss_kb(pid)
     fds = len(os.listdir(f"/proc/{pid}/fd"))
-    return State(len(kids), len(running(marker)), len(names) - runner_dirs, runner_dirs, fds, rss)
+    return State(len(kids), len(procs.running(marker)), len(names) - runner_dirs, runner_dirs, fds, rss)
 
 
 def rss_kb(pid: int) -> int:
@@ -644,7 +573,7 @@ def soak(
     warmup: int = 100,
 ) -> Report:
     stand_in = work / "soak-stand-in"
-    stand_in.write_text(STAND_IN.format(python=sys.executable))
+    stand_in.write_text(STAND_IN.format(python=sys.executable, dialect_events=DIALECT_EVENTS))
     stand_in.chmod(0o755)
     home, tmp = work / "home", work / "tmp"
     home.mkdir()

@@ -34,6 +34,7 @@ from llm_runners.runners.codex import CodexParser, CodexRunner
 from llm_runners.runners.gemini import GeminiParser, GeminiRunner
 from llm_runners.sessions import SessionStore
 from llm_runners.testing.procs import running as live
+from llm_runners.testing.standin import DIALECT_EVENTS
 from llm_runners.types import ChatRequest, Done, Message, StreamEvent, TextDelta
 
 RUNNERS: list[type[CLIRunner]] = [ClaudeCodeRunner, CodexRunner, GeminiRunner]
@@ -62,48 +63,7 @@ sid = resume or after("--session-id") or str(uuid.uuid4())
 out = sys.stdout.buffer
 
 
-def emit(line):
-    out.write(line + b"\n")
-    out.flush()
-
-
-def event(obj):
-    emit(json.dumps(obj).encode())
-
-
-def start():
-    if DIALECT == "claude_code":
-        event({{"type": "system", "subtype": "init", "session_id": sid, "model": "stand-in"}})
-        event({{"type": "stream_event", "session_id": sid,
-               "event": {{"type": "message_start", "message": {{"id": "msg_1", "model": "stand-in"}}}}}})
-    elif DIALECT == "codex":
-        event({{"type": "thread.started", "thread_id": sid}})
-        event({{"type": "turn.started"}})
-    else:
-        event({{"type": "init", "session_id": sid, "model": "stand-in"}})
-
-
-def delta(text, n=0):
-    if DIALECT == "claude_code":
-        event({{"type": "stream_event", "session_id": sid,
-               "event": {{"type": "content_block_delta", "delta": {{"type": "text_delta", "text": text}}}}}})
-    elif DIALECT == "codex":
-        event({{"type": "item.completed", "item": {{"id": "item_%d" % n, "type": "agent_message", "text": text}}}})
-    else:
-        event({{"type": "message", "role": "assistant", "content": text, "delta": True}})
-
-
-def end(text):
-    if DIALECT == "claude_code":
-        event({{"type": "assistant", "session_id": sid,
-               "message": {{"id": "msg_1", "model": "stand-in", "content": [{{"type": "text", "text": text}}]}}}})
-        event({{"type": "result", "subtype": "success", "is_error": False, "result": text, "session_id": sid,
-               "usage": {{"input_tokens": 3, "output_tokens": 2}}}})
-    elif DIALECT == "codex":
-        event({{"type": "turn.completed", "usage": {{"input_tokens": 3, "output_tokens": 2}}}})
-    else:
-        event({{"type": "result", "status": "success", "stats": {{"input_tokens": 3, "output_tokens": 2}}}})
-
+{dialect_events}
 
 def garbage():
     emit(b"Loading the model, please wait...")  # a banner: the first unreadable line errors quote
@@ -187,7 +147,7 @@ def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def stand_in(tmp_path: Path) -> Path:
     script = tmp_path / "stand-in-cli"
-    script.write_text(STAND_IN.format(python=sys.executable))
+    script.write_text(STAND_IN.format(python=sys.executable, dialect_events=DIALECT_EVENTS))
     script.chmod(0o755)
     return script
 
