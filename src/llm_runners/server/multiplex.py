@@ -187,7 +187,8 @@ class MultiplexCall(Watched):
             return
         if self.ended_with is not None and cancel.cancelled_caught:  # the server is stopping: one error answer
             with contextlib.suppress(OSError):
-                await send_json(send, self.ended_with.status, error_body(self.ended_with, self.flavor), {})
+                error = self.ended_with
+                await send_json(send, error.status, error_body(error, self.flavor), error.headers())
             return
         if cancel.cancelled_caught:
             return
