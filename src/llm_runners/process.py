@@ -756,11 +756,19 @@ class Process:
             while self._group_alive() and loop.time() < deadline:
                 await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
                 pause = min(pause * 2, 0.05)
-            if self.returncode is None or self._group_alive():
+            killed = self.returncode is None or self._group_alive()
+            if killed:
                 self._signal(signal.SIGKILL)
             deadline = loop.time() + _KILL_WAIT
             while self.returncode is None and loop.time() < deadline:
                 await self._wait_change(deadline - loop.time())
+            # the rest of the group dies of the same SIGKILL, but not at the same instant as the main process (on a
+            # loaded machine a grandchild may wait to be scheduled to exit): wait for it too, so that nothing of the
+            # group is left when kill() returns
+            pause = 0.002
+            while killed and self._group_alive() and loop.time() < deadline:
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.05)
         finally:
             self._finalize()
 
