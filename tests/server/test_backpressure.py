@@ -88,7 +88,7 @@ def _dechunk(data: bytes) -> bytes:
 
 
 def test_200_streams_against_a_limit_of_4_queue_16_and_refuse_the_rest(server: StandInServer) -> None:
-    url = server.wait_ready()
+    url = server.wait_ready(60)
     port = int(url.rsplit(":", 1)[1])
     before = _rss_kb(server.proc.pid)
     most = 0
@@ -136,7 +136,7 @@ def test_200_streams_against_a_limit_of_4_queue_16_and_refuse_the_rest(server: S
 
 
 def test_a_slow_reader_blocks_the_cli_instead_of_filling_the_servers_memory(server: StandInServer) -> None:
-    url = server.wait_ready()
+    url = server.wait_ready(60)
     port = int(url.rsplit(":", 1)[1])
     before = _rss_kb(server.proc.pid)
     sock = socket.create_connection(("127.0.0.1", port))

@@ -67,7 +67,7 @@ def _events(body: str) -> list[tuple[str | None, Any]]:
 
 
 def test_sigterm_finishes_what_it_can_then_ends_the_rest_cleanly(server: StandInServer) -> None:
-    url = server.wait_ready()
+    url = server.wait_ready(60)
     client = httpx2.Client(base_url=url, timeout=60)
     messages = [{"role": "user", "content": "hang please"}]
     calls: dict[str, tuple[str, dict[str, Any]]] = {
@@ -140,7 +140,7 @@ def test_sigterm_finishes_what_it_can_then_ends_the_rest_cleanly(server: StandIn
 
 
 def test_the_openai_sdk_sees_the_shutdown_as_an_api_error(server: StandInServer) -> None:
-    url = server.wait_ready()
+    url = server.wait_ready(60)
     client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=60)
     stream = client.chat.completions.create(
         model="claude_code", messages=[{"role": "user", "content": "hang"}], stream=True
