@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -658,6 +659,24 @@ def test_hang_mid_stream_after_first_chunk(api: FakeModelAPI) -> None:
     # the stream got as far as the first text delta, and no further
     assert seen[-1] == "event: response.output_text.delta" and seen.count("event: response.output_text.delta") == 1
     assert api.main_requests()[0].wait_disconnected(2)
+
+
+def test_hang_ends_when_the_client_resets_the_connection(api: FakeModelAPI) -> None:
+    """OpenCode and Kilo (Bun) drop an aborted request with a TCP reset, not a FIN: still a disconnect."""
+    api.script(Reply("one two three", hang="mid"))
+    body = json.dumps({**CHAT_BODY, "stream": True}).encode()
+    host, port = api.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        received = b""
+        while b'"content":"one' not in received:
+            received += sock.recv(65536)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close() sends a reset
+    assert api.main_requests()[0].wait_disconnected(5)
 
 
 def test_hang_selected_by_key(api: FakeModelAPI) -> None:

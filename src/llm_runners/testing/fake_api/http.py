@@ -10,6 +10,7 @@ It understands what the SDKs and CLIs send: keep-alive, ``Content-Length`` or ch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import zlib
 from collections.abc import Callable
@@ -170,6 +171,8 @@ class Responder:
 
 
 async def wait_for_eof(reader: asyncio.StreamReader) -> None:
-    """Return when the client closes its side (whatever it sends meanwhile is discarded)."""
-    while await reader.read(65536):
-        pass
+    """Return when the client closes its side or resets the connection (whatever it sends meanwhile is discarded).
+    OpenCode and Kilo (Bun) abort a request with a reset, not a FIN: that is the client going away too."""
+    with contextlib.suppress(ConnectionError):
+        while await reader.read(65536):
+            pass
