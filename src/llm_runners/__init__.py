@@ -18,6 +18,7 @@ from .errors import (
 )
 from .provider import Provider, collect
 from .types import (
+    AgentToolEvent,
     Capabilities,
     ChatRequest,
     ChatResponse,
@@ -43,6 +44,7 @@ from .types import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AgentToolEvent",
     "AuthenticationError",
     "BinaryNotFound",
     "Capabilities",

@@ -28,7 +28,7 @@ import anyio
 from . import __version__, logs
 from .config import ConfigError, Settings, load_settings
 from .errors import LLMError
-from .types import ChatRequest, Done, Health, Message, ReasoningDelta, TextDelta, Usage, UsageEvent
+from .types import AgentToolEvent, ChatRequest, Done, Health, Message, ReasoningDelta, TextDelta, Usage, UsageEvent
 
 if TYPE_CHECKING:
     from .provider import Provider
@@ -183,6 +183,8 @@ class _Printer:
         elif isinstance(event, ReasoningDelta) and self.show_reasoning:
             sys.stderr.write(event.text)
             sys.stderr.flush()
+        elif isinstance(event, AgentToolEvent) and event.status in ("completed", "failed"):
+            print(f"[{event.kind or 'tool'}] {event.title or event.id}: {event.status}", file=sys.stderr)
         elif isinstance(event, UsageEvent):
             self.usage = event.usage if self.usage is None else self.usage + event.usage
         elif isinstance(event, Done):

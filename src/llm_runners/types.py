@@ -322,6 +322,21 @@ class ToolCallEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentToolEvent:
+    """An agent's *own* tool at work (an ACP ``tool_call`` / ``tool_call_update``): for showing and logging only.
+    It is no call for the caller to answer (that is :class:`ToolCallEvent`) and no part of the answer; front doors
+    without a place for it leave it out. With tools off a refused call still shows, with ``status`` ``failed``."""
+
+    id: str
+    title: str | None = None
+    #: ACP's tool kind: ``read``, ``edit``, ``delete``, ``move``, ``search``, ``execute``, ``fetch``, ``other``…
+    kind: str | None = None
+    #: ``pending``, ``in_progress``, ``completed`` or ``failed``
+    status: str | None = None
+    type: Literal["agent_tool"] = "agent_tool"
+
+
+@dataclass(frozen=True, slots=True)
 class UsageEvent:
     usage: Usage
     type: Literal["usage"] = "usage"
@@ -343,7 +358,7 @@ class Done:
     tool_runs: tuple[ToolRun, ...] = field(default=())
 
 
-StreamEvent: TypeAlias = TextDelta | ReasoningDelta | ToolCallEvent | UsageEvent | Done
+StreamEvent: TypeAlias = TextDelta | ReasoningDelta | ToolCallEvent | AgentToolEvent | UsageEvent | Done
 
 
 # --------------------------------------------------------------------------------------------- provider metadata

@@ -13,8 +13,8 @@ from acp.schema import PromptResponse, SessionNotification
 from llm_runners.acp import DIALECTS, UpdateMapper
 from llm_runners.acp.agent import request_error
 from llm_runners.acp.runner import ModelChoice
-from llm_runners.errors import AuthenticationError
-from llm_runners.types import TextDelta, Usage, UsageEvent
+from llm_runners.errors import AuthenticationError, UpstreamError
+from llm_runners.types import AgentToolEvent, TextDelta, Usage, UsageEvent
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "acp"
 
@@ -111,3 +111,43 @@ def test_model_choice_from_session_new(name: str, asked: str, value: str, config
 
 def test_copilot_offers_no_model_choice() -> None:
     assert ModelChoice.of(session_new("copilot")) is None
+
+
+def tool_events(name: str, dialect: str) -> tuple[list[AgentToolEvent], list[TextDelta]]:
+    updates, _ = first_turn(name)
+    mapper = UpdateMapper(dialect, DIALECTS[dialect].status_text)
+    events = [e for u in updates for e in mapper.feed(u)]
+    return [e for e in events if isinstance(e, AgentToolEvent)], [e for e in events if isinstance(e, TextDelta)]
+
+
+@pytest.mark.parametrize("name", ["opencode", "kilo", "qwen", "copilot", "gemini"])
+def test_refused_tool_calls_show_as_failed_agent_tool_events(name: str) -> None:
+    """Tools off: the fake model called the shell, read, write and read tools; each call shows, and ends failed."""
+    tools, texts = tool_events(f"{name}-tools-off", name)
+    if name == "gemini":  # with tools.core empty the CLI drops calls of tools it never declared, silently
+        assert tools == []
+    else:
+        last = {e.id: e for e in tools}
+        assert len(last) == 4 and all(e.status == "failed" for e in last.values()), tools
+    assert "".join(t.text for t in texts) == "done"  # the tool calls are no part of the answer
+
+
+@pytest.mark.parametrize("name", ["gemini", "copilot"])
+def test_allowed_tool_calls_show_their_kind_title_and_completion(name: str) -> None:
+    tools, _ = tool_events(f"{name}-tools-on", name)
+    last = {e.id: e for e in tools}
+    completed = {e.kind for e in last.values() if e.status == "completed"}
+    assert completed == {"edit", "execute", "read"}, tools  # the shell, the write and the reads
+    assert all(e.title for e in last.values() if e.status == "completed")
+
+
+def test_qwen_answers_a_turn_cancelled_in_its_retry_loop_with_an_error() -> None:
+    """The runner cancelled the turn when Qwen's log showed its retry loop; Qwen then answers the prompt with a
+    JSON-RPC error, which the runner's cancel counts as the turn stopped (no kill)."""
+    msgs = messages("qwen-err500")
+    cancel = next(i for i, m in enumerate(msgs) if m.get("method") == "session/cancel")
+    prompt_id = next(m["id"] for m in msgs if m.get("method") == "session/prompt")
+    answer = next(m for m in msgs[cancel:] if m.get("id") == prompt_id and "method" not in m)
+    exc = acp.RequestError(answer["error"]["code"], answer["error"]["message"], answer["error"].get("data"))
+    classified = request_error("qwen", exc, "session/prompt", None, DIALECTS["qwen"].classify_error)
+    assert type(classified) is UpstreamError and "Request was aborted" in (classified.detail or "")

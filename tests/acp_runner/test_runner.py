@@ -12,11 +12,11 @@ import pytest
 from standin import STANDIN, agent_log, make_runner
 
 from llm_runners.acp import AcpDialect
-from llm_runners.acp.dialects import COPILOT_STATUS
+from llm_runners.acp.dialects import COPILOT_STATUS, opencode_watch, qwen_watch
 from llm_runners.errors import AuthenticationError, InvalidRequest, ModelNotFound, UpstreamError
 from llm_runners.sessions import SessionStore
 from llm_runners.testing.procs import alive
-from llm_runners.types import ChatRequest, Done, ImagePart, ReasoningDelta, TextDelta, UsageEvent
+from llm_runners.types import AgentToolEvent, ChatRequest, Done, ImagePart, ReasoningDelta, TextDelta, UsageEvent
 
 pytestmark = pytest.mark.anyio
 
@@ -236,3 +236,83 @@ async def test_transcript_is_recorded(tmp_path: Path) -> None:
     methods = [line["msg"].get("method") for line in lines if line["dir"] == "client->agent"]
     assert methods == ["initialize", "session/new", "session/prompt"]
     assert any(line["msg"].get("result", {}).get("stopReason") == "end_turn" for line in lines)
+
+
+async def test_agent_tool_calls_become_agent_tool_events(tmp_path: Path) -> None:
+    runner, _ = make_runner(tmp_path, sessions=SessionStore())
+    events = [e async for e in runner.stream(ask("[tool]"))]
+    tools = [e for e in events if isinstance(e, AgentToolEvent)]
+    assert tools == [
+        AgentToolEvent("t1", title="rm -rf /tmp/x", kind="execute", status=None),
+        AgentToolEvent("t1", title="rm -rf /tmp/x", kind="execute", status="failed"),  # rejected: tools are off
+    ]
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "permission: no"  # not in the answer
+    await runner.aclose()
+
+
+@pytest.mark.parametrize("closable", [True, False])
+async def test_sessions_over_the_limit_are_closed_and_their_conversation_replayed(
+    tmp_path: Path, closable: bool
+) -> None:
+    runner, log = make_runner(tmp_path, sessions=SessionStore(), max_sessions=1)
+    if not closable:
+        runner.cli.env["ACP_STANDIN_NO_CLOSE"] = "1"
+    first = ask("I am alice", conversation="alice")
+    a1 = (await runner.complete(first)).content
+    await runner.complete(ask("I am bob", conversation="bob"))  # alice's session is the least recently used
+    for _ in range(50):
+        if not closable or agent_log(log, "session/close"):
+            break
+        await asyncio.sleep(0.1)
+    alice_session = agent_log(log, "session/new")[0]["session"]
+    assert [e["session"] for e in agent_log(log, "session/close")] == ([alice_session] if closable else [])
+    again = await runner.complete(follow_up(first, a1, "who am I?"))
+    assert again.session_id != alice_session
+    assert again.content.startswith("stand-in/model-a|turn 1|")  # a new session, the history replayed into it
+    assert "I am alice" in again.content and "who am I?" in again.content
+    assert len(agent_log(log, "initialize")) == 1  # the same process all along
+    await runner.aclose()
+
+
+async def test_idle_sessions_are_closed(tmp_path: Path) -> None:
+    runner, log = make_runner(tmp_path, sessions=SessionStore(), session_idle=0.2)
+    await runner.complete(ask("one", conversation="one"))
+    await asyncio.sleep(0.3)
+    await runner.complete(ask("two", conversation="two"))
+    for _ in range(50):
+        if agent_log(log, "session/close"):
+            break
+        await asyncio.sleep(0.1)
+    assert [e["session"] for e in agent_log(log, "session/close")] == [agent_log(log, "session/new")[0]["session"]]
+    await runner.aclose()
+
+
+@pytest.mark.parametrize("where", ["stderr", "file"])
+async def test_a_retry_loop_seen_in_the_log_ends_the_turn_and_the_process_serves_on(tmp_path: Path, where: str) -> None:
+    """OpenCode's way (stderr lines naming the session) and Qwen's (a log file per session): the exec runners'
+    RetryWatch reads them per turn; the turn is cancelled with the error they name."""
+    if where == "stderr":
+        dialect = AcpDialect("standin", STANDIN.args, retry_watch=opencode_watch)
+    else:
+        logdir = tmp_path / "logs"
+        logdir.mkdir()
+        dialect = AcpDialect(
+            "standin", STANDIN.args, retry_watch=qwen_watch, session_log=lambda _, sid: logdir / f"{sid}.txt"
+        )
+    runner, log = make_runner(tmp_path, dialect=dialect, sessions=SessionStore())
+    if where == "file":
+        runner.cli.env["ACP_STANDIN_LOGDIR"] = str(logdir)
+        runner.cli.error_deadline = 1.0  # type: ignore[attr-defined]
+    started = time.monotonic()
+    with pytest.raises(UpstreamError, match="stand-in"):
+        await runner.complete(ask("[retrylog]"))
+    assert time.monotonic() - started < 30  # 1 s after the first failure; a loaded machine gets slack
+    for _ in range(100):  # the cancel goes out beside the caller, who has the error already
+        if agent_log(log, "session/cancel"):
+            break
+        await asyncio.sleep(0.1)
+    assert len(agent_log(log, "session/cancel")) == 1
+    pid = runner.agents[0].pid
+    assert (await runner.complete(ask("next"))).content == "stand-in/model-a|turn 1|next"
+    assert runner.agents[0].pid == pid  # the turn stopped on cancel: no kill
+    await runner.aclose()

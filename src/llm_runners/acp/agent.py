@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -100,12 +101,15 @@ class AgentProcess:
         auth_method: str | None = None,
         start_timeout: float = 60.0,
     ) -> None:
-        self.spec = spec
+        #: every stderr line goes to the turns' log watches too (:meth:`watch_log`); it never fails the process
+        self.spec = dataclasses.replace(spec, stderr_watch=self._route_stderr)
         self.name = name
         self.allow_tools = allow_tools
         self.auth_method = auth_method
         self.start_timeout = start_timeout
         self.sinks: dict[str, asyncio.Queue[object]] = {}
+        #: session id -> the running turn's log watch, fed the stderr lines that name that session
+        self.log_sinks: dict[str, Callable[[bytes], None]] = {}
         #: every permission request and our answer: (session id, tool title, the chosen option's kind or
         #: "cancelled")
         self.permissions: list[tuple[str, str | None, str]] = []
@@ -117,6 +121,11 @@ class AgentProcess:
         self._transport: ProcessTransport | None = None
         self._conn: ClientSideConnection | None = None
         self._closed = False
+
+    def _route_stderr(self, line: bytes) -> None:
+        for session_id, feed in list(self.log_sinks.items()):
+            if session_id.encode() in line:
+                feed(line)
 
     @property
     def pid(self) -> int | None:

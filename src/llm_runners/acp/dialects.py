@@ -14,10 +14,16 @@ Facts (clis.md sections 5-10 and 14, and the transcripts in ``tests/fixtures/acp
   ``provider/model``) and a ``mode`` one (the primary agents: the exec runner's ``llm-runners`` agent, tools and
   permissions off, is selected); usage in the prompt result. OpenCode often sends a turn's chunks together at its end
   (2 s of upstream streaming arrived within 0.2 s in 3 of 4 runs, 1.4 s apart once); Kilo streams them as
-  they come. ``session/cancel`` ends the
-  turn (``stopReason: cancelled``) but both keep a hanging upstream request open.
+  they come. ``session/cancel`` ends the turn (``stopReason: cancelled``) and drops the upstream request with a
+  TCP reset (an earlier note here said they keep it open: the fake model API did not count a reset as a
+  disconnect).
 - Qwen Code 0.15.10 ``qwen --acp``: ``models`` (ids like ``$runtime|openai|fake-model(openai)``) and config options;
   usage in the ``_meta`` of an empty ``agent_message_chunk`` at the end, none in the result.
+- Retry loops (measured over ACP, every request failing): Qwen tries a 429 / 500 7 times (~70 s), OpenCode 6
+  times (~70 s), Copilot 6 times (~15 s, streaming ``Info: … Retrying...`` chunks); Gemini with the runner's
+  ``maxAttempts`` once; Kilo twice. Nothing in ACP says a turn is retrying, so the runner reads each turn's log
+  lines with the exec runner's own ``RetryWatch``: Qwen logs every session to ``<runtime>/debug/<session>.txt``,
+  OpenCode and Kilo (``--print-logs --log-level ERROR``) print lines naming ``session.id=<session>`` on stderr.
 - Copilot CLI 1.0.102 ``copilot --acp``: API errors are streamed as answer text (``Info: Request failed …``,
   ``Error: Authentication failed …``) and the turn ends ``end_turn`` without usage.
 - Cline 3.0.65 ``cline --acp``: ``session/new`` requires ``authenticate`` with an account: not usable offline.
@@ -28,13 +34,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from ..errors import LLMError
-from ..runners import copilot
+from ..process import StderrVerdict
+from ..runners import copilot, opencode, qwen
 from ..runners.base import CLIRunner
 from ..runners.gemini import classify_api_error
 from ..runners.opencode import AGENT as OPENCODE_AGENT
+
+#: one turn's watch over the agent's log lines (the exec runner's ``RetryWatch``): a verdict ends the turn
+LogWatch = Callable[[bytes], StderrVerdict | None]
 
 
 @dataclass(frozen=True)
@@ -63,9 +74,31 @@ class AcpDialect:
     mode: str | None = None
     #: whether answer chunks arrive as the model generates them
     token_streaming: bool = True
+    #: a fresh watch of one turn's log lines that bounds the agent's own retry loop (None: nothing to watch)
+    retry_watch: Callable[[CLIRunner], LogWatch | None] | None = None
+    #: the file the agent logs a session's lines to; None: its stderr lines that name the session id
+    session_log: Callable[[CLIRunner, str], Path] | None = None
 
+
+#: ``acp`` with the error log on stderr (each line names its ``session.id``)
+OPENCODE_ACP = ("acp", "--print-logs", "--log-level", "ERROR")
 
 COPILOT_STATUS = re.compile(r"\s*(?:Info|Error|Warning): .*", re.S)
+
+
+def opencode_watch(runner: CLIRunner) -> LogWatch:
+    return opencode.RetryWatch(provider=runner.name, deadline=getattr(runner, "error_deadline", 1.0))
+
+
+def qwen_watch(runner: CLIRunner) -> LogWatch | None:
+    deadline = getattr(runner, "error_deadline", 5.0)
+    return qwen.RetryWatch(deadline=deadline) if deadline > 0 else None
+
+
+def qwen_session_log(runner: CLIRunner, session_id: str) -> Path:
+    """Qwen's debug log of one session (under the runner's ``QWEN_RUNTIME_DIR``)."""
+    runtime: Path = getattr(runner, "runtime_dir")()  # noqa: B009  (a QwenRunner; typed as the base here)
+    return runtime / "debug" / f"{session_id}.txt"
 
 
 def copilot_args(runner: CLIRunner) -> list[str]:
@@ -88,9 +121,9 @@ DIALECTS: dict[str, AcpDialect] = {
             default_transport="exec",
             classify_error=lambda message: classify_api_error(message, 0),
         ),
-        AcpDialect("opencode", ("acp",), mode=OPENCODE_AGENT, token_streaming=False),
-        AcpDialect("kilo", ("acp",), mode=OPENCODE_AGENT),
-        AcpDialect("qwen", ("--acp",), default_transport="exec"),
+        AcpDialect("opencode", OPENCODE_ACP, mode=OPENCODE_AGENT, token_streaming=False, retry_watch=opencode_watch),
+        AcpDialect("kilo", OPENCODE_ACP, mode=OPENCODE_AGENT, retry_watch=opencode_watch),
+        AcpDialect("qwen", ("--acp",), default_transport="exec", retry_watch=qwen_watch, session_log=qwen_session_log),
         AcpDialect(
             "copilot",
             ("--acp", "--no-auto-update"),

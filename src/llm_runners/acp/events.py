@@ -2,7 +2,9 @@
 
 - ``agent_message_chunk`` -> TextDelta; ``agent_thought_chunk`` -> ReasoningDelta.
 - Tool calls (``tool_call``, ``tool_call_update``) are the agent's own tools, not the caller's functions, so they
-  are no ToolCallEvent (the caller would be asked to run them): they are logged and kept in ``tool_calls``.
+  are no ToolCallEvent (the caller would be asked to run them): each becomes an :class:`AgentToolEvent` (id,
+  title, kind, status; an update carries what changed, the event the last known title and kind), is logged, and
+  is kept in ``tool_calls``.
 - Usage: the prompt result's ``usage`` (OpenCode, Kilo, Copilot), its ``_meta.quota.token_count`` (Gemini), or
   the ``_meta.usage`` of a (usually empty) message chunk (Qwen).
 - ``stopReason``: ``end_turn`` -> stop, ``max_tokens`` / ``max_turn_requests`` -> length, ``refusal`` ->
@@ -24,7 +26,7 @@ from acp.schema import AgentMessageChunk, AgentThoughtChunk, PromptResponse, Too
 from .. import process
 from ..errors import LLMError, UpstreamError
 from ..runners.base import int_or_zero
-from ..types import FinishReason, ReasoningDelta, StreamEvent, TextDelta, Usage, UsageEvent
+from ..types import AgentToolEvent, FinishReason, ReasoningDelta, StreamEvent, TextDelta, Usage, UsageEvent
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ class UpdateMapper:
         self.tool_calls: list[dict[str, Any]] = []
         self.meta_usage: Usage | None = None
         self._held: list[str] = []
+        self._known: dict[str, tuple[str | None, str | None]] = {}  # tool call id -> its last title and kind
 
     def feed(self, update: Any) -> list[StreamEvent]:
         if isinstance(update, AgentMessageChunk):
@@ -85,9 +88,13 @@ class UpdateMapper:
         if isinstance(update, ToolCallStart | ToolCallProgress):
             call = update.model_dump(by_alias=True, exclude_none=True, mode="json")
             self.tool_calls.append(call)
-            log.info(
-                "%s: agent tool call %s", self.provider, {k: call.get(k) for k in ("toolCallId", "title", "status")}
-            )
+            call_id = str(call.get("toolCallId", ""))
+            title, kind = self._known.get(call_id, (None, None))
+            title, kind = call.get("title") or title, call.get("kind") or kind
+            self._known[call_id] = (title, kind)
+            event = AgentToolEvent(call_id, title=title, kind=kind, status=call.get("status"))
+            log.info("%s: agent tool %s %r: %s", self.provider, call_id, title, event.status or "update")
+            return [event]
         return []
 
     def _text(self, text: str) -> TextDelta:

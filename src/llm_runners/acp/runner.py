@@ -9,18 +9,27 @@ How a request is served:
 - **Sessions.** One ACP session per conversation: the session store (:mod:`llm_runners.sessions`) says which
   session continues a request's history; the turn then sends only the new messages. A fresh conversation, or one
   whose session lived in a process that has since died or been stopped, gets a new session into which the whole
-  history is replayed. ``session/new`` carries the operator's and the request's MCP servers.
+  history is replayed. ``session/new`` carries the operator's and the request's MCP servers. Sessions of ended
+  conversations do not pile up in the agent: at most ``max_sessions`` stay open (least recently used closed
+  first), and one unused for ``session_idle`` seconds is closed (``session/close`` where the agent advertises it:
+  OpenCode, Kilo, Copilot; Gemini and Qwen have no such request, their sessions end with the process).
 - **Prompt.** Text blocks, plus image blocks when the agent advertises image prompts. ACP has no system prompt
   field and the agents take theirs per process (a file or flag), so the system prompt goes in front of the first
   prompt of a session, marked as such (``Capabilities.system_prompt`` is False: it does not replace the agent's).
 - **Models.** The session's model config option (``session/set_config_option``) or ``session/set_model``,
   whichever the agent advertises in ``session/new``; ``models()`` lists what it advertises.
 - **Permissions.** Every ``session/request_permission`` is answered with a reject option unless ``allow_tools``.
+- **Agent tools.** ``tool_call`` / ``tool_call_update`` become :class:`~llm_runners.types.AgentToolEvent` (shown by
+  ``llm-runners chat``, logged; the HTTP front doors have no place for them and leave them out).
+- **Retry loops.** An agent that retries a failing model API with no knob to stop it (Qwen, OpenCode, Kilo) is
+  watched through its own log, per turn; a turn the exec runner would have stopped is cancelled with the error
+  the log names (:class:`RetryBound`), and the process goes on serving its other sessions.
 - **Cancellation.** A consumer that stops reading (client disconnect, timeout) sends ``session/cancel``; when the
   turn has not ended ``cancel_grace`` seconds later, the process is killed (its other sessions fail cleanly and
   are replayed into a new process on their next turn).
-- **Concurrency.** Turns on different sessions of one process run at once; a dialect that cannot do that gets
-  one turn at a time per process (the rest wait their turn, bounded by the server's limits).
+- **Concurrency.** Turns on different sessions of one process run at once: measured for every agent here (a
+  second conversation answered while the first one's upstream request hangs); how many run and wait is the
+  provider's ``max_concurrency`` / ``max_queue`` (:mod:`llm_runners.wrappers.limits`).
 """
 
 from __future__ import annotations
@@ -30,7 +39,8 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +71,9 @@ log = logging.getLogger(__name__)
 
 #: ``ChatRequest.extra`` key: MCP servers (ACP ``McpServer`` objects) for a new session of this conversation
 MCP_SERVERS_KEY = "mcp_servers"
+
+#: seconds an agent gets to end a turn cancelled inside its retry loop (in the background: the caller has the error)
+RETRY_CANCEL_GRACE = 30.0
 
 SYSTEM_OPEN = "<system_instructions>"
 SYSTEM_CLOSE = "</system_instructions>"
@@ -119,11 +132,84 @@ class ModelChoice:
         return [v for v, _ in self.options]
 
 
+@dataclass(frozen=True)
+class Failed:
+    """Put on a turn's queue: end the turn with this error (it is cancelled on the way out)."""
+
+    error: LLMError
+
+
+class RetryBound:
+    """One turn's watch over the agent's log lines: a verdict of the dialect's retry watch puts :class:`Failed` on
+    the turn's queue ``after`` its seconds unless a later verdict withdraws it (the exec runners' rule, per turn
+    instead of per process: the process serves other sessions)."""
+
+    #: seconds between two reads of a session log file, and the longest line kept of it
+    POLL = 0.2
+    MAX_LINE = 64 * 1024
+
+    def __init__(self, watch: Callable[[bytes], process.StderrVerdict | None], queue: asyncio.Queue[object]) -> None:
+        self._watch = watch
+        self._queue = queue
+        self._loop = asyncio.get_running_loop()
+        self._pending: asyncio.TimerHandle | None = None
+        self._stops: list[Callable[[], object]] = []
+
+    def feed(self, line: bytes) -> None:
+        verdict = self._watch(line)
+        if verdict is None:
+            return
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+        if verdict.error is not None:
+            log.info("%s", verdict.error.message)
+            failed = Failed(verdict.error)
+            self._pending = self._loop.call_later(max(0.0, verdict.after), self._queue.put_nowait, failed)
+
+    def on_stop(self, callback: Callable[[], object]) -> None:
+        self._stops.append(callback)
+
+    def tail(self, path: Path) -> None:
+        """Follow the lines the agent appends to ``path`` from now on (it may not exist yet)."""
+        try:
+            start = path.stat().st_size
+        except OSError:
+            start = 0
+        task = self._loop.create_task(self._follow(path, start))
+        self.on_stop(task.cancel)
+
+    async def _follow(self, path: Path, offset: int) -> None:
+        rest = b""
+        while True:
+            await asyncio.sleep(self.POLL)
+            try:
+                with path.open("rb") as f:
+                    f.seek(offset)
+                    data = f.read()
+            except OSError:
+                continue
+            offset += len(data)
+            *lines, rest = (rest + data).split(b"\n")
+            rest = rest[: self.MAX_LINE]  # a runaway line is cut, never held whole
+            for line in lines:
+                self.feed(line)
+
+    def stop(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+        for stop in self._stops:
+            stop()
+        self._stops.clear()
+
+
 @dataclass
 class LiveSession:
     agent: AgentProcess
     session_id: str
     model: ModelChoice | None
+    last_used: float = field(default_factory=time.monotonic)
 
 
 class AcpRunner(Provider):
@@ -155,6 +241,8 @@ class AcpRunner(Provider):
         start_timeout: float = 60.0,
         mcp_servers: Sequence[Mapping[str, Any]] = (),
         transcript: str | Path | None = None,
+        max_sessions: int = 64,
+        session_idle: float | None = 1800.0,
         **options: Any,
     ) -> None:
         dialect = DIALECTS[agent] if isinstance(agent, str) else agent
@@ -184,7 +272,10 @@ class AcpRunner(Provider):
         self.mcp_servers = [dict(s) for s in mcp_servers]
         self.transcript = Path(transcript) if transcript is not None else None
         self.agents: list[AgentProcess] = []
-        self._live: dict[str, LiveSession] = {}
+        self.max_sessions = max_sessions
+        self.session_idle = session_idle
+        #: the sessions kept open between turns, least recently used first
+        self._live: OrderedDict[str, LiveSession] = OrderedDict()
         self._starting: asyncio.Lock | None = None
         self._advertised: list[str] = []
         self._idle_timers: dict[int, asyncio.TimerHandle] = {}
@@ -273,6 +364,43 @@ class AcpRunner(Provider):
         task.add_done_callback(self._closing.discard)
 
     # ------------------------------------------------------------------------------------------ sessions
+    def _keep(self, live: LiveSession) -> None:
+        """Keep a session open for its conversation's next turn; close the ones over ``max_sessions`` (least
+        recently used first) or unused for ``session_idle`` seconds."""
+        live.last_used = time.monotonic()
+        self._live[live.session_id] = live
+        self._live.move_to_end(live.session_id)
+        while len(self._live) > max(self.max_sessions, 0):
+            self._close_session(self._live.popitem(last=False)[1], "too many open sessions")
+        if self.session_idle is not None:
+            stale = [s for s in self._live.values() if live.last_used - s.last_used >= self.session_idle]
+            for old in stale:
+                del self._live[old.session_id]
+                self._close_session(old, f"unused for {self.session_idle:g} s")
+
+    def _close_session(self, live: LiveSession, why: str) -> None:
+        """Forget a session (its conversation's next turn replays into a new one) and ``session/close`` it where
+        the agent supports that (OpenCode, Kilo, Copilot; Gemini and Qwen do not: it lives until the process
+        ends)."""
+        agent = live.agent
+        caps = agent.info.agent_capabilities if agent.info is not None else None
+        closable = bool(caps and caps.session_capabilities and caps.session_capabilities.close is not None)
+        log.info("%s: session %s closed (%s)%s", self.name, live.session_id, why, "" if closable else " by us only")
+        if not closable or not agent.alive:
+            return
+
+        async def close() -> None:
+            try:
+                await agent.call(
+                    agent.conn.close_session(session_id=live.session_id), self.cancel_grace, "session/close"
+                )
+            except LLMError as exc:
+                log.warning("%s: session/close of %s failed: %s", self.name, live.session_id, exc.message)
+
+        task = asyncio.get_running_loop().create_task(close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     async def _new_session(self, agent: AgentProcess, request: ChatRequest) -> LiveSession:
         servers = [*self.mcp_servers, *(request.extra.get(MCP_SERVERS_KEY) or ())]
         result = await agent.request(
@@ -360,7 +488,7 @@ class AcpRunner(Provider):
                                 self.name, request.conversation, request.messages, reply, live.session_id, scope=scope
                             )
                             await self.cli.sessions.flush()
-                            self._live[live.session_id] = live
+                            self._keep(live)
                         event = Done(
                             finish_reason=event.finish_reason,
                             model=(live.model.current if live.model else None) or (None if warning else model),
@@ -397,9 +525,11 @@ class AcpRunner(Provider):
         agent, sid = live.agent, live.session_id
         queue: asyncio.Queue[object] = asyncio.Queue()
         agent.sinks[sid] = queue
+        retries = self._watch_retries(agent, sid, queue)
         task = asyncio.ensure_future(agent.conn.prompt(session_id=sid, prompt=blocks))
         task.add_done_callback(lambda _: queue.put_nowait(END))
         deadline = time.monotonic() + self.cli.timeout
+        failed = False
         try:
             while True:
                 limit = deadline - time.monotonic()
@@ -414,6 +544,9 @@ class AcpRunner(Provider):
                     ) from None
                 if item is END:
                     break
+                if isinstance(item, Failed):  # the agent's retry loop went on too long: cancel the turn
+                    failed = True
+                    raise item.error
                 for event in mapper.feed(item):
                     yield event
             if not task.done():  # the process was closed under the turn
@@ -435,17 +568,47 @@ class AcpRunner(Provider):
                 yield event
             yield Done(finish_reason=finish, session_id=sid)
         finally:
+            if retries is not None:
+                retries.stop()
             if agent.sinks.get(sid) is queue:
                 del agent.sinks[sid]
-            if not task.done():
+            if not task.done() and failed:
+                # the error goes to the caller now; the agent ends the turn when its retry backoff sleep ends
+                # (OpenCode answered a cancel 6.6 s later), so that is waited for in the background
+                cancel = asyncio.get_running_loop().create_task(
+                    self._cancel(agent, sid, task, max(self.cancel_grace, RETRY_CANCEL_GRACE))
+                )
+                self._closing.add(cancel)
+                cancel.add_done_callback(self._closing.discard)
+            elif not task.done():
                 with anyio.CancelScope(shield=True):
                     await self._cancel(agent, sid, task)
 
-    async def _cancel(self, agent: AgentProcess, sid: str, task: asyncio.Future[Any]) -> None:
-        """The consumer left mid-turn: ``session/cancel``, then kill the process if the turn does not end."""
+    def _watch_retries(self, agent: AgentProcess, sid: str, queue: asyncio.Queue[object]) -> RetryBound | None:
+        """Feed this turn's log lines to the dialect's retry watch (see :mod:`.dialects`)."""
+        factory = self.dialect.retry_watch
+        watch = factory(self.cli) if factory is not None else None
+        if watch is None:
+            return None
+        bound = RetryBound(watch, queue)
+        if self.dialect.session_log is None:
+            agent.log_sinks[sid] = bound.feed
+            bound.on_stop(lambda: agent.log_sinks.pop(sid, None))
+        else:
+            bound.tail(self.dialect.session_log(self.cli, sid))
+        return bound
+
+    async def _cancel(
+        self, agent: AgentProcess, sid: str, task: asyncio.Future[Any], grace: float | None = None
+    ) -> None:
+        """The consumer left mid-turn: ``session/cancel``, then kill the process if the turn does not end within
+        ``grace`` (default ``cancel_grace``) seconds."""
+        grace = self.cancel_grace if grace is None else grace
         try:
-            await asyncio.wait_for(agent.conn.cancel(session_id=sid), self.cancel_grace)
-            await asyncio.wait_for(asyncio.shield(task), self.cancel_grace)
+            await asyncio.wait_for(agent.conn.cancel(session_id=sid), grace)
+            # the turn stopped when its prompt request is answered, with a result or an error (Qwen answers a
+            # turn cancelled inside its retry loop with "Internal error")
+            await asyncio.wait_for(asyncio.wait([task]), grace)
             log.info("%s: turn on session %s cancelled", self.name, sid)
             return
         except Exception as exc:  # any failure to stop the turn ends in the kill below

@@ -6,17 +6,23 @@ session, which model and which text reached it), keeps a history per session, an
 - ``[slow]`` 0.3 s between chunks; ``[hang]`` no answer until cancelled (then ``stopReason: cancelled``);
   ``[stubborn]`` hangs and ignores ``session/cancel``; ``[crash]`` exits mid-turn after one chunk;
 - ``[think]`` a thought chunk first; ``[tool]`` asks permission for a shell command and answers with the option
-  the client chose (``permission: <optionId>``) — it never runs anything;
+  the client chose (``permission: <optionId>``) — it never runs anything — then reports the call ``completed``
+  (allowed) or ``failed`` (rejected) in a ``tool_call_update``;
 - ``[error]`` a JSON-RPC error with HTTP status 401 in ``code``; ``[texterror]`` Copilot's way: an
   ``Error: Authentication failed … (HTTP 401)`` chunk and ``end_turn`` without usage;
-- ``[metausage]`` usage in an empty chunk's ``_meta`` (Qwen's way) instead of the result.
+- ``[metausage]`` usage in an empty chunk's ``_meta`` (Qwen's way) instead of the result;
+- ``[retrylog]`` a retry loop that only its log shows, until cancelled: every 0.2 s an OpenCode-style
+  ``level=ERROR message="stream error" session.id=<session> …`` line on stderr, or with ``$ACP_STANDIN_LOGDIR``
+  set a Qwen-style ``[RETRY] Attempt n failed with status 500 …`` line in ``$ACP_STANDIN_LOGDIR/<session>.txt``.
 
-Every request it receives is appended to ``$ACP_STANDIN_LOG`` (JSON lines) when that is set.
+It advertises ``session/close`` (and forgets the session) unless ``$ACP_STANDIN_NO_CLOSE`` is set. Every request
+it receives is appended to ``$ACP_STANDIN_LOG`` (JSON lines) when that is set.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -29,16 +35,20 @@ from acp.schema import (
     AgentCapabilities,
     AgentMessageChunk,
     AgentThoughtChunk,
+    CloseSessionResponse,
     Implementation,
     InitializeResponse,
     NewSessionResponse,
     PermissionOption,
     PromptCapabilities,
     PromptResponse,
+    SessionCapabilities,
+    SessionCloseCapabilities,
     SessionConfigOptionSelect,
     SessionConfigSelectOption,
     SetSessionConfigOptionResponse,
     TextContentBlock,
+    ToolCallProgress,
     ToolCallStart,
     ToolCallUpdate,
     Usage,
@@ -52,6 +62,11 @@ def _log(kind: str, **data: Any) -> None:
     if path:
         with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"kind": kind, "pid": os.getpid(), **data}, default=str) + "\n")
+
+
+def _append(path: str, line: str) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
 
 
 class StandInAgent:
@@ -78,7 +93,12 @@ class StandInAgent:
         _log("initialize", capabilities=kwargs.get("client_capabilities"))
         return InitializeResponse(
             protocol_version=acp.PROTOCOL_VERSION,
-            agent_capabilities=AgentCapabilities(prompt_capabilities=PromptCapabilities(image=True)),
+            agent_capabilities=AgentCapabilities(
+                prompt_capabilities=PromptCapabilities(image=True),
+                session_capabilities=SessionCapabilities(
+                    close=None if os.environ.get("ACP_STANDIN_NO_CLOSE") else SessionCloseCapabilities()
+                ),
+            ),
             agent_info=Implementation(name="stand-in", version="1.0"),
         )
 
@@ -98,6 +118,13 @@ class StandInAgent:
         self.model[session_id] = str(value)
         return SetSessionConfigOptionResponse(config_options=[self._model_option(session_id)])
 
+    async def close_session(self, session_id: str, **kwargs: Any) -> CloseSessionResponse:
+        _log("session/close", session=session_id)
+        if self.turns.pop(session_id, None) is None:
+            raise acp.RequestError.invalid_params({"details": f"no session {session_id!r}"})
+        self.model.pop(session_id, None)
+        return CloseSessionResponse()
+
     async def cancel(self, session_id: str, **kwargs: Any) -> None:
         _log("session/cancel", session=session_id)
         event = self.cancelled.get(session_id)
@@ -109,6 +136,25 @@ class StandInAgent:
             session_update="agent_message_chunk", content=TextContentBlock(type="text", text=text), field_meta=meta
         )
         await self.conn.session_update(session_id=session_id, update=chunk)
+
+    async def _retry_loop(self, session_id: str, cancelled: asyncio.Event) -> PromptResponse:
+        logdir = os.environ.get("ACP_STANDIN_LOGDIR")
+        attempt = 0
+        while not cancelled.is_set():
+            attempt += 1
+            if logdir:
+                line = f"[RETRY] Attempt {attempt} failed with status 500. Retrying with backoff... Error: 500 stand-in"
+                _append(os.path.join(logdir, f"{session_id}.txt"), line)
+            else:
+                print(
+                    f'level=ERROR message="stream error" session.id={session_id} '
+                    'error.error="AI_APICallError: The server had an error (stand-in 500)"',
+                    file=sys.stderr,
+                    flush=True,
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(cancelled.wait(), 0.2)
+        return PromptResponse(stop_reason="cancelled")
 
     async def prompt(self, prompt: list[Any], session_id: str, **kwargs: Any) -> PromptResponse:
         text = "\n".join(getattr(b, "text", "") for b in prompt if getattr(b, "type", None) == "text")
@@ -124,6 +170,8 @@ class StandInAgent:
             await self._say(session_id, "Info: Request failed due to a transient API error. Retrying...")
             await self._say(session_id, "Error: Authentication failed with provider at http://x/v1 (HTTP 401).")
             return PromptResponse(stop_reason="end_turn")
+        if "[retrylog]" in text:
+            return await self._retry_loop(session_id, cancelled)
         if "[think]" in text:
             thought = AgentThoughtChunk(
                 session_update="agent_thought_chunk", content=TextContentBlock(type="text", text="pondering")
@@ -144,6 +192,9 @@ class StandInAgent:
             chosen = getattr(answer.outcome, "option_id", answer.outcome.outcome)
             _log("permission", session=session_id, chosen=chosen)
             await self._say(session_id, f"permission: {chosen}")
+            status = "completed" if chosen == "yes" else "failed"
+            done = ToolCallProgress(session_update="tool_call_update", tool_call_id="t1", status=status)
+            await self.conn.session_update(session_id=session_id, update=done)
             return PromptResponse(stop_reason="end_turn", usage=Usage(input_tokens=1, output_tokens=1, total_tokens=2))
         words = re.findall(r"\s*\S+", f"{self.model[session_id]}|turn {turn}|{text}")
         for i, word in enumerate(words):
@@ -165,7 +216,8 @@ class StandInAgent:
 
 
 async def main() -> None:
-    await acp.run_agent(StandInAgent())  # type: ignore[arg-type]
+    # session/close is in the SDK's unstable part
+    await acp.run_agent(StandInAgent(), use_unstable_protocol=True)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":
