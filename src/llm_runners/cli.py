@@ -225,8 +225,8 @@ async def _providers(args: argparse.Namespace) -> int:
             health = Health(provider=name, installed=False, ready=False, reason=reason)
         finally:
             await provider.aclose()
-        # keyed by the configured name: an HTTP provider reports its type ("openai_compat") as its own name
-        results[name] = health if health.provider == name else health.model_copy(update={"provider": name})
+        # keyed by the configured name (an HTTP provider reports its type, "openai_compat", as its own name)
+        results[name] = health.model_copy(update={"provider": name, "verified": provider.capabilities.verified})
 
     async with anyio.create_task_group() as tg:
         for name in names:
@@ -239,7 +239,8 @@ async def _providers(args: argparse.Namespace) -> int:
     for name in names:
         h = results[name]
         state = "ready" if h.ready else ("not ready" if h.installed else "not found")
-        print(redact(f"{name:<14} {state:<10} {h.version or '-':<12} {h.path or '-'}"))
+        proof = "verified" if h.verified else "unverified"
+        print(redact(f"{name:<14} {state:<10} {h.version or '-':<12} {proof:<10} {h.path or '-'}"))
         if not h.ready:
             if h.reason:
                 print(redact(f"{'':<14} why: {_one_line(h.reason)}"))
@@ -344,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common_options(chat, top=False)
     chat.set_defaults(func=lambda a: anyio.run(_chat, a))
 
-    providers = sub.add_parser("providers", help="list every known CLI: found, version, ready or how to fix")
+    providers = sub.add_parser("providers", help="list every known CLI: found, version, verified, ready or how to fix")
     providers.add_argument("--json", action="store_true")
     _common_options(providers, top=False)
     providers.set_defaults(func=lambda a: anyio.run(_providers, a))

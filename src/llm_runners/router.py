@@ -342,9 +342,9 @@ class Router:
         async with anyio.create_task_group() as tg:
             for name in self.providers:
                 tg.start_soon(one, name)
-        # by the configured name: an HTTP provider calls itself by its type ("openai_compat")
+        # by the configured name (an HTTP provider calls itself by its type, "openai_compat"), and verified or not
         return [
-            results[n] if results[n].provider == n else results[n].model_copy(update={"provider": n})
+            results[n].model_copy(update={"provider": n, "verified": self.providers[n].capabilities.verified})
             for n in self.providers
         ]
 

@@ -387,6 +387,11 @@ class Capabilities(_Model):
     usage: bool = True
     cost: bool = False
     model_listing: bool = False  # models() asks the CLI or API live
+    #: proven here against the real program it drives: the pinned CLI binary, run in the loopback-only namespace
+    #: against the fake model API. False for runners built from a CLI's published formats only (its binary cannot
+    #: be installed here) and for the HTTP providers (tested against the fake API's rendering of the wire format,
+    #: never against the live service)
+    verified: bool = False
 
 
 class ModelInfo(_Model):
@@ -407,5 +412,7 @@ class Health(_Model):
     authenticated: bool | None = None
     reason: str | None = None
     fix: str | None = None
+    #: :attr:`Capabilities.verified` of the provider, filled in by the listings (``providers``, ``/ready``)
+    verified: bool | None = None
     #: a process runner's CLI processes by state ("running", "live", "spare"), when it has any notion of them
     processes: dict[str, int] | None = None

@@ -252,13 +252,14 @@ def test_providers_lists_the_pinned_clis_found_versioned_and_ready(
         assert (h["installed"], h["ready"], h["authenticated"]) == (True, True, True), h
         assert h["path"] == str(cli_bin(binary))
         assert h["version"] == pinned_version(package)
+        assert h["verified"] is True
     assert (listed["local"]["ready"], listed["local"]["path"]) == (True, fake_api.openai_base_url)
 
     text = run(config, "providers", env=command_env(tmp_home))
     assert text.returncode == 0, text.stderr
     rows = {line.split()[0]: line.split() for line in text.stdout.splitlines() if not line.startswith(" ")}
     for name, (binary, package) in PINNED.items():
-        assert rows[name] == [name, "ready", pinned_version(package), str(cli_bin(binary))]
+        assert rows[name] == [name, "ready", pinned_version(package), "verified", str(cli_bin(binary))]
     notes: dict[str, list[str]] = {}  # a row's indented lines (why:, fix:) belong to it
     current = ""
     for line in text.stdout.splitlines():
@@ -295,7 +296,7 @@ def test_providers_says_what_is_missing_and_how_to_fix_it(tmp_path: Path, tmp_ho
         else:
             last = line.split()[0]
             blocks[last] = [line]
-    assert blocks["claude_code"][0].split() == ["claude_code", "not", "found", "-", "-"]
+    assert blocks["claude_code"][0].split() == ["claude_code", "not", "found", "-", "verified", "-"]
     assert "fix: npm install -g @anthropic-ai/claude-code" in blocks["claude_code"]
     codex = blocks["codex"]
     assert codex[0].split() == ["codex", "not", "ready", pinned_version("@openai/codex"), str(cli_bin("codex"))]

@@ -262,7 +262,10 @@ class AcpRunner(Provider):
         setattr(self, "name", runner.name)  # noqa: B010
         setattr(self, "display_name", f"{runner.display_name or runner.name} (ACP)")  # noqa: B010
         setattr(self, "default_model", runner.default_model)  # noqa: B010
-        caps = self.capabilities.model_copy(update={"token_streaming": dialect.token_streaming})
+        # verified as far as the CLI is: its ACP mode is proven by the same e2e tests as its exec mode, or not at all
+        caps = self.capabilities.model_copy(
+            update={"token_streaming": dialect.token_streaming, "verified": runner.capabilities.verified}
+        )
         setattr(self, "capabilities", caps)  # noqa: B010
         self.pool_size = pool_size
         self.warm = warm

@@ -438,6 +438,7 @@ class ClaudeCodeRunner(CLIRunner):
     name: ClassVar[str] = PROVIDER
     display_name: ClassVar[str] = "Claude Code"
     capabilities: ClassVar[Capabilities] = Capabilities(
+        verified=True,
         streaming=True,
         token_streaming=True,
         system_prompt=True,

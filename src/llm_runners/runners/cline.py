@@ -285,6 +285,7 @@ class ClineRunner(CLIRunner):
     name: ClassVar[str] = PROVIDER
     display_name: ClassVar[str] = "Cline CLI"
     capabilities: ClassVar[Capabilities] = Capabilities(
+        verified=True,
         streaming=True,
         token_streaming=True,
         system_prompt=True,

@@ -327,6 +327,7 @@ class CodexRunner(CLIRunner):
     name: ClassVar[str] = "codex"
     display_name: ClassVar[str] = "Codex CLI"
     capabilities: ClassVar[Capabilities] = Capabilities(
+        verified=True,
         streaming=True,
         token_streaming=False,
         system_prompt=True,

@@ -245,6 +245,7 @@ class ContinueRunner(CLIRunner):
     name: ClassVar[str] = PROVIDER
     display_name: ClassVar[str] = "Continue CLI"
     capabilities: ClassVar[Capabilities] = Capabilities(
+        verified=True,
         streaming=True,
         token_streaming=False,
         system_prompt=False,

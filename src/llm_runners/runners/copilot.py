@@ -325,6 +325,7 @@ class CopilotRunner(CLIRunner):
     name: ClassVar[str] = PROVIDER
     display_name: ClassVar[str] = "GitHub Copilot CLI"
     capabilities: ClassVar[Capabilities] = Capabilities(
+        verified=True,
         streaming=True,
         token_streaming=True,
         system_prompt=False,  # an agent file's body is embedded in the CLI's prompt, subordinate to it

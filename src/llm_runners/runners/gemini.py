@@ -345,6 +345,7 @@ class GeminiRunner(CLIRunner):
     name: ClassVar[str] = "gemini"
     display_name: ClassVar[str] = "Gemini CLI"
     capabilities: ClassVar[Capabilities] = Capabilities(
+        verified=True,
         streaming=True,
         token_streaming=True,
         system_prompt=True,

@@ -394,6 +394,7 @@ class OpenCodeRunner(CLIRunner):
     name: ClassVar[str] = "opencode"
     display_name: ClassVar[str] = "OpenCode"
     capabilities: ClassVar[Capabilities] = Capabilities(
+        verified=True,
         streaming=True,
         token_streaming=False,
         system_prompt=True,

@@ -337,6 +337,7 @@ class QwenRunner(CLIRunner):
     name: ClassVar[str] = PROVIDER
     display_name: ClassVar[str] = "Qwen Code"
     capabilities: ClassVar[Capabilities] = Capabilities(
+        verified=True,
         streaming=True,
         token_streaming=True,
         system_prompt=True,
