@@ -27,6 +27,10 @@ Facts (clis.md sections 5-10 and 14, and the transcripts in ``tests/fixtures/acp
 - Copilot CLI 1.0.102 ``copilot --acp``: API errors are streamed as answer text (``Info: Request failed …``,
   ``Error: Authentication failed …``) and the turn ends ``end_turn`` without usage.
 - Cline 3.0.65 ``cline --acp``: ``session/new`` requires ``authenticate`` with an account: not usable offline.
+- Cursor Agent ``cursor-agent acp``, Goose ``goose acp`` and Kiro ``kiro-cli acp`` (from their published sources,
+  not run here: agentclientprotocol/registry, block/goose ``crates/goose-cli/src/commands/acp.rs``, kiro.dev/docs/
+  cli/acp). Kiro's default transport is ACP (its exec mode prints plain text with no sessions); Cursor's and
+  Goose's is exec (their stream-json formats are documented, their ACP details are not).
 """
 
 from __future__ import annotations
@@ -130,6 +134,9 @@ DIALECTS: dict[str, AcpDialect] = {
             runner_args=copilot_args,
             status_text=COPILOT_STATUS,
             default_transport="exec",
-        ),
+        ),  # from published sources only, like their exec runners (verified=False): see those modules' docstrings
+        AcpDialect("cursor_agent", ("acp",), default_transport="exec"),
+        AcpDialect("goose", ("acp",), default_transport="exec"),
+        AcpDialect("kiro", ("acp",)),
     )
 }

@@ -11,10 +11,14 @@ from .cline import ClineRunner
 from .codex import CodexRunner
 from .continue_cli import ContinueRunner
 from .copilot import CopilotRunner
+from .cursor_agent import CursorAgentRunner
 from .gemini import GeminiRunner
+from .goose import GooseRunner
 from .kilo import KiloRunner
+from .kiro import KiroRunner
 from .opencode import OpenCodeRunner
 from .qwen import QwenRunner
+from .warp import WarpRunner
 
 #: provider name -> runner class
 REGISTRY: dict[str, type[CLIRunner]] = {
@@ -29,6 +33,11 @@ REGISTRY: dict[str, type[CLIRunner]] = {
         CopilotRunner,
         QwenRunner,
         ContinueRunner,
+        # from published formats only (verified=False): their CLIs cannot be installed here
+        CursorAgentRunner,
+        GooseRunner,
+        WarpRunner,
+        KiroRunner,
     )
 }
 

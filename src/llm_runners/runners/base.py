@@ -311,6 +311,8 @@ def check_model_name(model: str | None, provider: str) -> None:
 class CLIRunner(Provider):
     binary_name: ClassVar[str] = ""
     package: ClassVar[str] = ""
+    #: how to install the CLI, when it is not an npm package (else ``npm install -g <package>``)
+    install: ClassVar[str] = ""
     pass_env: ClassVar[tuple[str, ...]] = ()
     known_models: ClassVar[tuple[str, ...]] = ()
     version_args: ClassVar[tuple[str, ...]] = ("--version",)
@@ -475,6 +477,11 @@ class CLIRunner(Provider):
         return path
 
     # ------------------------------------------------------------------------------------------ resolution
+    @classmethod
+    def install_hint(cls) -> str:
+        """The command that installs the CLI (``install``, else the npm line of its ``package``)."""
+        return cls.install or f"npm install -g {cls.package}"
+
     def find_binary(self) -> str | None:
         """The configured binary: a path as given, else a name looked up in the runner's own PATH, then the
         server's."""
@@ -490,7 +497,7 @@ class CLIRunner(Provider):
             if found is None:
                 raise BinaryNotFound(
                     f"{self.display_name or self.name}: `{self.binary or self.binary_name}` was not found. "
-                    f"Install it with `npm install -g {self.package}` or set the runner's binary path.",
+                    f"Install it with `{self.install_hint()}` or set the runner's binary path.",
                     provider=self.name,
                 )
             self._binary_path = found
@@ -694,7 +701,7 @@ class CLIRunner(Provider):
         try:
             return await process.start(spec)
         except BinaryNotFound as exc:  # found, but it cannot run (bad interpreter, not an executable format)
-            exc.message += f". Reinstall it with `npm install -g {self.package}` or set the runner's binary path."
+            exc.message += f". Reinstall it with `{self.install_hint()}` or set the runner's binary path."
             exc.args = (exc.message,)
             raise
 
@@ -812,7 +819,7 @@ class CLIRunner(Provider):
                 installed=False,
                 ready=False,
                 reason=f"`{self.binary or self.binary_name}` not found",
-                fix=f"npm install -g {self.package}",
+                fix=self.install_hint(),
             )
         self._binary_path = path
         try:
@@ -824,7 +831,7 @@ class CLIRunner(Provider):
                 ready=False,
                 path=path,
                 reason=f"{label} did not start: {exc.message}",
-                fix=f"reinstall it: npm install -g {self.package}",
+                fix=f"reinstall it: {self.install_hint()}",
             )
         status = await self.auth_status()
         self._auth_checked = (time.monotonic(), status)
