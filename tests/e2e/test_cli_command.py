@@ -299,7 +299,14 @@ def test_providers_says_what_is_missing_and_how_to_fix_it(tmp_path: Path, tmp_ho
     assert blocks["claude_code"][0].split() == ["claude_code", "not", "found", "-", "verified", "-"]
     assert "fix: npm install -g @anthropic-ai/claude-code" in blocks["claude_code"]
     codex = blocks["codex"]
-    assert codex[0].split() == ["codex", "not", "ready", pinned_version("@openai/codex"), str(cli_bin("codex"))]
+    assert codex[0].split() == [
+        "codex",
+        "not",
+        "ready",
+        pinned_version("@openai/codex"),
+        "verified",
+        str(cli_bin("codex")),
+    ]
     assert "fix: run `codex login` or set OPENAI_API_KEY" in codex
     assert any(line.startswith("why: ") and "not logged in" in line for line in codex)
     assert blocks["gemini"][0].split()[:3] == ["gemini", "not", "ready"]
