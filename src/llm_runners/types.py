@@ -314,8 +314,24 @@ class ReasoningDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A fragment of a tool call as the model streams it (the HTTP providers). ``index`` is the call's ordinal in
+    this answer (0, 1, …); the first fragment of a call carries its ``id`` and ``name``, the later ones only more
+    ``arguments`` text. The whole call still follows as a :class:`ToolCallEvent` with the same ``id`` once it is
+    complete: a consumer that renders fragments (the front doors) treats that event as the call's end, any other
+    consumer can ignore the fragments."""
+
+    index: int
+    arguments: str = ""
+    id: str | None = None
+    name: str | None = None
+    type: Literal["tool_call_delta"] = "tool_call_delta"
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCallEvent:
-    """A complete tool call (CLIs and the text tool protocol produce whole calls, not argument fragments)."""
+    """A complete tool call (CLIs and the text tool protocol produce whole calls, not argument fragments; the HTTP
+    providers send :class:`ToolCallDelta` fragments before it)."""
 
     call: ToolCall
     type: Literal["tool_call"] = "tool_call"
@@ -358,7 +374,7 @@ class Done:
     tool_runs: tuple[ToolRun, ...] = field(default=())
 
 
-StreamEvent: TypeAlias = TextDelta | ReasoningDelta | ToolCallEvent | AgentToolEvent | UsageEvent | Done
+StreamEvent: TypeAlias = TextDelta | ReasoningDelta | ToolCallDelta | ToolCallEvent | AgentToolEvent | UsageEvent | Done
 
 
 # --------------------------------------------------------------------------------------------- provider metadata

@@ -32,6 +32,7 @@ from llm_runners.types import (
     TextDelta,
     TextPart,
     ToolCall,
+    ToolCallDelta,
     ToolCallEvent,
     ToolChoice,
     ToolSpec,
@@ -91,7 +92,10 @@ async def test_text_thought_and_tool_stream() -> None:
         ReasoningDelta("planning"),
         TextDelta("Let me "),
         TextDelta("look."),
+        # the API sends calls whole: one fragment with all the arguments, then the call
+        ToolCallDelta(0, '{"path": "a"}', id="call_1", name="Read"),
         ToolCallEvent(ToolCall(id="call_1", name="Read", arguments='{"path": "a"}')),
+        ToolCallDelta(1, "{}", id="call_2", name="Ls"),
         ToolCallEvent(ToolCall(id="call_2", name="Ls", arguments="{}")),
         UsageEvent(Usage(input_tokens=100, output_tokens=12, cached_tokens=40, reasoning_tokens=5)),
         Done(finish_reason="tool_calls", model="gemini-x"),

@@ -34,6 +34,8 @@ from llm_runners.types import (
     TextDelta,
     TextPart,
     ToolCall,
+    ToolCallDelta,
+    ToolCallEvent,
     ToolChoice,
     ToolSpec,
     Usage,
@@ -138,6 +140,33 @@ async def test_tool_call_fragments_are_assembled() -> None:
         ToolCall(id="call_b", name="get_time", arguments="{}"),
     ]
     assert response.finish_reason == "tool_calls" and response.content == ""
+
+
+async def test_tool_call_fragments_are_passed_on_as_deltas_before_the_whole_calls() -> None:
+    """Interleaved parallel calls keep their ordinals; arguments sent before the name wait for it; the id the first
+    delta announced is the whole call's id even when the server names it late (then it is ``call_<index>``)."""
+    canned = Canned(
+        body=sse(
+            chunk({"tool_calls": [{"index": 0, "id": "call_a", "function": {"name": "get_weather", "arguments": ""}}]}),
+            chunk({"tool_calls": [{"index": 1, "function": {"arguments": '{"tz"'}}]}),  # no name yet
+            chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"city":'}}]}),
+            chunk({"tool_calls": [{"index": 1, "function": {"name": "get_time", "arguments": ': "CET"}'}}]}),
+            chunk({"tool_calls": [{"index": 1, "id": "late_id"}]}),
+            chunk({"tool_calls": [{"index": 0, "function": {"arguments": ' "Paris"}'}}]}),
+            chunk({}, "tool_calls"),
+            "[DONE]",
+        )
+    )
+    events = [e async for e in canned.provider().stream(req())]
+    calls = [e for e in events if isinstance(e, ToolCallDelta | ToolCallEvent)]
+    assert calls == [
+        ToolCallDelta(0, "", id="call_a", name="get_weather"),
+        ToolCallDelta(0, '{"city":'),
+        ToolCallDelta(1, '{"tz": "CET"}', id="call_1", name="get_time"),
+        ToolCallDelta(0, ' "Paris"}'),
+        ToolCallEvent(ToolCall(id="call_a", name="get_weather", arguments='{"city": "Paris"}')),
+        ToolCallEvent(ToolCall(id="call_1", name="get_time", arguments='{"tz": "CET"}')),
+    ]
 
 
 async def test_stop_after_tool_calls_becomes_tool_calls_and_missing_done_is_tolerated() -> None:

@@ -9,7 +9,8 @@ blocks. ``max_tokens`` is mandatory on this API, so ``default_max_tokens`` fills
 JSON mode has no native switch here (``json_mode`` is False), so the server's emulation applies.
 
 Streaming: ``text_delta`` -> :class:`TextDelta`, ``thinking_delta`` -> :class:`ReasoningDelta`, each
-``tool_use`` block -> one :class:`ToolCallEvent` at its ``content_block_stop``; input usage from
+``tool_use`` block -> a :class:`ToolCallDelta` at its start (id, name) and one per ``input_json_delta``, then one
+:class:`ToolCallEvent` at its ``content_block_stop``; input usage from
 ``message_start`` and output usage from ``message_delta`` -> one :class:`UsageEvent`; ``event: error`` inside
 the stream raises the matching error. An answer the API ended on one of ``stop_sequences``
 (``stop_reason: "stop_sequence"``) finishes with ``"stop"`` and names the sequence in ``Done.stop_sequence``.
@@ -36,6 +37,7 @@ from ..types import (
     TextDelta,
     TextPart,
     ToolCall,
+    ToolCallDelta,
     ToolCallEvent,
     Usage,
     UsageEvent,
@@ -147,6 +149,7 @@ class AnthropicProvider(HTTPProvider):
         finish: FinishReason = "stop"
         stop_sequence: str | None = None
         blocks: dict[int, dict[str, Any]] = {}  # open tool_use blocks by index
+        calls = 0  # tool_use blocks so far: the ordinal of the next one
         async for sse in source:
             if not sse.data.strip():
                 continue
@@ -170,7 +173,10 @@ class AnthropicProvider(HTTPProvider):
                         "name": block.get("name") or "",
                         "json": "",
                         "initial": initial if initial else None,
+                        "ordinal": calls,
                     }
+                    calls += 1
+                    yield ToolCallDelta(blocks[index]["ordinal"], id=blocks[index]["id"], name=blocks[index]["name"])
                 elif block.get("type") == "text" and block.get("text"):
                     yield TextDelta(str(block["text"]))
                 elif block.get("type") == "thinking" and block.get("thinking"):
@@ -184,8 +190,10 @@ class AnthropicProvider(HTTPProvider):
                     yield ReasoningDelta(str(delta["thinking"]))
                 elif dtype == "input_json_delta":
                     open_block = blocks.get(int(data.get("index", 0)))
-                    if open_block is not None:
-                        open_block["json"] += str(delta.get("partial_json") or "")
+                    partial = str(delta.get("partial_json") or "")
+                    if open_block is not None and partial:
+                        open_block["json"] += partial
+                        yield ToolCallDelta(open_block["ordinal"], partial)
             elif kind == "content_block_stop":
                 closed = blocks.pop(int(data.get("index", 0)), None)
                 if closed is not None:

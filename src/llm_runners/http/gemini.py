@@ -13,10 +13,11 @@ answer, consecutive results sharing one turn); tools become ``functionDeclaratio
 
 Streaming: each chunk is a whole ``GenerateContentResponse``; ``text`` parts -> :class:`TextDelta`, parts marked
 ``thought`` -> :class:`ReasoningDelta`, each ``functionCall`` part (the API sends calls whole) -> one
-:class:`ToolCallEvent`; the last chunk's ``finishReason`` and ``usageMetadata`` -> :class:`Done` and one
-:class:`UsageEvent`. ``promptTokenCount`` counts the whole prompt with ``cachedContentTokenCount`` as a subset (it
-is :attr:`Usage.cached_tokens`); ``thoughtsTokenCount`` is outside ``candidatesTokenCount`` on this API, so it is
-added to the output and reported as :attr:`Usage.reasoning_tokens`.
+:class:`ToolCallDelta` holding the whole arguments, then the :class:`ToolCallEvent`; the last chunk's
+``finishReason`` and ``usageMetadata`` -> :class:`Done` and one :class:`UsageEvent`. ``promptTokenCount`` counts
+the whole prompt with ``cachedContentTokenCount`` as a subset (it is :attr:`Usage.cached_tokens`);
+``thoughtsTokenCount`` is outside ``candidatesTokenCount`` on this API, so it is added to the output and reported
+as :attr:`Usage.reasoning_tokens`.
 
 Errors come as ``{"error": {"code": 400, "message": ..., "status": "INVALID_ARGUMENT", "details": [...]}}``; a bad
 key is a 400 with reason ``API_KEY_INVALID`` on the real API (401 ``UNAUTHENTICATED`` elsewhere), both
@@ -47,6 +48,7 @@ from ..types import (
     TextDelta,
     TextPart,
     ToolCall,
+    ToolCallDelta,
     ToolCallEvent,
     Usage,
     UsageEvent,
@@ -242,15 +244,14 @@ class _State:
                 if isinstance(part.get("functionCall"), dict):
                     call = part["functionCall"]
                     self.calls += 1
-                    events.append(
-                        ToolCallEvent(
-                            ToolCall(
-                                id=str(call.get("id") or f"call_{self.calls}"),
-                                name=str(call.get("name") or ""),
-                                arguments=json.dumps(call.get("args") or {}),
-                            )
-                        )
+                    whole = ToolCall(
+                        id=str(call.get("id") or f"call_{self.calls}"),
+                        name=str(call.get("name") or ""),
+                        arguments=json.dumps(call.get("args") or {}),
                     )
+                    # the API sends each call whole: one fragment, then the call
+                    events.append(ToolCallDelta(self.calls - 1, whole.arguments, id=whole.id, name=whole.name))
+                    events.append(ToolCallEvent(whole))
                 elif isinstance(part.get("text"), str) and part["text"]:
                     events.append(ReasoningDelta(part["text"]) if part.get("thought") else TextDelta(part["text"]))
             if candidate.get("finishReason"):

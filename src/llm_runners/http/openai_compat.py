@@ -5,9 +5,11 @@ llama.cpp, OpenRouter, LiteLLM, …).
 ``http://127.0.0.1:11434/v1``); requests go to ``{base_url}/chat/completions``.
 
 Streaming: content deltas become :class:`TextDelta`; ``reasoning_content`` / ``reasoning`` deltas (DeepSeek,
-vLLM, OpenRouter) become :class:`ReasoningDelta`; tool-call fragments are assembled per ``index`` and emitted as
-whole :class:`ToolCallEvent` when the choice finishes; the usage chunk (``stream_options.include_usage``) becomes
-one :class:`UsageEvent`. A server that ignores ``"stream": true`` and answers JSON is handled too.
+vLLM, OpenRouter) become :class:`ReasoningDelta`; tool-call fragments are passed on as they come as
+:class:`ToolCallDelta` (from the first fragment that names the call; arguments that came before the name go out
+with it) and assembled per ``index`` into whole :class:`ToolCallEvent` when the choice finishes; the usage chunk
+(``stream_options.include_usage``) becomes one :class:`UsageEvent`. A server that ignores ``"stream": true`` and
+answers JSON is handled too.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ..types import (
     TextDelta,
     TextPart,
     ToolCall,
+    ToolCallDelta,
     ToolCallEvent,
     Usage,
     UsageEvent,
@@ -191,6 +194,10 @@ class _PartialCall:
     id: str = ""
     name: str = ""
     arguments: str = ""
+    #: the id the first ToolCallDelta announced (the whole call keeps it), "" until then
+    announced: str = ""
+    #: how much of ``arguments`` went out in deltas
+    sent: int = 0
 
 
 class _StreamState:
@@ -224,18 +231,18 @@ class _StreamState:
             if isinstance(content, str) and content:
                 events.append(TextDelta(content))
             for fragment in delta.get("tool_calls") or []:
-                self._add_fragment(fragment, provider)
+                events.extend(self._add_fragment(fragment, provider))
             reason = choice.get("finish_reason")
             if reason:
                 self.finish = _FINISH.get(reason, "stop")
                 events.extend(self._call_events())
         return events
 
-    def _add_fragment(self, fragment: Any, provider: str) -> None:
+    def _add_fragment(self, fragment: Any, provider: str) -> list[StreamEvent]:
         if not isinstance(fragment, dict):
             raise UpstreamError(f"malformed tool call fragment: {fragment!r}", provider=provider)
-        index = fragment.get("index", len(self.calls))
-        call = self.calls.setdefault(int(index), _PartialCall())
+        index = int(fragment.get("index", len(self.calls)))
+        call = self.calls.setdefault(index, _PartialCall())
         if fragment.get("id"):
             call.id = str(fragment["id"])
         function = fragment.get("function") or {}
@@ -246,13 +253,22 @@ class _StreamState:
             call.arguments += arguments
         elif isinstance(arguments, dict):  # a few servers send the arguments already parsed
             call.arguments += _dumps(arguments)
+        if self._calls_sent or not call.name:
+            return []  # not named yet: its fragments wait for the name
+        ordinal = sorted(self.calls).index(index)
+        new = call.arguments[call.sent :]
+        call.sent = len(call.arguments)
+        if not call.announced:
+            call.announced = call.id or f"call_{index}"
+            return [ToolCallDelta(ordinal, new, id=call.announced, name=call.name)]
+        return [ToolCallDelta(ordinal, new)] if new else []
 
     def _call_events(self) -> list[StreamEvent]:
         if self._calls_sent:
             return []
         self._calls_sent = True
         return [
-            ToolCallEvent(ToolCall(id=c.id or f"call_{i}", name=c.name, arguments=c.arguments or "{}"))
+            ToolCallEvent(ToolCall(id=c.announced or c.id or f"call_{i}", name=c.name, arguments=c.arguments or "{}"))
             for i, c in sorted(self.calls.items())
         ]
 

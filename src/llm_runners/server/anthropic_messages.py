@@ -59,6 +59,7 @@ from ..types import (
     TextDelta,
     TextPart,
     ToolCall,
+    ToolCallDelta,
     ToolCallEvent,
     ToolChoice,
     ToolSpec,
@@ -70,7 +71,17 @@ from .errors import from_validation, opt_bool, opt_dict, opt_int, opt_list, opt_
 from .multiplex import MultiplexCall, multiplex_models
 from .observe import note_route
 from .openai_chat import CONVERSATION_HEADER, chat_model_name
-from .sse import CompletionCall, Render, StreamingCall, cost_fields, dumps, json_string, sse_event, warnings_headers
+from .sse import (
+    CompletionCall,
+    Render,
+    StreamedCalls,
+    StreamingCall,
+    cost_fields,
+    dumps,
+    json_string,
+    sse_event,
+    warnings_headers,
+)
 
 __all__ = ["AnthropicMessages", "CountTokens", "estimate_tokens", "parse_messages_request"]
 
@@ -370,6 +381,7 @@ class MessageStreamRenderer:
         self.index = -1
         self.open: str | None = None
         self.usage: Usage | None = None
+        self.streamed = StreamedCalls()
         self.done = False
 
     def head(self) -> bytes:
@@ -413,8 +425,15 @@ class MessageStreamRenderer:
                 return b""
             out = b"" if self.open == "thinking" else self._start({"type": "thinking", "thinking": "", "signature": ""})
             return out + self._delta({"type": "thinking_delta", "thinking": event.text})
+        if isinstance(event, ToolCallDelta):
+            return self._tool_delta(event)
         if isinstance(event, ToolCallEvent):
             call = event.call
+            streamed = self.streamed.finished(call)
+            if streamed is not None:  # its block is open: what the fragments lacked, then the block's end
+                rest = streamed.rest(call) if "".join(streamed.sent) else (call.arguments or "{}")
+                out = self._delta({"type": "input_json_delta", "partial_json": rest}) if rest else b""
+                return out + self._close() if self.open == "tool_use" and self.index == streamed.slot else out
             out = self._start({"type": "tool_use", "id": call.id, "name": call.name, "input": {}})
             out += self._delta({"type": "input_json_delta", "partial_json": call.arguments or "{}"})
             return out + self._close()
@@ -438,6 +457,26 @@ class MessageStreamRenderer:
                 self._close() + sse_event("message_delta", delta) + sse_event("message_stop", {"type": "message_stop"})
             )
         return b""
+
+    def _tool_delta(self, event: ToolCallDelta) -> bytes:
+        """A call's fragments go into its own ``tool_use`` block while that block is the open one; a new call closes
+        the block before it (upstreams stream parallel calls one after the other). A fragment for a call whose block
+        was closed cannot go out: an upstream interleaving the fragments of parallel calls would cut such a call
+        short here (Chat Completions and Responses place every fragment by call)."""
+        out = b""
+
+        def open_block() -> tuple[int, str]:
+            nonlocal out
+            out = self._start({"type": "tool_use", "id": event.id, "name": event.name, "input": {}})
+            return self.index, ""
+
+        found = self.streamed.fragment(event, open_block)
+        if found is None or not event.arguments:
+            return out
+        if self.open != "tool_use" or self.index != found[0].slot:
+            found[0].sent.pop()  # its block was closed by other content: this fragment cannot go out
+            return out
+        return out + self._delta({"type": "input_json_delta", "partial_json": event.arguments})
 
     def error(self, exc: LLMError) -> bytes:
         return sse_event("error", exc.anthropic_envelope())

@@ -51,6 +51,7 @@ from ..types import (
     TextDelta,
     TextPart,
     ToolCall,
+    ToolCallDelta,
     ToolCallEvent,
     ToolChoice,
     ToolSpec,
@@ -69,7 +70,17 @@ from .errors import (
 )
 from .multiplex import MultiplexCall, multiplex_models
 from .observe import note_route
-from .sse import CompletionCall, Render, StreamingCall, cost_fields, dumps, json_string, sse_data, warnings_headers
+from .sse import (
+    CompletionCall,
+    Render,
+    StreamedCalls,
+    StreamingCall,
+    cost_fields,
+    dumps,
+    json_string,
+    sse_data,
+    warnings_headers,
+)
 
 __all__ = ["ChatCompletions", "parse_chat_request"]
 
@@ -383,6 +394,7 @@ class ChunkRenderer:
         self.include_usage = include_usage
         self.usage: Usage | None = None
         self.tool_index = 0
+        self.streamed = StreamedCalls()
         self.done = False
 
     def _delta(self, delta: dict[str, Any]) -> bytes:
@@ -396,7 +408,17 @@ class ChunkRenderer:
             return self._content + json_string(event.text).encode() + self._end if event.text else b""
         if isinstance(event, ReasoningDelta):
             return self._reasoning + json_string(event.text).encode() + self._end if event.text else b""
+        if isinstance(event, ToolCallDelta):
+            return self._tool_delta(event)
         if isinstance(event, ToolCallEvent):
+            streamed = self.streamed.finished(event.call)
+            if streamed is not None:  # its fragments went out: only what they lacked (a call sent with no arguments)
+                rest = streamed.rest(event.call)
+                return (
+                    self._delta({"tool_calls": [{"index": streamed.slot, "function": {"arguments": rest}}]})
+                    if rest
+                    else b""
+                )
             call = dict(_tool_call_dict(event.call), index=self.tool_index)
             self.tool_index += 1
             return self._delta({"tool_calls": [call]})
@@ -418,6 +440,22 @@ class ChunkRenderer:
                 out += sse_data(dict(self._base, choices=[], usage=usage_dict(self.usage)))
             return out + b"data: [DONE]\n\n"
         return b""
+
+    def _tool_delta(self, event: ToolCallDelta) -> bytes:
+        found = self.streamed.fragment(event, self._next_index)
+        if found is None:
+            return b""
+        call, first = found
+        if first:
+            head = {"index": call.slot, "id": call.id, "type": "function"}
+            return self._delta({"tool_calls": [dict(head, function={"name": call.name, "arguments": event.arguments})]})
+        if not event.arguments:
+            return b""
+        return self._delta({"tool_calls": [{"index": call.slot, "function": {"arguments": event.arguments}}]})
+
+    def _next_index(self) -> tuple[int, str]:
+        self.tool_index += 1
+        return self.tool_index - 1, ""
 
     def error(self, exc: LLMError) -> bytes:
         return sse_data(exc.openai_envelope())

@@ -68,6 +68,7 @@ from ..types import (
     TextDelta,
     TextPart,
     ToolCall,
+    ToolCallDelta,
     ToolCallEvent,
     ToolChoice,
     ToolSpec,
@@ -87,7 +88,17 @@ from .errors import (
 from .multiplex import MultiplexCall, multiplex_models
 from .observe import note_route
 from .openai_chat import CONVERSATION_HEADER, chat_model_name
-from .sse import CompletionCall, Render, StreamingCall, cost_fields, dumps, sse_event, warnings_headers
+from .sse import (
+    CompletionCall,
+    Render,
+    StreamedCall,
+    StreamedCalls,
+    StreamingCall,
+    cost_fields,
+    dumps,
+    sse_event,
+    warnings_headers,
+)
 
 __all__ = ["ResponseStore", "Responses", "StoredResponse", "parse_responses_request", "replay"]
 
@@ -571,6 +582,7 @@ class ResponseStreamRenderer:
         self.text: list[str] = []
         self.calls: list[ToolCall] = []
         self.usage: Usage | None = None
+        self.streamed = StreamedCalls()
         self.done = False
 
     def _ev(self, kind: str, **fields: Any) -> bytes:
@@ -661,7 +673,12 @@ class ResponseStreamRenderer:
                 summary_index=0,
                 delta=event.text,
             )
+        if isinstance(event, ToolCallDelta):
+            return self._tool_delta(event)
         if isinstance(event, ToolCallEvent):
+            streamed = self.streamed.finished(event.call)
+            if streamed is not None:
+                return self._tool_done(streamed, event.call)
             out = self._close()
             call = event.call
             self.calls.append(call)
@@ -695,6 +712,41 @@ class ResponseStreamRenderer:
             kind = "response.incomplete" if body["status"] == "incomplete" else "response.completed"
             return out + self._ev(kind, response=body)
         return b""
+
+    def _tool_delta(self, event: ToolCallDelta) -> bytes:
+        """A call's first fragment adds its output item (its place in ``output`` is kept from then on, so text
+        after it becomes the next item); each fragment is an ``arguments.delta``."""
+        out = b""
+
+        def add_item() -> tuple[int, str]:
+            nonlocal out
+            out = self._close()
+            idx, item_id = len(self.output), _new_id("fc_")
+            item = _call_item(item_id, ToolCall(id=event.id or "", name=event.name or "", arguments=""), "in_progress")
+            self.output.append(item)
+            out += self._ev("response.output_item.added", output_index=idx, item=item)
+            return idx, item_id
+
+        found = self.streamed.fragment(event, add_item)
+        if found is None or not event.arguments:
+            return out
+        call = found[0]
+        return out + self._ev(
+            "response.function_call_arguments.delta",
+            item_id=call.item_id,
+            output_index=call.slot,
+            delta=event.arguments,
+        )
+
+    def _tool_done(self, streamed: StreamedCall, call: ToolCall) -> bytes:
+        ids = {"item_id": streamed.item_id, "output_index": streamed.slot}
+        rest = streamed.rest(call)
+        out = self._ev("response.function_call_arguments.delta", **ids, delta=rest) if rest else b""
+        out += self._ev("response.function_call_arguments.done", **ids, name=call.name, arguments=call.arguments)
+        item = _call_item(streamed.item_id, call)
+        self.output[streamed.slot] = item
+        self.calls.append(call)
+        return out + self._ev("response.output_item.done", output_index=streamed.slot, item=item)
 
     def error(self, exc: LLMError) -> bytes:
         failed = dict(

@@ -33,6 +33,7 @@ import json
 import time
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
+from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 import anyio
@@ -40,7 +41,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..errors import LLMError, ProviderTimeout, UpstreamError
 from ..provider import Provider
-from ..types import ChatRequest, ChatResponse, StreamEvent, Usage
+from ..types import ChatRequest, ChatResponse, StreamEvent, ToolCall, ToolCallDelta, Usage
 from ..wrappers.meta import collect_headers
 from .errors import Flavor, error_body, to_llm_error
 from .observe import note_error, note_usage
@@ -50,6 +51,8 @@ __all__ = [
     "CompletionCall",
     "RunningCalls",
     "StreamRenderer",
+    "StreamedCall",
+    "StreamedCalls",
     "StreamingCall",
     "Watched",
     "cost_fields",
@@ -94,6 +97,54 @@ def sse_data(obj: Any) -> bytes:
 def sse_event(event: str, obj: Any) -> bytes:
     """``event: <name>`` + ``data: <json>`` framing (Anthropic Messages, OpenAI Responses)."""
     return b"event: " + event.encode() + b"\ndata: " + dumps(obj).encode() + b"\n\n"
+
+
+@dataclass
+class StreamedCall:
+    """A tool call a renderer is streaming in fragments: its id and name, where the wire format put it (``slot``:
+    the Chat Completions ``index``, the Messages content block, the Responses output index; ``item_id`` for
+    Responses) and the argument text sent so far."""
+
+    id: str
+    name: str
+    slot: int
+    item_id: str = ""
+    sent: list[str] = field(default_factory=list)
+
+    def rest(self, call: ToolCall) -> str:
+        """What the fragments lacked of the complete call's arguments (all of them when none were sent)."""
+        sent = "".join(self.sent)
+        if call.arguments.startswith(sent):
+            return call.arguments[len(sent) :]
+        return "" if sent else call.arguments
+
+
+class StreamedCalls:
+    """The tool calls of one answer that arrive as :class:`ToolCallDelta` fragments before their whole
+    :class:`ToolCallEvent`, keyed by the provider's ordinal. A fragment of a call never announced (no id and name)
+    is ignored: that call is rendered whole from its event, as calls without fragments are."""
+
+    def __init__(self) -> None:
+        self.by_ordinal: dict[int, StreamedCall] = {}
+
+    def fragment(self, event: ToolCallDelta, slot: Callable[[], tuple[int, str]]) -> tuple[StreamedCall, bool] | None:
+        """The call this fragment belongs to and whether it starts here (``slot()`` places a new one), or None."""
+        known = self.by_ordinal.get(event.index)
+        if known is not None:
+            known.sent.append(event.arguments)
+            return known, False
+        if event.id is None or event.name is None:
+            return None
+        where, item_id = slot()
+        known = self.by_ordinal[event.index] = StreamedCall(event.id, event.name, where, item_id, [event.arguments])
+        return known, True
+
+    def finished(self, call: ToolCall) -> StreamedCall | None:
+        """The streamed record of a complete call, when its fragments went out."""
+        for known in self.by_ordinal.values():
+            if known.id == call.id:
+                return known
+        return None
 
 
 class StreamRenderer(Protocol):
