@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from llm_runners.errors import GuardrailError
 from llm_runners.testing.scripted import Reply, ScriptedProvider
-from llm_runners.types import ChatRequest, Done, TextDelta, ToolCall
+from llm_runners.types import ChatRequest, Done, TextDelta, ToolCall, ToolCallDelta, ToolCallEvent
 from llm_runners.wrappers.guardrails import PII_PATTERNS, Guardrails, Redactor, load_hook
 
 pytestmark = pytest.mark.anyio
@@ -159,3 +159,23 @@ async def test_stream_closed_early_closes_the_inner_stream() -> None:
     await stream.__anext__()
     await stream.aclose()  # type: ignore[attr-defined]
     assert inner.open_streams == 0
+
+
+class _StreamsToolCall(ScriptedProvider):
+    """Streams one tool call as an HTTP provider does: fragments, then the whole call."""
+
+    async def stream(self, request: ChatRequest):  # type: ignore[no-untyped-def, override]
+        yield ToolCallDelta(0, '{"k": "rm', id="1", name="t")
+        yield ToolCallDelta(0, ' -rf /"}')
+        yield ToolCallEvent(ToolCall(id="1", name="t", arguments='{"k": "rm -rf /"}'))
+        yield Done(finish_reason="tool_calls")
+
+
+async def test_blocked_patterns_hold_tool_call_fragments_back_until_the_whole_call_is_checked() -> None:
+    out: list[object] = []
+    with pytest.raises(GuardrailError):
+        async for event in Guardrails(_StreamsToolCall(), blocked=[r"rm -rf"]).stream(req()):
+            out.append(event)
+    assert out == []  # no fragment of the refused call went out
+    passed = [e async for e in Guardrails(_StreamsToolCall(), blocked=[]).stream(req())]
+    assert [type(e) for e in passed] == [ToolCallDelta, ToolCallDelta, ToolCallEvent, Done]

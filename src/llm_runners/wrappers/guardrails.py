@@ -38,7 +38,16 @@ from typing import Literal
 
 from ..errors import GuardrailError
 from ..provider import Provider
-from ..types import ChatRequest, ChatResponse, Message, StreamEvent, TextDelta, TextPart, ToolCallEvent
+from ..types import (
+    ChatRequest,
+    ChatResponse,
+    Message,
+    StreamEvent,
+    TextDelta,
+    TextPart,
+    ToolCallDelta,
+    ToolCallEvent,
+)
 from .base import Wrapper
 
 __all__ = ["PII_PATTERNS", "Guardrails", "Hook", "PiiKind", "Redactor", "load_hook"]
@@ -299,6 +308,8 @@ class Guardrails(Wrapper):
                         seen += tail
                         self._length(len(seen))
                         yield TextDelta(tail)
+                if isinstance(event, ToolCallDelta) and self.blocked:
+                    continue  # the call is checked whole (its ToolCallEvent) before any of it goes out
                 if isinstance(event, ToolCallEvent):
                     self._answer_text(event.call.arguments)
                 if event.type == "done":
