@@ -153,6 +153,15 @@ def write_if_changed(target: Path, data: str, mode: int = 0o644) -> None:
     os.replace(tmp, target)
 
 
+def at_references(turn: Turn) -> str:
+    """``@path`` references for the turn's images, appended after a blank line (Gemini CLI and its fork Qwen Code):
+    the CLI reads each file itself and sends it upstream inline; the dialect adds the assets directory to the
+    workspace with ``--include-directories`` because the CLI only reads files inside the workspace."""
+    if not turn.images:
+        return ""
+    return "\n\n" + " ".join("@" + str(path).replace(" ", "\\ ") for path in turn.images)
+
+
 def int_or_zero(value: object) -> int:
     """A token count from a CLI's JSON: the integer itself, 0 for anything else (absent, null, a bool, a string)."""
     return value if isinstance(value, int) and not isinstance(value, bool) else 0

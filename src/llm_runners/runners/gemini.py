@@ -75,6 +75,7 @@ from .base import (
     RunnerOptions,
     Turn,
     Unreadable,
+    at_references,
     int_or_zero,
     json_object,
     merged,
@@ -476,7 +477,7 @@ class GeminiRunner(CLIRunner):
         if turn.system:
             env["GEMINI_SYSTEM_MD"] = str(turn.tempfile("system.md", turn.system))
         self._write_workspace_settings(turn.workdir)
-        prompt = turn.prompt + self._image_references(turn)
+        prompt = turn.prompt + at_references(turn)
         return Invocation(argv=argv, stdin=prompt.encode("utf-8"), env=env)
 
     def process_spec(self, turn: Turn, invocation: Invocation, cleanup: list[Path]) -> process.ProcessSpec:
@@ -499,15 +500,6 @@ class GeminiRunner(CLIRunner):
         if self.cwd is not None:
             return
         write_if_changed(workdir / ".gemini" / "settings.json", json.dumps(self.own_settings(), indent=2))
-
-    @staticmethod
-    def _image_references(turn: Turn) -> str:
-        """``@path`` references for the turn's images, appended after a blank line. The CLI reads each file itself
-        and sends it upstream as ``inlineData``; the caller adds the assets directory to the workspace with
-        ``--include-directories`` because the CLI only reads files inside the workspace."""
-        if not turn.images:
-            return ""
-        return "\n\n" + " ".join("@" + str(path).replace(" ", "\\ ") for path in turn.images)
 
     # ------------------------------------------------------------------------------------------ metadata
     async def check_auth(self) -> tuple[bool | None, str | None]:

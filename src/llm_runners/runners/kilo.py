@@ -34,7 +34,11 @@ class KiloRunner(OpenCodeRunner):
     name: ClassVar[str] = "kilo"
     display_name: ClassVar[str] = "Kilo Code CLI"
     #: the system prompt is only an addition to Kilo's own preamble
-    capabilities: ClassVar[Capabilities] = OpenCodeRunner.capabilities.model_copy(update={"system_prompt": False})
+    #: no images on this transport: Kilo 7.7.7 refuses a ``-f`` attachment while its ``read`` permission is denied,
+    #: and allowing that permission offers the model the ``read`` tool (measured; see :mod:`.opencode`)
+    capabilities: ClassVar[Capabilities] = OpenCodeRunner.capabilities.model_copy(
+        update={"system_prompt": False, "images": False}
+    )
     binary_name: ClassVar[str] = "kilo"
     package: ClassVar[str] = "@kilocode/cli"
     pass_env: ClassVar[tuple[str, ...]] = (*OpenCodeRunner.pass_env, "KILO_API_KEY", "KILO_ORG_ID")

@@ -28,6 +28,13 @@ How a turn runs (facts measured on 1.18.33, see ``clis.md`` section 6):
   :data:`NO_SYSTEM_PROMPT` (an empty prompt would bring the coding prompt back).
 - Tools off: the agent's ``tools`` are ``{"*": false}`` and every permission is ``deny``: the request carries no
   ``tools`` at all. ``allow_tools`` drops both (the CLI's defaults).
+- Images: each file is attached with ``-f <path>``; the CLI reads it (shown upstream as a ``Read`` call it made
+  itself) and sends it as an ``image_url`` part when the model's ``modalities.input`` includes ``image`` (catalogue
+  models say so; a custom provider's model needs it in the user's config, otherwise the CLI sends the text
+  ``ERROR: Cannot read "…" (this model does not support image input)``). Every permission stays denied and the
+  model still gets no tools. Measured on 1.18.33 against the fake API. (Kilo refuses such an attachment while its
+  ``read`` permission is denied, and allowing it offers the model the ``read`` tool, so Kilo's exec transport takes
+  no images; its ACP transport, the default, sends image blocks.)
 - Models are ``provider/model``; a bare name gets the provider of the configured default model. ``models()``
   asks ``opencode models`` (offline: the user's providers plus the bundled catalogue).
 - Sessions: ``--session ses_…`` resumes (the CLI re-sends the whole history upstream); sessions live in the
@@ -118,6 +125,8 @@ DENY_ALL: dict[str, str] = {
         "doom_loop",
     )
 }
+
+
 #: API-key variables of the providers the CLI knows without configuration (their names in its catalogue)
 PROVIDER_KEY_VARS: tuple[str, ...] = (
     "ANTHROPIC_API_KEY",
@@ -398,7 +407,7 @@ class OpenCodeRunner(CLIRunner):
         streaming=True,
         token_streaming=False,
         system_prompt=True,
-        images=False,
+        images=True,
         native_tools=False,
         agent_tools=True,
         sessions=True,
@@ -570,6 +579,9 @@ class OpenCodeRunner(CLIRunner):
             argv += ["-m", model]
         if turn.resume:
             argv += ["--session", turn.resume]
+        if turn.images and self.capabilities.images:
+            # before the other options: ``-f`` takes every value up to the next option
+            argv[2:2] = [arg for path in turn.images for arg in ("-f", str(path))]
         config = turn.tempfile("config.json", json.dumps(self.config(turn.system)))
         return Invocation(argv=argv, stdin=turn.prompt.encode("utf-8"), env={f"{self.env_prefix}_CONFIG": str(config)})
 

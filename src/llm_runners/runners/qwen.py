@@ -22,6 +22,11 @@ How a turn runs (facts measured on 0.15.10, see ``clis.md`` section 7):
   user's real ``~/.qwen`` is used as it is). ``allow_tools=True`` keeps the CLI's tool set, ``--approval-mode
   auto-edit``.
 - ``QWEN_RUNTIME_DIR`` (runtime output: debug logs, temp files, session data) is always a directory of the runner.
+- Images: ``@<path>`` references after the prompt (as for Gemini CLI, which Qwen Code forks) with the run's assets
+  directory in ``--include-directories``; the CLI reads each file itself, also with every tool excluded, and sends it
+  as an ``image_url`` part (a data URL), provided the model's ``modalities`` allow images: the CLI guesses them from
+  the model name (a name it does not know gets none), so the private settings declare ``image: true`` (measured on
+  0.15.10 against the fake API: without it the image becomes the text ``[Unsupported image file …]``).
 
 Errors. The JSON modes exit 0 on API errors: the error is the assistant text (``[API Error: 401 Incorrect API key
 provided: …]``) with ``is_error: false``. The parser never yields such a message as an answer; it classifies it
@@ -65,6 +70,7 @@ from .base import (
     RunnerOptions,
     Turn,
     Unreadable,
+    at_references,
     int_or_zero,
     json_object,
     merged,
@@ -108,7 +114,9 @@ BASE_SETTINGS: dict[str, Any] = {
     "privacy": {"usageStatisticsEnabled": False},
     "telemetry": {"enabled": False},
     "memory": {"enableManagedAutoMemory": False},
-    "model": {"skipStartupContext": True, "generationConfig": {"maxRetries": 0}},
+    # image input declared: the CLI otherwise decides from the model's name whether it may send an image, and
+    # replaces the image by "[Unsupported image file …]" text for names it does not know (the fake model's too)
+    "model": {"skipStartupContext": True, "generationConfig": {"maxRetries": 0, "modalities": {"image": True}}},
     "context": {"fileName": ["LLM_RUNNERS_NO_CONTEXT_FILE.md"]},
 }
 NO_TOOLS_SETTINGS: dict[str, Any] = {"tools": {"core": [NO_TOOL], "exclude": list(ALL_TOOLS)}}
@@ -341,7 +349,7 @@ class QwenRunner(CLIRunner):
         streaming=True,
         token_streaming=True,
         system_prompt=True,
-        images=False,
+        images=True,
         native_tools=False,
         agent_tools=True,
         sessions=True,
@@ -428,8 +436,10 @@ class QwenRunner(CLIRunner):
             argv += ["-r", turn.resume]
         elif turn.session:
             argv += ["--session-id", turn.session]
+        if turn.images:
+            argv += ["--include-directories", str(turn.assets)]
         env = {"QWEN_SYSTEM_MD": str(turn.tempfile("system.md", turn.system))} if turn.system else {}
-        return Invocation(argv=argv, stdin=turn.prompt.encode("utf-8"), env=env)
+        return Invocation(argv=argv, stdin=(turn.prompt + at_references(turn)).encode("utf-8"), env=env)
 
     def new_parser(self, turn: Turn) -> QwenParser:
         session = turn.resume or turn.session
