@@ -90,8 +90,10 @@ class Provider(abc.ABC):
 
     def quota_used(self) -> float | None:
         """The highest percent used (0-100) over the windows of :meth:`quotas` not yet reset, ``None`` when
-        unknown: what a fallback chain compares with its threshold to skip this provider before it answers 429."""
-        return most_used(self.quotas())
+        unknown: what a fallback chain compares with its threshold to skip this provider before it answers 429.
+        A wrapper answers for the provider it wraps (its own way of counting included)."""
+        inner = getattr(self, "inner", None)
+        return inner.quota_used() if isinstance(inner, Provider) else most_used(self.quotas())
 
     async def __aenter__(self) -> Provider:
         return self

@@ -18,19 +18,18 @@ from contextlib import aclosing
 
 from ..pricing import PriceTable
 from ..provider import Provider
-from ..types import ChatRequest, ChatResponse, Done, Health, ModelInfo, StreamEvent, Usage, UsageEvent
+from ..types import ChatRequest, ChatResponse, Done, StreamEvent, Usage, UsageEvent
+from .base import Wrapper
 
 __all__ = ["Priced"]
 
 
-class Priced(Provider):
+class Priced(Wrapper):
     """``inner`` with a cost on every usage (see the module docstring)."""
 
     def __init__(self, inner: Provider, table: PriceTable | None = None) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.table = table or PriceTable()
-        for attr in ("name", "display_name", "capabilities", "default_model"):
-            setattr(self, attr, getattr(inner, attr))
 
     def priced(self, usage: Usage, model: str | None) -> Usage:
         if usage.cost_usd is not None:
@@ -66,21 +65,3 @@ class Priced(Provider):
             model = response.model or request.model or self.inner.default_model
             response.usage = self.priced(response.usage, model)
         return response
-
-    async def models(self) -> list[ModelInfo]:
-        return await self.inner.models()
-
-    async def health(self) -> Health:
-        return await self.inner.health()
-
-    async def start(self) -> None:
-        await self.inner.start()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    def processes(self) -> dict[str, int]:
-        return self.inner.processes()
-
-    def limit_processes(self, limit: int) -> None:
-        self.inner.limit_processes(limit)

@@ -363,14 +363,8 @@ class Fallback(Provider):
 
 def quota_used(provider: Provider) -> float | None:
     """Percent of its subscription quota the provider (or one it wraps) reports used; None when unknown."""
-    seen: Provider | None = provider
-    while isinstance(seen, Provider):
-        report = getattr(seen, "quota_used", None)
-        if callable(report):
-            used = report()
-            return float(used) if isinstance(used, int | float) else None
-        seen = getattr(seen, "inner", None)
-    return None
+    used = provider.quota_used()
+    return float(used) if isinstance(used, int | float) else None
 
 
 async def _opened(provider: Provider, request: ChatRequest) -> tuple[AsyncIterator[StreamEvent], StreamEvent]:

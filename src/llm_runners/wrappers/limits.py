@@ -27,14 +27,15 @@ import anyio
 
 from ..errors import RateLimited
 from ..provider import Provider, _aclose
-from ..types import ChatRequest, ChatResponse, Health, ModelInfo, StreamEvent
+from ..types import ChatRequest, ChatResponse, StreamEvent
+from .base import Wrapper
 
 __all__ = ["ConcurrencyLimit"]
 
 _RECENT = 32  # how many recent durations feed the Retry-After estimate
 
 
-class ConcurrencyLimit(Provider):
+class ConcurrencyLimit(Wrapper):
     """A :class:`Provider` that runs at most ``max_concurrency`` streams of ``inner`` at once (see module doc)."""
 
     def __init__(self, inner: Provider, max_concurrency: int = 4, max_queue: int = 16) -> None:
@@ -42,13 +43,9 @@ class ConcurrencyLimit(Provider):
             raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
         if max_queue < 0:
             raise ValueError(f"max_queue must be 0 or more, got {max_queue}")
-        self.inner = inner
+        super().__init__(inner)
         self.max_concurrency = max_concurrency
         self.max_queue = max_queue
-        # A wrapper answers to the inner provider's identity; these are class attributes on Provider, so they are
-        # shadowed per instance (setattr keeps mypy from treating it as a write to the class variable).
-        for attr in ("name", "display_name", "capabilities", "default_model"):
-            setattr(self, attr, getattr(inner, attr))
         # idle processes (live conversations, spares) count against the limit too: the provider closes them first
         inner.limit_processes(max_concurrency)
         self._semaphore = anyio.Semaphore(max_concurrency)
@@ -115,21 +112,3 @@ class ConcurrencyLimit(Provider):
     async def complete(self, request: ChatRequest) -> ChatResponse:
         async with self._slot():
             return await self.inner.complete(request)
-
-    async def models(self) -> list[ModelInfo]:
-        return await self.inner.models()
-
-    async def health(self) -> Health:
-        return await self.inner.health()
-
-    async def start(self) -> None:
-        await self.inner.start()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    def processes(self) -> dict[str, int]:
-        return self.inner.processes()
-
-    def limit_processes(self, limit: int) -> None:
-        self.inner.limit_processes(limit)
