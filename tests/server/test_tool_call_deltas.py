@@ -4,13 +4,17 @@ The chain, all on 127.0.0.1: the official SDK client -> our server (Chat Complet
 an HTTP provider (``openai_compat``, ``anthropic``, ``gemini_api``) -> the fake model API, which streams each tool
 call's arguments in two pieces (Gemini: each call whole) with ``chunk_delay`` between stream chunks. Each test
 checks that the arguments arrive in the pieces the upstream sent, the first one well before the stream ends (not
-gathered at the end), and that the SDK's own stream accumulator builds the complete calls from them."""
+gathered at the end), and that the SDK's own stream accumulator builds the complete calls from them.
+
+The interleaved cases play what an upstream streaming parallel calls may send (fragments of two calls alternating,
+text between one call's fragments, a whole call while another streams) through a scripted provider, and check with
+each SDK's accumulator that every call comes out whole, with the arguments sent."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anthropic
@@ -20,6 +24,18 @@ from server_helpers import Served
 
 from llm_runners.http import AnthropicProvider, GeminiProvider, OpenAICompatProvider
 from llm_runners.testing.fake_api import FakeModelAPI, FakeToolCall, Reply
+from llm_runners.testing.scripted import ScriptedProvider
+from llm_runners.types import (
+    ChatRequest,
+    Done,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallEvent,
+    Usage,
+    UsageEvent,
+)
 
 CALLS = [FakeToolCall("get_weather", {"city": "Paris", "unit": "celsius"}), FakeToolCall("get_time", {"tz": "CET"})]
 EXPECTED = [(c.name, dict(c.arguments)) for c in CALLS]
@@ -137,3 +153,103 @@ def test_messages_streams_input_json_deltas(upstream: str, server: Served) -> No
     assert [(b.name, b.input) for b in uses] == EXPECTED
     assert final.stop_reason == "tool_use"
     assert "".join(b.text for b in final.content if b.type == "text") == "Let me check."
+
+
+# ------------------------------------------------------------------ interleavings an upstream may stream (issue 8)
+
+WEATHER = ToolCall(id="call_w", name="get_weather", arguments='{"city": "Paris", "unit": "celsius"}')
+TIME = ToolCall(id="call_t", name="get_time", arguments='{"tz": "CET"}')
+
+
+def _halves(index: int, call: ToolCall) -> tuple[ToolCallDelta, ToolCallDelta]:
+    cut = len(call.arguments) // 2
+    return ToolCallDelta(index, call.arguments[:cut], id=call.id, name=call.name), ToolCallDelta(
+        index, call.arguments[cut:]
+    )
+
+
+W1, W2 = _halves(0, WEATHER)
+T1, T2 = _halves(1, TIME)
+#: the events a provider streams, per case: the calls' fragments alternating; text between one call's fragments;
+#: a call arriving whole while another one streams
+INTERLEAVED: dict[str, list[StreamEvent]] = {
+    "alternating": [W1, T1, W2, T2, ToolCallEvent(WEATHER), ToolCallEvent(TIME)],
+    "text-between": [
+        *(TextDelta("Let me "), W1, TextDelta("check"), W2, T1, TextDelta("."), T2),
+        *(ToolCallEvent(WEATHER), ToolCallEvent(TIME)),
+    ],
+    "whole-call-inside": [W1, ToolCallEvent(TIME), W2, ToolCallEvent(WEATHER)],
+}
+TEXT = {"alternating": "", "text-between": "Let me check.", "whole-call-inside": ""}
+SENT = {c.id: (c.name, json.loads(c.arguments)) for c in (WEATHER, TIME)}
+
+
+class _PlaysEvents(ScriptedProvider):
+    """Streams exactly the events of one case, then usage and the end."""
+
+    def __init__(self, events: list[StreamEvent]) -> None:
+        super().__init__(name="events")
+        self.events = events
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        for event in self.events:
+            yield event
+        yield UsageEvent(Usage(input_tokens=3, output_tokens=5))
+        yield Done(finish_reason="tool_calls")
+
+
+@pytest.mark.parametrize("case", sorted(INTERLEAVED))
+def test_chat_completions_interleaved_tool_calls(case: str, serve: Callable[..., Served]) -> None:
+    server = serve(_PlaysEvents(INTERLEAVED[case]))
+    client = openai.OpenAI(base_url=server.v1, api_key="none")
+    with client.chat.completions.stream(
+        model="events",
+        messages=[{"role": "user", "content": "weather and time?"}],
+        tools=TOOLS_OPENAI,  # type: ignore[arg-type]
+    ) as stream:
+        final = stream.get_final_completion()
+    message = final.choices[0].message
+    got = {c.id: (c.function.name, json.loads(c.function.arguments)) for c in message.tool_calls or []}
+    assert got == SENT
+    assert (message.content or "") == TEXT[case]
+
+
+@pytest.mark.parametrize("case", sorted(INTERLEAVED))
+def test_responses_interleaved_tool_calls(case: str, serve: Callable[..., Served]) -> None:
+    server = serve(_PlaysEvents(INTERLEAVED[case]))
+    client = openai.OpenAI(base_url=server.v1, api_key="none")
+    with client.responses.stream(model="events", input="weather and time?", tools=TOOLS_RESPONSES) as stream:  # type: ignore[arg-type]
+        final = stream.get_final_response()
+    got = {o.call_id: (o.name, json.loads(o.arguments)) for o in final.output if o.type == "function_call"}
+    assert got == SENT
+    assert final.output_text == TEXT[case]
+
+
+@pytest.mark.parametrize("case", sorted(INTERLEAVED))
+def test_messages_interleaved_tool_calls(case: str, serve: Callable[..., Served]) -> None:
+    server = serve(_PlaysEvents(INTERLEAVED[case]))
+    client = anthropic.Anthropic(base_url=server.url, api_key="none")
+    with client.messages.stream(
+        model="events",
+        max_tokens=256,
+        messages=[{"role": "user", "content": "weather and time?"}],
+        tools=TOOLS_ANTHROPIC,  # type: ignore[arg-type]
+    ) as stream:
+        final = stream.get_final_message()
+    got = {b.id: (b.name, b.input) for b in final.content if b.type == "tool_use"}
+    assert got == SENT
+    assert len([b for b in final.content if b.type == "tool_use"]) == 2  # each call in one block of its own
+    assert "".join(b.text for b in final.content if b.type == "text") == TEXT[case]
+
+
+def test_messages_stream_ending_inside_a_call_still_sends_what_was_held(serve: Callable[..., Served]) -> None:
+    """A call that never gets its whole event (the upstream stopped): the text held behind it still goes out."""
+    server = serve(_PlaysEvents([TextDelta("Let me "), W1, TextDelta("check."), T1]))
+    client = anthropic.Anthropic(base_url=server.url, api_key="none")
+    with client.messages.stream(
+        model="events", max_tokens=256, messages=[{"role": "user", "content": "weather?"}]
+    ) as stream:
+        final = stream.get_final_message()
+    assert [b.type for b in final.content] == ["text", "tool_use", "text", "tool_use"]
+    assert "".join(b.text for b in final.content if b.type == "text") == "Let me check."
+    assert [b.id for b in final.content if b.type == "tool_use"] == [WEATHER.id, TIME.id]

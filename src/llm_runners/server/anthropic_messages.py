@@ -370,7 +370,13 @@ _TEXT_DELTA = (
 
 
 class MessageStreamRenderer:
-    """Stream events → Messages SSE: one content block per run of text / thinking, one per tool call."""
+    """Stream events → Messages SSE: one content block per run of text / thinking, one per tool call.
+
+    The format streams block by block, so a tool call whose fragments are streaming keeps its ``tool_use`` block
+    open until its whole :class:`ToolCallEvent`: whatever else would render meanwhile (text, reasoning, the
+    fragments of other calls, whole calls), as an upstream interleaving parallel calls sends it, is held back in
+    arrival order and replayed once that block is closed. ``Done`` and errors let out what is held first. What is
+    held is never more than the upstream sent."""
 
     heartbeat = b'event: ping\ndata: {"type":"ping"}\n\n'
 
@@ -382,6 +388,9 @@ class MessageStreamRenderer:
         self.open: str | None = None
         self.usage: Usage | None = None
         self.streamed = StreamedCalls()
+        #: the ordinal of the streamed call whose block is open and not finished, and what waits for its end
+        self.streaming: int | None = None
+        self.held: list[StreamEvent] = []
         self.done = False
 
     def head(self) -> bytes:
@@ -401,6 +410,7 @@ class MessageStreamRenderer:
         if self.open is None:
             return b""
         self.open = None
+        self.streaming = None
         return sse_event("content_block_stop", {"type": "content_block_stop", "index": self.index})
 
     def _start(self, block: dict[str, Any]) -> bytes:
@@ -414,7 +424,46 @@ class MessageStreamRenderer:
     def _delta(self, delta: dict[str, Any]) -> bytes:
         return sse_event("content_block_delta", {"type": "content_block_delta", "index": self.index, "delta": delta})
 
+    def _waits(self, event: StreamEvent) -> bool:
+        """Whether ``event`` must wait for the streaming call's block to close (it is no part of that call)."""
+        if self.streaming is None or isinstance(event, UsageEvent | Done):
+            return False
+        if isinstance(event, ToolCallDelta):
+            return event.index != self.streaming
+        if isinstance(event, ToolCallEvent):
+            streamed = self.streamed.finished(event.call)
+            return streamed is None or streamed is not self.streamed.by_ordinal.get(self.streaming)
+        return isinstance(event, TextDelta | ReasoningDelta)
+
+    def _replay(self) -> bytes:
+        """What is held and may go out now, in arrival order (a replayed call's first fragment holds again)."""
+        out = b""
+        while self.held and self.streaming is None:
+            out += self._render(self.held.pop(0))
+            if self.streaming is not None:  # the replayed call's own events go out, the rest keep waiting
+                own = [e for e in self.held if not self._waits(e)]
+                self.held = [e for e in self.held if self._waits(e)]
+                for event in own:
+                    out += self._render(event)
+        return out
+
+    def _flush(self) -> bytes:
+        """Everything held, whether or not the calls streaming now ever finish (the stream ends)."""
+        out = b""
+        while self.held:
+            self.streaming = None
+            out += self._replay()
+        return out
+
     def event(self, event: StreamEvent) -> bytes:
+        if self._waits(event):
+            self.held.append(event)
+            return b""
+        if isinstance(event, Done):
+            return self._flush() + self._render(event)
+        return self._render(event) + self._replay()
+
+    def _render(self, event: StreamEvent) -> bytes:
         if isinstance(event, TextDelta):
             if not event.text:
                 return b""
@@ -430,10 +479,13 @@ class MessageStreamRenderer:
         if isinstance(event, ToolCallEvent):
             call = event.call
             streamed = self.streamed.finished(call)
-            if streamed is not None:  # its block is open: what the fragments lacked, then the block's end
+            if streamed is not None and self.open == "tool_use" and self.index == streamed.slot:
+                # its block is the open one: what the fragments lacked, then the block's end
                 rest = streamed.rest(call) if "".join(streamed.sent) else (call.arguments or "{}")
                 out = self._delta({"type": "input_json_delta", "partial_json": rest}) if rest else b""
-                return out + self._close() if self.open == "tool_use" and self.index == streamed.slot else out
+                return out + self._close()
+            if streamed is not None:  # its block was closed when the stream ended early: it went out as it was
+                return b""
             out = self._start({"type": "tool_use", "id": call.id, "name": call.name, "input": {}})
             out += self._delta({"type": "input_json_delta", "partial_json": call.arguments or "{}"})
             return out + self._close()
@@ -459,27 +511,26 @@ class MessageStreamRenderer:
         return b""
 
     def _tool_delta(self, event: ToolCallDelta) -> bytes:
-        """A call's fragments go into its own ``tool_use`` block while that block is the open one; a new call closes
-        the block before it (upstreams stream parallel calls one after the other). A fragment for a call whose block
-        was closed cannot go out: an upstream interleaving the fragments of parallel calls would cut such a call
-        short here (Chat Completions and Responses place every fragment by call)."""
+        """A call's first fragment opens its ``tool_use`` block, which stays the open one until the whole call (see
+        the class docstring); each fragment is an ``input_json_delta`` in it."""
         out = b""
 
         def open_block() -> tuple[int, str]:
             nonlocal out
             out = self._start({"type": "tool_use", "id": event.id, "name": event.name, "input": {}})
+            self.streaming = event.index
             return self.index, ""
 
         found = self.streamed.fragment(event, open_block)
         if found is None or not event.arguments:
             return out
         if self.open != "tool_use" or self.index != found[0].slot:
-            found[0].sent.pop()  # its block was closed by other content: this fragment cannot go out
+            found[0].sent.pop()  # a fragment after its call's end (the stream ended early): it cannot go out
             return out
         return out + self._delta({"type": "input_json_delta", "partial_json": event.arguments})
 
     def error(self, exc: LLMError) -> bytes:
-        return sse_event("error", exc.anthropic_envelope())
+        return self._flush() + sse_event("error", exc.anthropic_envelope())
 
 
 # ------------------------------------------------------------------------------------------------ endpoints
