@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from canned_http import CannedResponse
+from canned_http import CannedResponse, req
 
 from llm_runners.errors import (
     AuthenticationError,
@@ -40,10 +39,6 @@ from llm_runners.types import (
 pytestmark = pytest.mark.anyio
 
 
-def req(**kw: Any) -> ChatRequest:
-    return ChatRequest(messages=[Message(role="user", content="hi")], **kw)
-
-
 def ev(name: str, **fields: Any) -> bytes:
     return f"event: {name}\ndata: {json.dumps({'type': name, **fields})}\n\n".encode()
 
@@ -67,11 +62,8 @@ START = ev(
 )
 
 
-class Canned(CannedResponse):
-    def provider(self, **kw: Any) -> AnthropicProvider:
-        return AnthropicProvider(
-            "http://upstream.test", api_key="sk-ant", model="claude-x", transport=self.transport(), **kw
-        )
+class Canned(CannedResponse[AnthropicProvider]):
+    provider_class, api_key, model = AnthropicProvider, "sk-ant", "claude-x"
 
 
 async def test_text_thinking_and_tool_stream() -> None:
@@ -311,12 +303,6 @@ def test_capabilities() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ fake model API
-
-
-@pytest.fixture
-def api() -> Iterator[FakeModelAPI]:
-    with FakeModelAPI() as fake:
-        yield fake
 
 
 async def test_against_fake_api(api: FakeModelAPI) -> None:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from canned_http import CannedResponse
+from canned_http import CannedResponse, req
 
 from llm_runners.errors import (
     AuthenticationError,
@@ -43,10 +42,6 @@ from llm_runners.types import (
 pytestmark = pytest.mark.anyio
 
 
-def req(**kw: Any) -> ChatRequest:
-    return ChatRequest(messages=[Message(role="user", content="hi")], **kw)
-
-
 def chunk(parts: list[dict[str, Any]], finish: str | None = None, usage: dict[str, Any] | None = None) -> bytes:
     candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
     if finish:
@@ -66,11 +61,8 @@ USAGE = {
 }
 
 
-class Canned(CannedResponse):
-    def provider(self, **kw: Any) -> GeminiProvider:
-        return GeminiProvider(
-            "http://upstream.test", api_key="g-key", model="gemini-x", transport=self.transport(), **kw
-        )
+class Canned(CannedResponse[GeminiProvider]):
+    provider_class, api_key, model = GeminiProvider, "g-key", "gemini-x"
 
 
 async def test_text_thought_and_tool_stream() -> None:
@@ -325,12 +317,6 @@ def test_registered_as_http_type() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ fake model API
-
-
-@pytest.fixture
-def api() -> Iterator[FakeModelAPI]:
-    with FakeModelAPI() as fake:
-        yield fake
 
 
 async def test_against_fake_api(api: FakeModelAPI) -> None:

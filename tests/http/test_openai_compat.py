@@ -4,12 +4,12 @@ the fake model API on 127.0.0.1."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx2
 import pytest
-from canned_http import CannedResponse
+from canned_http import CannedResponse, req
 
 from llm_runners.errors import (
     AuthenticationError,
@@ -45,10 +45,6 @@ from llm_runners.types import (
 pytestmark = pytest.mark.anyio
 
 
-def req(**kw: Any) -> ChatRequest:
-    return ChatRequest(messages=[Message(role="user", content="hi")], **kw)
-
-
 def sse(*objs: Any) -> bytes:
     return b"".join(f"data: {o if isinstance(o, str) else json.dumps(o)}\n\n".encode() for o in objs)
 
@@ -57,11 +53,8 @@ def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dic
     return {"model": "m1", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
 
 
-class Canned(CannedResponse):
-    def provider(self, **kw: Any) -> OpenAICompatProvider:
-        return OpenAICompatProvider(
-            "http://upstream.test/v1", api_key="sk-x", model="m0", transport=self.transport(), **kw
-        )
+class Canned(CannedResponse[OpenAICompatProvider]):
+    provider_class, base_url, api_key, model = OpenAICompatProvider, "http://upstream.test/v1", "sk-x", "m0"
 
 
 async def test_text_stream_with_usage_and_reasoning() -> None:
@@ -348,12 +341,6 @@ def test_capabilities() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ fake model API
-
-
-@pytest.fixture
-def api() -> Iterator[FakeModelAPI]:
-    with FakeModelAPI() as fake:
-        yield fake
 
 
 async def test_against_fake_api(api: FakeModelAPI) -> None:

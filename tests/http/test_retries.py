@@ -5,24 +5,20 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
 
 import httpx2
 import pytest
+from canned_http import MockAPI, req
 
 from llm_runners.errors import ContextLengthExceeded, Overloaded, RateLimited, UpstreamError
 from llm_runners.http import AnthropicProvider, GeminiProvider, OpenAICompatProvider
 from llm_runners.http._base import HTTPProvider
 from llm_runners.testing.fake_api import FakeModelAPI, Reply
-from llm_runners.types import ChatRequest, Message, TextDelta
+from llm_runners.types import TextDelta
 
 pytestmark = pytest.mark.anyio
 
 OK = b'data: {"choices":[{"index":0,"delta":{"content":"fine"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
-
-
-def req() -> ChatRequest:
-    return ChatRequest(messages=[Message(role="user", content="hi")])
 
 
 def error(status: int, message: str = "busy", **headers: str) -> httpx2.Response:
@@ -34,8 +30,10 @@ def stream(body: bytes) -> httpx2.Response:
     return httpx2.Response(200, content=body, headers={"content-type": "text/event-stream"})
 
 
-class Sequence:
+class Sequence(MockAPI[OpenAICompatProvider]):
     """Answers each request with the next canned response and remembers when each request came."""
+
+    provider_class, base_url = OpenAICompatProvider, "http://upstream.test/v1"
 
     def __init__(self, *responses: httpx2.Response) -> None:
         self.responses = list(responses)
@@ -44,11 +42,6 @@ class Sequence:
     def __call__(self, request: httpx2.Request) -> httpx2.Response:
         self.times.append(time.monotonic())
         return self.responses.pop(0)
-
-    def provider(self, **kw: Any) -> OpenAICompatProvider:
-        return OpenAICompatProvider(
-            "http://upstream.test/v1", api_key="k", model="m", transport=httpx2.MockTransport(self), **kw
-        )
 
 
 @pytest.mark.parametrize("status", [429, 500, 502, 503, 529])
@@ -110,7 +103,7 @@ async def test_an_overload_inside_the_stream_before_any_event_is_retried() -> No
         ]
     )
     seq = Sequence(stream(overloaded), stream(ok))
-    provider = AnthropicProvider("http://upstream.test", api_key="k", model="c", transport=httpx2.MockTransport(seq))
+    provider = AnthropicProvider("http://upstream.test", api_key="k", model="c", transport=seq.transport())
     assert (await provider.complete(req())).content == "fine" and len(seq.times) == 2
 
 
@@ -130,7 +123,7 @@ async def test_a_gemini_error_chunk_after_text_is_not_retried() -> None:
     text = b'data: {"candidates":[{"content":{"parts":[{"text":"half"}]},"index":0}]}\n\n'
     broken = text + b'data: {"error":{"code":503,"message":"overloaded","status":"UNAVAILABLE"}}\n\n'
     seq = Sequence(stream(broken))
-    provider = GeminiProvider("http://upstream.test", api_key="k", model="g", transport=httpx2.MockTransport(seq))
+    provider = GeminiProvider("http://upstream.test", api_key="k", model="g", transport=seq.transport())
     with pytest.raises(Overloaded):
         await provider.complete(req())
     assert len(seq.times) == 1

@@ -1,6 +1,8 @@
 """What every HTTP API provider shares: the client, the request loop, and turning HTTP failures into the error tree.
 
-A subclass supplies the wire mapping only: :meth:`HTTPProvider._build` (ChatRequest -> URL path, JSON body),
+A subclass supplies the wire mapping only: where it listens by default and how the key travels
+(:attr:`HTTPProvider.default_base_url`, :attr:`HTTPProvider.key_header`), :meth:`HTTPProvider._build`
+(ChatRequest -> URL path, JSON body),
 :meth:`HTTPProvider._events` (server-sent events -> StreamEvents) and :meth:`HTTPProvider._from_json` (a plain JSON
 answer, for servers that ignore ``"stream": true``). Transport failures, timeouts and error statuses are handled
 here once, so both providers classify them the same way.
@@ -17,7 +19,7 @@ import os
 import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from typing import Any
+from typing import Any, ClassVar, TypedDict
 
 import anyio
 import httpx2
@@ -36,7 +38,7 @@ from ..errors import (
     from_http_status,
 )
 from ..provider import Provider
-from ..types import ChatRequest, Health, ModelInfo, StreamEvent
+from ..types import Capabilities, ChatRequest, Health, ModelInfo, StreamEvent
 
 log = logging.getLogger("llm_runners.http")
 
@@ -48,6 +50,34 @@ _CONTEXT_RE = re.compile(
 )
 
 _ERROR_BODY_LIMIT = 64 * 1024
+
+#: what the HTTP APIs can all do; a provider whose API lacks something replaces just that
+HTTP_CAPABILITIES = Capabilities(
+    streaming=True,
+    token_streaming=True,
+    system_prompt=True,
+    images=True,
+    native_tools=True,
+    temperature=True,
+    top_p=True,
+    max_tokens=True,
+    stop=True,
+    json_mode=True,
+    usage=True,
+    model_listing=True,
+)
+
+
+class HTTPOptions(TypedDict, total=False):
+    """The keyword options of :class:`HTTPProvider`, for a subclass that adds its own and passes these on."""
+
+    api_key: str | None
+    model: str | None
+    timeout: float
+    headers: Mapping[str, str] | None
+    transport: httpx2.AsyncBaseTransport | None
+    max_retries: int
+    max_retry_wait: float
 
 
 def is_context_error(message: str, code: str | None = None) -> bool:
@@ -131,21 +161,29 @@ class _Retryable(Exception):
 class HTTPProvider(Provider):
     """Base of the HTTP API providers (see the module docstring)."""
 
+    capabilities: ClassVar[Capabilities] = HTTP_CAPABILITIES
+    #: where the API is when ``base_url`` is not given
+    default_base_url: ClassVar[str]
     #: the environment variable read for the key when ``api_key`` is not given
-    api_key_env: str | None = None
+    api_key_env: ClassVar[str | None] = None
+    #: the header that carries the key, and what goes before the key in it
+    key_header: ClassVar[tuple[str, str]]
+    #: headers this API wants on every request, key or not
+    api_headers: ClassVar[Mapping[str, str]] = {}
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | None = None,
+        *,
         api_key: str | None = None,
         model: str | None = None,
         timeout: float = 600.0,
-        *,
         headers: Mapping[str, str] | None = None,
         transport: httpx2.AsyncBaseTransport | None = None,
         max_retries: int = 2,
         max_retry_wait: float = 20.0,
     ) -> None:
+        base_url = self.default_base_url if base_url is None else base_url
         if max_retries < 0:
             raise ValueError(f"max_retries must be 0 or more, got {max_retries}")
         if max_retry_wait < 0:
@@ -174,10 +212,11 @@ class HTTPProvider(Provider):
             trust_env=False,
         )
 
-    # -- wire mapping, per API -----------------------------------------------------------------------------------
-    @abc.abstractmethod
-    def _auth_headers(self) -> dict[str, str]: ...
+    def _auth_headers(self) -> dict[str, str]:
+        name, prefix = self.key_header
+        return {**self.api_headers, **({name: prefix + self.api_key} if self.api_key else {})}
 
+    # -- wire mapping, per API -----------------------------------------------------------------------------------
     @abc.abstractmethod
     def _build(self, request: ChatRequest, model: str) -> tuple[str, dict[str, Any]]:
         """(path relative to base_url, JSON body with streaming on)."""

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Unpack
 
 import httpx2
 
 from ..errors import InvalidRequest, UpstreamError
 from ..types import (
-    Capabilities,
     ChatRequest,
     Done,
     FinishReason,
@@ -42,7 +41,7 @@ from ..types import (
     Usage,
     UsageEvent,
 )
-from ._base import HTTPProvider, classify_stream_error, error_message, loads
+from ._base import HTTP_CAPABILITIES, HTTPOptions, HTTPProvider, classify_stream_error, error_message, loads
 
 __all__ = ["AnthropicProvider"]
 
@@ -62,54 +61,19 @@ _FINISH: dict[str, FinishReason] = {
 class AnthropicProvider(HTTPProvider):
     name: ClassVar[str] = "anthropic"
     display_name: ClassVar[str] = "Anthropic API"
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        streaming=True,
-        token_streaming=True,
-        system_prompt=True,
-        images=True,
-        native_tools=True,
-        temperature=True,
-        top_p=True,
-        max_tokens=True,
-        stop=True,
-        json_mode=False,
-        usage=True,
-        model_listing=True,
-    )
+    capabilities = HTTP_CAPABILITIES.model_copy(update={"json_mode": False})
+    default_base_url = "https://api.anthropic.com"
     api_key_env = "ANTHROPIC_API_KEY"
+    key_header = ("x-api-key", "")
+    api_headers: ClassVar[Mapping[str, str]] = {"anthropic-version": ANTHROPIC_VERSION}
 
     def __init__(
-        self,
-        base_url: str = "https://api.anthropic.com",
-        api_key: str | None = None,
-        model: str | None = None,
-        timeout: float = 600.0,
-        *,
-        default_max_tokens: int = 4096,
-        headers: Mapping[str, str] | None = None,
-        transport: httpx2.AsyncBaseTransport | None = None,
-        max_retries: int = 2,
-        max_retry_wait: float = 20.0,
+        self, base_url: str | None = None, *, default_max_tokens: int = 4096, **options: Unpack[HTTPOptions]
     ) -> None:
         if default_max_tokens < 1:
             raise ValueError(f"default_max_tokens must be at least 1, got {default_max_tokens}")
         self.default_max_tokens = default_max_tokens
-        super().__init__(
-            base_url,
-            api_key,
-            model,
-            timeout,
-            headers=headers,
-            transport=transport,
-            max_retries=max_retries,
-            max_retry_wait=max_retry_wait,
-        )
-
-    def _auth_headers(self) -> dict[str, str]:
-        headers = {"anthropic-version": ANTHROPIC_VERSION}
-        if self.api_key:
-            headers["x-api-key"] = self.api_key
-        return headers
+        super().__init__(base_url, **options)
 
     def _models_path(self) -> str:
         return "/v1/models"

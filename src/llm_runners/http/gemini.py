@@ -30,14 +30,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Mapping
-from typing import Any, ClassVar
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar, Unpack
 
 import httpx2
 
 from ..errors import AuthenticationError, InvalidRequest, LLMError, UpstreamError
 from ..types import (
-    Capabilities,
     ChatRequest,
     Done,
     FinishReason,
@@ -53,7 +52,7 @@ from ..types import (
     Usage,
     UsageEvent,
 )
-from ._base import HTTPProvider, classify, loads
+from ._base import HTTPOptions, HTTPProvider, classify, loads
 
 __all__ = ["GeminiProvider"]
 
@@ -87,51 +86,17 @@ _DELAY = re.compile(r"^(\d+(?:\.\d+)?)s$")
 class GeminiProvider(HTTPProvider):
     name: ClassVar[str] = "gemini_api"
     display_name: ClassVar[str] = "Gemini API"
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        streaming=True,
-        token_streaming=True,
-        system_prompt=True,
-        images=True,
-        native_tools=True,
-        temperature=True,
-        top_p=True,
-        max_tokens=True,
-        stop=True,
-        json_mode=True,
-        usage=True,
-        model_listing=True,
-    )
+    default_base_url = "https://generativelanguage.googleapis.com"
     api_key_env = "GEMINI_API_KEY"
+    key_header = ("x-goog-api-key", "")
 
     def __init__(
-        self,
-        base_url: str = "https://generativelanguage.googleapis.com",
-        api_key: str | None = None,
-        model: str | None = None,
-        timeout: float = 600.0,
-        *,
-        api_version: str = "v1beta",
-        headers: Mapping[str, str] | None = None,
-        transport: httpx2.AsyncBaseTransport | None = None,
-        max_retries: int = 2,
-        max_retry_wait: float = 20.0,
+        self, base_url: str | None = None, *, api_version: str = "v1beta", **options: Unpack[HTTPOptions]
     ) -> None:
         if not re.fullmatch(r"v\d+(alpha|beta)?\d*", api_version):
             raise ValueError(f"api_version must look like v1beta or v1, got {api_version!r}")
         self.api_version = api_version
-        super().__init__(
-            base_url,
-            api_key,
-            model,
-            timeout,
-            headers=headers,
-            transport=transport,
-            max_retries=max_retries,
-            max_retry_wait=max_retry_wait,
-        )
-
-    def _auth_headers(self) -> dict[str, str]:
-        return {"x-goog-api-key": self.api_key} if self.api_key else {}
+        super().__init__(base_url, **options)
 
     def _models_path(self) -> str:
         return f"/{self.api_version}/models"

@@ -15,7 +15,7 @@ answers JSON is handled too.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -23,7 +23,6 @@ import httpx2
 
 from ..errors import InvalidRequest, UpstreamError
 from ..types import (
-    Capabilities,
     ChatRequest,
     Done,
     FinishReason,
@@ -55,47 +54,9 @@ _FINISH: dict[str, FinishReason] = {
 class OpenAICompatProvider(HTTPProvider):
     name: ClassVar[str] = "openai_compat"
     display_name: ClassVar[str] = "OpenAI-compatible API"
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        streaming=True,
-        token_streaming=True,
-        system_prompt=True,
-        images=True,
-        native_tools=True,
-        temperature=True,
-        top_p=True,
-        max_tokens=True,
-        stop=True,
-        json_mode=True,
-        usage=True,
-        model_listing=True,
-    )
+    default_base_url = "https://api.openai.com/v1"
     api_key_env = "OPENAI_API_KEY"
-
-    def __init__(
-        self,
-        base_url: str = "https://api.openai.com/v1",
-        api_key: str | None = None,
-        model: str | None = None,
-        timeout: float = 600.0,
-        *,
-        headers: Mapping[str, str] | None = None,
-        transport: httpx2.AsyncBaseTransport | None = None,
-        max_retries: int = 2,
-        max_retry_wait: float = 20.0,
-    ) -> None:
-        super().__init__(
-            base_url,
-            api_key,
-            model,
-            timeout,
-            headers=headers,
-            transport=transport,
-            max_retries=max_retries,
-            max_retry_wait=max_retry_wait,
-        )
-
-    def _auth_headers(self) -> dict[str, str]:
-        return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+    key_header = ("authorization", "Bearer ")
 
     def _models_path(self) -> str:
         return "/models"
