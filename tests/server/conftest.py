@@ -3,6 +3,8 @@ providers (no subprocess), so the official SDKs can be used as clients."""
 
 from __future__ import annotations
 
+import io
+import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
 
@@ -10,6 +12,7 @@ import pytest
 import uvicorn
 from server_helpers import Served, wait_until
 
+from llm_runners import logs
 from llm_runners.config import Settings
 from llm_runners.provider import Provider
 from llm_runners.router import Router
@@ -49,3 +52,26 @@ def serve() -> Iterator[Callable[..., Served]]:
     for server, thread in servers:
         server.should_exit = True
         thread.join(10)
+
+
+@pytest.fixture
+def log_lines() -> Iterator[io.StringIO]:
+    """Everything logged while the test runs, formatted by our own formatters (text and JSON, as ``serve`` does)."""
+    out = io.StringIO()
+    handlers = []
+    for formatter in (logs.TextFormatter(), logs.JSONFormatter()):
+        handler = logging.StreamHandler(out)
+        handler.setFormatter(formatter)
+        handler.setLevel(logging.DEBUG)
+        handlers.append(handler)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.DEBUG)
+    for handler in handlers:
+        root.addHandler(handler)
+    try:
+        yield out
+    finally:
+        for handler in handlers:
+            root.removeHandler(handler)
+        root.setLevel(level)

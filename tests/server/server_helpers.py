@@ -12,11 +12,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import httpx2
 
+from llm_runners.errors import LLMError
 from llm_runners.provider import Provider
 from llm_runners.router import Router
 from llm_runners.testing.scripted import ScriptedProvider
+from llm_runners.types import ChatRequest, Message
 
 
 @dataclass
@@ -42,6 +45,21 @@ def wait_until(check: Callable[[], bool], timeout: float = 2.0) -> bool:
             return True
         time.sleep(0.01)
     return check()
+
+
+def failed_run(provider: Provider) -> LLMError:
+    """The error of a one-message request to ``provider`` that must fail (the provider is closed afterwards)."""
+
+    async def run() -> LLMError:
+        try:
+            await provider.complete(ChatRequest(messages=[Message(role="user", content="hi")]))
+        except LLMError as exc:
+            return exc
+        finally:
+            await provider.aclose()
+        raise AssertionError(f"{provider.name}: the stand-in failed, the run did not")
+
+    return anyio.run(run)
 
 
 CLI = str(Path(sys.executable).with_name("llm-runners"))

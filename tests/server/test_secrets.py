@@ -9,25 +9,22 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx2
 import openai
 import pytest
-from server_helpers import CLI, Served, serve_env
+from server_helpers import CLI, Served, failed_run, serve_env
 
-from llm_runners import logs
 from llm_runners.config import Settings
-from llm_runners.errors import AuthenticationError, LLMError
+from llm_runners.errors import AuthenticationError
 from llm_runners.http import OpenAICompatProvider
 from llm_runners.redact import MASK, redact, register
 from llm_runners.runners.claude_code import ClaudeCodeRunner
 from llm_runners.testing.scripted import Reply, ScriptedProvider
-from llm_runners.types import ChatRequest, Message
 
 Serve = Callable[..., Served]
 
@@ -41,29 +38,6 @@ MARKERS = ("MARKER", "UNREGISTEREDmarker")
 def assert_clean(text: str, where: str) -> None:
     for marker in MARKERS:
         assert marker not in text, f"{marker} leaked into {where}: {text[:2000]}"
-
-
-@pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
-    """Everything logged while the test runs, formatted by our own formatters (text and JSON, as ``serve`` does)."""
-    out = io.StringIO()
-    handlers = []
-    for formatter in (logs.TextFormatter(), logs.JSONFormatter()):
-        handler = logging.StreamHandler(out)
-        handler.setFormatter(formatter)
-        handler.setLevel(logging.DEBUG)
-        handlers.append(handler)
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.DEBUG)
-    for handler in handlers:
-        root.addHandler(handler)
-    try:
-        yield out
-    finally:
-        for handler in handlers:
-            root.removeHandler(handler)
-        root.setLevel(level)
 
 
 def test_redact_masks_registered_values_and_credential_shapes_only() -> None:
@@ -151,18 +125,7 @@ def test_a_cli_that_echoes_its_key_in_stderr(
     monkeypatch.setenv("ANTHROPIC_API_KEY", CLI_KEY)
     runner = ClaudeCodeRunner(binary=str(binary), timeout=30)
 
-    async def run() -> LLMError:
-        try:
-            await runner.complete(ChatRequest(messages=[Message(role="user", content="hi")]))
-        except LLMError as exc:
-            return exc
-        finally:
-            await runner.aclose()
-        raise AssertionError("the stand-in failed, the run did not")
-
-    import anyio
-
-    error = anyio.run(run)
+    error = failed_run(runner)
     assert_clean(str(error), "the error message")
     assert_clean(error.detail or "", "the error detail")
     assert_clean(json.dumps(error.openai_envelope()) + json.dumps(error.anthropic_envelope()), "the envelopes")

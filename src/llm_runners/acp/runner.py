@@ -461,6 +461,7 @@ class AcpRunner(Provider):
     async def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
         check_model_name(request.model, self.name)
         self.cli.binary_path  # noqa: B018  (fail fast when the CLI is missing, before a session is claimed)
+        self.cli.register_credentials()  # the agent's output may carry the user's login: masked from the start
         # the scope: this process's agents hold the sessions (another replica's are never reachable from here)
         scope = f"{self.cli.session_scope()}|{os.getpid()}"
         claim = await self.cli.sessions.aclaim(self.name, request.conversation, request.messages, scope=scope)

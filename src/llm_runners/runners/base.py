@@ -71,7 +71,7 @@ from ..errors import (
 from ..prompt import conversation_messages, images_of, render_new_messages, render_transcript
 from ..provider import Provider
 from ..quotas import Quota, QuotaBook
-from ..redact import redact
+from ..redact import redact, register_files
 from ..sessions import DEFAULT_STORE, SessionStore
 from ..types import (
     ChatRequest,
@@ -415,6 +415,21 @@ class CLIRunner(Provider):
         m = re.search(r"\d+\.\d+\.\d+[\w.+-]*", output)
         return m.group(0) if m else None
 
+    def credential_files(self) -> list[Path]:
+        """The user's files in which the CLI keeps its login or keys: their secrets are masked in everything we
+        write (:meth:`register_credentials`). None by default."""
+        return []
+
+    def register_credentials(self) -> None:
+        """Register the secrets of :meth:`credential_files` with :mod:`llm_runners.redact` (a file is read again
+        only once it changed): before each auth check and health report, so they are masked before any output of
+        the CLI can carry them."""
+        try:
+            paths = self.credential_files()
+        except Exception:  # a broken setup is reported by the auth check, not here
+            return
+        register_files(paths)
+
     async def check_auth(self) -> tuple[bool | None, str | None]:
         """(authenticated?, one-line fix). None when it cannot be told without a model call."""
         return None, None
@@ -453,6 +468,7 @@ class CLIRunner(Provider):
         """Fail at once, with the fix, when the auth status says the CLI cannot answer (see the module docstring)."""
         now = time.monotonic()
         if self._auth_checked is None or now - self._auth_checked[0] > AUTH_RECHECK:
+            self.register_credentials()
             self._auth_checked = (now, await self.auth_status())
         status = self._auth_checked[1]
         if status.authenticated is False:
@@ -820,6 +836,7 @@ class CLIRunner(Provider):
         return b"\n".join(out).decode("utf-8", "replace")
 
     async def health(self) -> Health:
+        self.register_credentials()
         path = self.find_binary()
         label = self.display_name or self.name
         if path is None:

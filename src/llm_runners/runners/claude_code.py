@@ -613,6 +613,17 @@ class ClaudeCodeRunner(CLIRunner):
     def credentials_file(self) -> Path:
         return self.config_dir() / ".credentials.json"
 
+    def credential_files(self) -> list[Path]:
+        """The login, the settings (their ``env`` may hold a key or token) and ``.claude.json`` (``primaryApiKey``),
+        which the CLI keeps in the config dir when ``CLAUDE_CONFIG_DIR`` is set, else in HOME."""
+        config = self.config_dir()
+        return [
+            self.credentials_file(),
+            config / "settings.json",
+            config / ".claude.json",
+            self.home() / ".claude.json",
+        ]
+
     async def check_auth(self) -> tuple[bool | None, str | None]:
         status = await self.auth_status()
         return status.authenticated, status.fix

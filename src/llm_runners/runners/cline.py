@@ -376,6 +376,9 @@ class ClineRunner(CLIRunner):
     def _provider_settings(self) -> dict[str, Any] | None:
         return configured_provider(read_text(self.user_providers()))
 
+    def credential_files(self) -> list[Path]:
+        return [self.user_providers()]
+
     async def check_auth(self) -> tuple[bool | None, str | None]:
         if self.getenv("CLINE_API_KEY"):
             return True, None

@@ -476,6 +476,10 @@ class CodexRunner(CLIRunner):
         codex_home = self.getenv("CODEX_HOME")
         return Path(codex_home) if codex_home else self.home() / ".codex"
 
+    def credential_files(self) -> list[Path]:
+        """The login (``OPENAI_API_KEY``, ``tokens.*``) and the config (``http_headers``, bearer tokens)."""
+        return [self.codex_home() / "auth.json", self.codex_home() / "config.toml"]
+
     async def check_auth(self) -> tuple[bool | None, str | None]:
         status = await self.auth_status()
         return status.authenticated, status.fix

@@ -363,6 +363,10 @@ class ContinueRunner(CLIRunner):
         return ContinueWatch(parser, self.retry_deadline)
 
     # ------------------------------------------------------------------------------------------ metadata
+    def credential_files(self) -> list[Path]:
+        """The user's config (its models' ``apiKey``; :meth:`models_config` registers them too)."""
+        return [user_config_file(self.user_global_dir())]
+
     async def check_auth(self) -> tuple[bool | None, str | None]:
         if self.models_config():
             return True, None

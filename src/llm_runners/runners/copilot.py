@@ -449,6 +449,10 @@ class CopilotRunner(CLIRunner):
         m = re.search(r"\d+\.\d+\.\d+(?:-[\w.]*\w)?", output)
         return m.group(0) if m else None
 
+    def credential_files(self) -> list[Path]:
+        """The config, which holds the login's tokens when no system keychain is available (``copilot_tokens``)."""
+        return [self.user_cli_home() / "config.json"]
+
     async def check_auth(self) -> tuple[bool | None, str | None]:
         if self.getenv("COPILOT_PROVIDER_BASE_URL"):
             return True, None  # BYOK: the provider's key (if it needs one) is its own business

@@ -502,6 +502,12 @@ class GeminiRunner(CLIRunner):
         write_if_changed(workdir / ".gemini" / "settings.json", json.dumps(self.own_settings(), indent=2))
 
     # ------------------------------------------------------------------------------------------ metadata
+    def credential_files(self) -> list[Path]:
+        """The login files, the settings and the two ``.env`` files the CLI reads its keys from."""
+        home = self.user_cli_home()
+        user_dir = home / ".gemini"
+        return [*(user_dir / name for name in AUTH_FILES), user_dir / "settings.json", user_dir / ".env", home / ".env"]
+
     async def check_auth(self) -> tuple[bool | None, str | None]:
         status = await self.auth_status()
         return status.authenticated, status.fix

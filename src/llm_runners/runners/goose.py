@@ -207,6 +207,12 @@ class GooseRunner(CLIRunner):
         ephemeral = turn.request.extra.get(EPHEMERAL_KEY) is True
         return GooseParser(model=turn.model, session=None if ephemeral else (turn.resume or turn.session))
 
+    def credential_files(self) -> list[Path]:
+        """The config and, without a system keychain, the ``secrets.yaml`` beside it."""
+        config_home = self.getenv("XDG_CONFIG_HOME")
+        goose = (Path(config_home) if config_home else self.home() / ".config") / "goose"
+        return [goose / "config.yaml", goose / "secrets.yaml"]
+
     async def check_auth(self) -> tuple[bool | None, str | None]:
         if self.getenv("GOOSE_PROVIDER"):
             return True, None

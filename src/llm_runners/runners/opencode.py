@@ -594,6 +594,11 @@ class OpenCodeRunner(CLIRunner):
         return dataclasses.replace(spec, stderr_watch=RetryWatch(provider=self.name, deadline=self.error_deadline))
 
     # ------------------------------------------------------------------------------------------ metadata
+    def credential_files(self) -> list[Path]:
+        """The logins (``auth.json``: ``key``, ``access``, ``refresh``) and the config files (a provider's
+        ``apiKey``)."""
+        return [self.user_data_dir() / "auth.json", *self.user_config_paths()]
+
     async def check_auth(self) -> tuple[bool | None, str | None]:
         setup = self.user_setup()
         if setup.get("provider") or (self.user_data_dir() / "auth.json").is_file():

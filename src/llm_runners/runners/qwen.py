@@ -453,6 +453,11 @@ class QwenRunner(CLIRunner):
         return dataclasses.replace(spec, stderr_watch=RetryWatch(deadline=self.error_deadline))
 
     # ------------------------------------------------------------------------------------------ metadata
+    def credential_files(self) -> list[Path]:
+        """The OAuth login and the settings (``security.auth.apiKey``)."""
+        user = self.user_cli_home()
+        return [*(user / name for name in LOGIN_FILES), user / "settings.json"]
+
     async def check_auth(self) -> tuple[bool | None, str | None]:
         if self.getenv("OPENAI_API_KEY") or self.getenv("DASHSCOPE_API_KEY"):
             return True, None
