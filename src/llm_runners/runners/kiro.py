@@ -30,49 +30,26 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ..types import Capabilities
-from .base import CLIRunner, Invocation, Turn
-from .plain import PlainTextParser
+from .base import Turn
+from .plain import PlainTextRunner
 
 PROVIDER = "kiro"
 
 
-class KiroRunner(CLIRunner):
-    """Kiro CLI's headless chat (from its documentation; not verified against the binary)."""
+class KiroRunner(PlainTextRunner):
+    """Kiro CLI's headless chat (from its documentation; not verified against the binary). Where ``kiro-cli
+    login`` keeps its login the docs do not say."""
 
     name: ClassVar[str] = PROVIDER
     display_name: ClassVar[str] = "Kiro CLI"
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        streaming=True,
-        token_streaming=False,
-        system_prompt=False,
-        images=False,
-        agent_tools=True,
-        sessions=False,
-        usage=False,
-        verified=False,
-    )
-    default_model: ClassVar[str | None] = None
     binary_name: ClassVar[str] = "kiro-cli"
-    package: ClassVar[str] = ""
     install: ClassVar[str] = "install Kiro CLI: curl -fsSL https://cli.kiro.dev/install | bash"
-    warmable: ClassVar[bool] = False
-    resumable: ClassVar[bool] = False
     pass_env: ClassVar[tuple[str, ...]] = ("KIRO_API_KEY",)
     api_key_env: ClassVar[tuple[str, ...]] = ("KIRO_API_KEY",)
+    prompt_flag: ClassVar[str] = "--"
+    run_env: ClassVar[dict[str, str]] = {"NO_COLOR": "1"}
+    answer_prefix: ClassVar[str] = "> "
 
-    def invocation(self, turn: Turn) -> Invocation:
-        argv = [self.binary_path, "chat", "--no-interactive"]
-        argv.append("--trust-all-tools" if self.allow_tools else "--trust-tools=")
-        if turn.model:
-            argv += ["--model", turn.model]
-        prompt = f"{turn.system}\n\n{turn.prompt}" if turn.system else turn.prompt
-        return Invocation(argv=[*argv, *self.extra_args, "--", prompt], extra_args_placed=True, env={"NO_COLOR": "1"})
-
-    def new_parser(self, turn: Turn) -> PlainTextParser:
-        return PlainTextParser(provider=PROVIDER, model=turn.model, prefix="> ")
-
-    async def check_auth(self) -> tuple[bool | None, str | None]:
-        if self.getenv("KIRO_API_KEY"):
-            return True, None
-        return None, None  # a `kiro-cli login` is kept where the docs do not say
+    def command(self, turn: Turn) -> list[str]:
+        trust = "--trust-all-tools" if self.allow_tools else "--trust-tools="
+        return [self.binary_path, "chat", "--no-interactive", trust]

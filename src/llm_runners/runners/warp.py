@@ -30,9 +30,9 @@ from typing import ClassVar
 from typing_extensions import Unpack
 
 from ..errors import InvalidRequest
-from ..types import Capabilities, Health
-from .base import CLIRunner, Invocation, RunnerOptions, Turn
-from .plain import PlainTextParser
+from ..types import Health
+from .base import RunnerOptions, Turn
+from .plain import PlainTextRunner
 
 PROVIDER = "warp"
 
@@ -42,48 +42,28 @@ NO_PROFILE = (
 )
 
 
-class WarpRunner(CLIRunner):
-    """Warp's ``oz agent run`` (from its documentation; not verified against the binary)."""
+class WarpRunner(PlainTextRunner):
+    """Warp's ``oz agent run`` (from its documentation; not verified against the binary). ``oz login`` keeps its
+    credentials in the system keychain."""
 
     name: ClassVar[str] = PROVIDER
     display_name: ClassVar[str] = "Warp (oz)"
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        streaming=True,
-        token_streaming=False,
-        system_prompt=False,
-        images=False,
-        agent_tools=True,
-        sessions=False,
-        usage=False,
-        verified=False,
-    )
-    default_model: ClassVar[str | None] = None
     binary_name: ClassVar[str] = "oz"
-    package: ClassVar[str] = ""
     install: ClassVar[str] = "install Warp's CLI: https://docs.warp.dev/reference/cli (bundled with the Warp app)"
-    warmable: ClassVar[bool] = False
-    resumable: ClassVar[bool] = False
     pass_env: ClassVar[tuple[str, ...]] = ("WARP_API_KEY",)
     api_key_env: ClassVar[tuple[str, ...]] = ("WARP_API_KEY",)
+    prompt_flag: ClassVar[str] = "--prompt"
 
     def __init__(self, *, profile: str | None = None, **options: Unpack[RunnerOptions]) -> None:
         super().__init__(**options)
         #: the Warp agent profile every run uses (its permissions are the only way to keep Warp's tools off)
         self.profile = profile
 
-    def invocation(self, turn: Turn) -> Invocation:
+    def command(self, turn: Turn) -> list[str]:
         if self.profile is None and not self.allow_tools:
             raise InvalidRequest(f"warp: no tools-off agent profile configured; {NO_PROFILE}", provider=PROVIDER)
         argv = [self.binary_path, "agent", "run", "--output-format", "text"]
-        if self.profile is not None:
-            argv += ["--profile", self.profile]
-        if turn.model:
-            argv += ["--model", turn.model]
-        prompt = f"{turn.system}\n\n{turn.prompt}" if turn.system else turn.prompt
-        return Invocation(argv=[*argv, *self.extra_args, "--prompt", prompt], extra_args_placed=True)
-
-    def new_parser(self, turn: Turn) -> PlainTextParser:
-        return PlainTextParser(provider=PROVIDER, model=turn.model)
+        return argv + (["--profile", self.profile] if self.profile is not None else [])
 
     async def health(self) -> Health:
         health = await super().health()
@@ -92,8 +72,3 @@ class WarpRunner(CLIRunner):
                 update={"ready": False, "reason": "no tools-off agent profile configured", "fix": NO_PROFILE}
             )
         return health
-
-    async def check_auth(self) -> tuple[bool | None, str | None]:
-        if self.getenv("WARP_API_KEY"):
-            return True, None
-        return None, None  # `oz login` keeps its credentials in the system keychain
