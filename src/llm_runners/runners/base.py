@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import dataclasses
 import json
 import logging
@@ -232,6 +233,22 @@ async def _watch(proc: process.Process, watch: ErrorWatch) -> None:
         if error is not None:
             proc.fail(error)
             return
+
+
+#: seconds a CLI gets to report an error no retry can mend by itself before its run is stopped
+FINAL_ERROR_GRACE = 1.0
+
+
+def retry_bound(error: LLMError, deadline: float) -> tuple[float, LLMError]:
+    """For a CLI retrying after ``error``: how many seconds after its first failure the run is stopped (``deadline``
+    when another attempt may mend it, i.e. a transient error or a 401 that may be a token to refresh; else at most
+    :data:`FINAL_ERROR_GRACE`), and the error the caller then gets, which says so."""
+    mendable = error.transient or isinstance(error, AuthenticationError)
+    limit = deadline if mendable else min(deadline, FINAL_ERROR_GRACE)
+    stopped = copy.copy(error)
+    stopped.message = f"{error.message} (the CLI was still retrying {limit:g} s after the first failure; run stopped)"
+    stopped.args = (stopped.message,)
+    return limit, stopped
 
 
 #: characters of a failed run's stderr tail in its warning line

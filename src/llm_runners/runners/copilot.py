@@ -78,13 +78,11 @@ from .base import (
     int_or_zero,
     json_object,
     read_jsonc,
+    retry_bound,
     write_if_changed,
 )
 
 PROVIDER = "copilot"
-
-#: seconds the CLI gets to report an error no retry can mend by itself before the run is stopped
-FINAL_ERROR_GRACE = 1.0
 
 #: a tool name no tool has: as the only entry of ``--available-tools`` it leaves the model no tool at all
 NO_TOOL = "llm_runners_no_tool"
@@ -306,16 +304,8 @@ class RetryWatch:
         since, error = self.parser.failing_since, self.parser.retrying
         if since is None or error is None:
             return None
-        mendable = error.transient or isinstance(error, AuthenticationError)  # a 401 may be a token to refresh
-        limit = self.deadline if mendable else min(self.deadline, FINAL_ERROR_GRACE)
-        if time.monotonic() - since < limit:
-            return None
-        stopped = type(error)(
-            f"{error.message} (the CLI was still retrying {limit:g} s after the first failure; run stopped)",
-            provider=PROVIDER,
-            retry_after=error.retry_after,
-        )
-        return stopped
+        limit, stopped = retry_bound(error, self.deadline)
+        return stopped if time.monotonic() - since >= limit else None
 
 
 class CopilotRunner(CLIRunner):

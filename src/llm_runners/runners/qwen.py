@@ -75,13 +75,11 @@ from .base import (
     json_object,
     merged,
     read_jsonc,
+    retry_bound,
     write_if_changed,
 )
 
 PROVIDER = "qwen"
-
-#: seconds the CLI gets to report an error no retry can mend by itself before the run is stopped
-FINAL_ERROR_GRACE = 1.0
 
 #: a tool name no tool has: the only entry of ``tools.core``
 NO_TOOL = "llm_runners_no_tool"
@@ -301,11 +299,8 @@ class RetryWatch:
         now = time.monotonic()
         if self.first is None:
             self.first = now
-        mendable = error.transient or isinstance(error, AuthenticationError)
-        limit = self.deadline if mendable else min(self.deadline, FINAL_ERROR_GRACE)
-        error.message += f" (the CLI was still retrying {limit:g} s after the first failure; run stopped)"
-        error.args = (error.message,)
-        return process.StderrVerdict(error, after=max(0.0, self.first + limit - now))
+        limit, stopped = retry_bound(error, self.deadline)
+        return process.StderrVerdict(stopped, after=max(0.0, self.first + limit - now))
 
 
 def _without_debug(stderr: str) -> str:
