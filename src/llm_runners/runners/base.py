@@ -219,7 +219,17 @@ class LineParser(Protocol):
 class ErrorWatch(Protocol):
     """Bounds a CLI's retry loop from outside when the CLI has no knob for it: :meth:`CLIRunner.error_watch` may
     return one per run, and :meth:`check` is called every ``interval`` seconds while the run lasts. An error it
-    returns ends the run at once (the process group is killed) and is what the caller gets."""
+    returns ends the run at once (the process group is killed) and is what the caller gets.
+
+    Why there are two mechanisms for that job, this one and :attr:`process.ProcessSpec.stderr_watch` (a verdict per
+    stderr line, with a delay the process layer's timer keeps): they are fed by different things. A stderr watch
+    is pushed each line as the process layer reads it, which only that layer does, and it serves the ACP agents
+    too, whose processes have no runner loop around them (qwen, opencode, gemini and the ACP dialects use it). This
+    watch is polled, because what it reads arrives in no stderr line: the stdout events the dialect's parser holds
+    (copilot's failed model calls), a log file the CLI writes (continue), or silence itself (cline's retry loop
+    prints nothing). Folding one into the other would make the process layer parse stdout or poll files, or a
+    runner read the stderr the process layer owns. What a bound is and the error a stopped run ends with are one
+    function for both, :func:`retry_bound` (copilot's poll and qwen's stderr watch use it)."""
 
     interval: float
 
