@@ -46,9 +46,12 @@ Safety (the leanest set that is still safe):
   0.54 s). With tools on it is left out, since it also cuts the default tool set down to Bash, Edit and Read.
 - The phone-home switches (telemetry, auto-updater, error reporting, non-essential traffic) are on unless the
   operator's env says otherwise: a provider must not update or report from inside a request.
-- ``allow_tools=True`` restores the default tool set with ``--permission-mode acceptEdits``: file edits in the
-  working directory go through, anything that would need an interactive approval (shell commands) is denied, as
-  ``-p`` mode cannot ask. Settings and MCP stay off either way; an operator adds them with ``extra_args``.
+- ``allow_tools=True`` restores the default tool set with ``--permission-mode acceptEdits``. That is not "edits
+  only": file edits and reads in the working directory go through, and so do shell commands Claude Code counts
+  as staying there (``tests/e2e/test_tools_matrix.py``: its Bash ``touch`` of a file in the working directory
+  runs). What would need an interactive approval, such as reading a file outside the working directory, is
+  denied, as ``-p`` mode cannot ask. Settings and MCP stay off either way; an operator adds them with
+  ``extra_args``.
 """
 
 from __future__ import annotations
