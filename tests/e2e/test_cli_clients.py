@@ -8,66 +8,46 @@ so one turn exercises the front door with a real client's full request (Claude C
 a system message inside ``messages``, thinking and cache-control fields; Codex's developer messages and its
 non-function ``web_search`` tool), the router, an HTTP provider and the rendering of the answer back.
 
-These drive real binaries that try to phone home, so they run only in a loopback-only network namespace (as
-``scripts/test`` runs the suite); elsewhere they fail with the command to use, never skip.
+These drive real binaries that try to phone home: like every e2e module they run only in a loopback-only network
+namespace (``tests/e2e/conftest.py`` stops the run elsewhere, with the command to use). The server is built from a
+settings file as ``llm-runners serve`` builds it, with two HTTP providers and an API key required.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from server_helpers import Served
+from test_cli_command import write_config
+from test_server_real_cli import serving
 
-from llm_runners.config import Settings
-from llm_runners.http import AnthropicProvider, OpenAICompatProvider
 from llm_runners.testing.fake_api import FakeModelAPI
 
-pytestmark = pytest.mark.e2e
-
-CLI_BIN = Path(__file__).resolve().parents[1] / "clis" / "node_modules" / ".bin"
 SERVER_KEY = "llmr-test-key"
 ANSWER = "relayed by llm-runners"
 
 
-def _cli(name: str) -> str:
-    if [n for _, n in socket.if_nameindex()] != ["lo"]:
-        pytest.fail(
-            "this test runs a real CLI and needs a loopback-only network namespace: "
-            "unshare -n sh -c 'ip link set lo up && exec .venv/bin/python -m pytest tests/server/test_cli_clients.py'",
-            pytrace=False,
-        )
-    path = CLI_BIN / name
-    if not os.access(path, os.X_OK):
-        pytest.fail(f"pinned CLI {name!r} missing at {path}: run `npm ci` in tests/clis", pytrace=False)
-    return str(path)
-
-
 @pytest.fixture
-def api() -> Iterator[FakeModelAPI]:
-    with FakeModelAPI() as fake:
-        yield fake
-
-
-@pytest.fixture
-def server(serve: Callable[..., Served], api: FakeModelAPI) -> Served:
+def server(tmp_path: Path, fake_api: FakeModelAPI) -> Iterator[str]:
+    """The server's URL: ``anthropic`` and ``openai`` HTTP providers in front of the fake API, ``SERVER_KEY``
+    required."""
+    upstream = {"api_key": "upstream-key", "model": "fake-model"}
     providers = {
-        "anthropic": AnthropicProvider(api.anthropic_base_url, api_key="upstream-key", model="fake-model"),
-        "openai": OpenAICompatProvider(api.openai_base_url, api_key="upstream-key", model="fake-model"),
+        "anthropic": {"type": "anthropic", "base_url": fake_api.anthropic_base_url, **upstream},
+        "openai": {"type": "openai_compat", "base_url": fake_api.openai_base_url, **upstream},
     }
-    return serve(providers, default="anthropic", settings=Settings(api_keys=[SERVER_KEY]))
+    config = write_config(tmp_path / "llm-runners.toml", providers, default_provider="anthropic", api_keys=[SERVER_KEY])
+    with serving(config) as url:
+        yield url
 
 
-def _home(tmp_path: Path) -> dict[str, str]:
-    home, tmp, work = tmp_path / "home", tmp_path / "tmp", tmp_path / "work"
-    for p in (home, tmp, work):
-        p.mkdir()
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "TMPDIR": str(tmp), "PWD": str(work)}
+def _env(tmp_home: Any) -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **tmp_home.env()}
 
 
 def _run(argv: list[str], env: dict[str, str], cwd: str) -> subprocess.CompletedProcess[str]:
@@ -86,10 +66,10 @@ def _run(argv: list[str], env: dict[str, str], cwd: str) -> subprocess.Completed
 # ------------------------------------------------------------------------------------------------ Claude Code
 
 
-def _claude(server: Served, tmp_path: Path, key: str) -> subprocess.CompletedProcess[str]:
+def _claude(server: str, tmp_home: Any, cli_bin: Any, key: str) -> subprocess.CompletedProcess[str]:
     env = {
-        **_home(tmp_path),
-        "ANTHROPIC_BASE_URL": server.url,
+        **_env(tmp_home),
+        "ANTHROPIC_BASE_URL": server,
         "ANTHROPIC_API_KEY": key,
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         "DISABLE_TELEMETRY": "1",
@@ -97,18 +77,28 @@ def _claude(server: Served, tmp_path: Path, key: str) -> subprocess.CompletedPro
         "DISABLE_ERROR_REPORTING": "1",
         "CLAUDE_CODE_MAX_RETRIES": "0",
     }
-    argv = [_cli("claude"), "-p", "say the magic words", "--output-format", "json", "--model", "anthropic:fake-model"]
-    return _run(argv, env, env["PWD"])
+    argv = [
+        str(cli_bin("claude")),
+        "-p",
+        "say the magic words",
+        "--output-format",
+        "json",
+        "--model",
+        "anthropic:fake-model",
+    ]
+    return _run(argv, env, str(tmp_home.workdir))
 
 
-def test_claude_code_completes_a_turn_through_the_server(server: Served, api: FakeModelAPI, tmp_path: Path) -> None:
-    api.default_reply = ANSWER
-    done = _claude(server, tmp_path, SERVER_KEY)
+def test_claude_code_completes_a_turn_through_the_server(
+    server: str, fake_api: FakeModelAPI, tmp_home: Any, cli_bin: Any
+) -> None:
+    fake_api.default_reply = ANSWER
+    done = _claude(server, tmp_home, cli_bin, SERVER_KEY)
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["is_error"] is False and result["result"] == ANSWER
 
-    upstream = api.main_requests()
+    upstream = fake_api.main_requests()
     assert upstream, "the fake model API got no request"
     last = upstream[-1]
     assert last.api == "anthropic" and last.model == "fake-model"
@@ -117,20 +107,24 @@ def test_claude_code_completes_a_turn_through_the_server(server: Served, api: Fa
     assert "Bash" in last.tool_names()  # Claude Code's tools reached the model as native tools
 
 
-def test_claude_code_with_a_wrong_key_gets_401(server: Served, api: FakeModelAPI, tmp_path: Path) -> None:
-    done = _claude(server, tmp_path, "not-the-key")
+def test_claude_code_with_a_wrong_key_gets_401(
+    server: str, fake_api: FakeModelAPI, tmp_home: Any, cli_bin: Any
+) -> None:
+    done = _claude(server, tmp_home, cli_bin, "not-the-key")
     assert done.returncode == 1
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["is_error"] is True and result["api_error_status"] == 401
-    assert api.main_requests() == []
+    assert fake_api.main_requests() == []
 
 
 # ------------------------------------------------------------------------------------------------ Codex
 
 
-def test_codex_completes_a_turn_through_the_server(server: Served, api: FakeModelAPI, tmp_path: Path) -> None:
-    api.default_reply = ANSWER
-    env = _home(tmp_path)
+def test_codex_completes_a_turn_through_the_server(
+    server: str, fake_api: FakeModelAPI, tmp_home: Any, cli_bin: Any, tmp_path: Path
+) -> None:
+    fake_api.default_reply = ANSWER
+    env = _env(tmp_home)
     codex_home = tmp_path / "codex"
     codex_home.mkdir()
     (codex_home / "config.toml").write_text(
@@ -138,7 +132,7 @@ def test_codex_completes_a_turn_through_the_server(server: Served, api: FakeMode
         'model_provider = "llmr"\n'
         "[model_providers.llmr]\n"
         'name = "llm-runners"\n'
-        f'base_url = "{server.v1}"\n'
+        f'base_url = "{server}/v1"\n'
         'env_key = "LLMR_API_KEY"\n'
         'wire_api = "responses"\n'
         "request_max_retries = 0\n"
@@ -148,7 +142,7 @@ def test_codex_completes_a_turn_through_the_server(server: Served, api: FakeMode
     )
     env |= {"CODEX_HOME": str(codex_home), "LLMR_API_KEY": SERVER_KEY}
     argv = [
-        _cli("codex"),
+        str(cli_bin("codex")),
         "exec",
         "--skip-git-repo-check",
         "--json",
@@ -156,7 +150,7 @@ def test_codex_completes_a_turn_through_the_server(server: Served, api: FakeMode
         "unbounded_connection_retries",
         "say the magic words",
     ]
-    done = _run(argv, env, env["PWD"])
+    done = _run(argv, env, str(tmp_home.workdir))
     assert done.returncode == 0, done.stdout + done.stderr
     events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     messages = [
@@ -167,7 +161,7 @@ def test_codex_completes_a_turn_through_the_server(server: Served, api: FakeMode
     assert messages == [ANSWER]
     assert any(e.get("type") == "turn.completed" for e in events)
 
-    last = api.main_requests()[-1]
+    last = fake_api.main_requests()[-1]
     assert last.api == "openai_chat" and last.model == "fake-model"
     assert "say the magic words" in last.last_user_text()
     assert last.headers["authorization"] == "Bearer upstream-key"
