@@ -554,6 +554,8 @@ class Report:
     after: dict[str, int]
     rss_trace_mb: list[float]
     server_exit: int | None = None
+    #: the end of the server's stderr (its warnings and errors), shown when a check fails
+    server_log: list[str] = field(default_factory=list)
     checks: dict[str, bool] = field(default_factory=dict)
 
     @property
@@ -628,6 +630,7 @@ def soak(
         after=asdict(after),
         rss_trace_mb=trace,
         server_exit=code,
+        server_log=server.lines[-60:],
     )
     report.checks = {
         "every request answered or a typed error": not problems and len(outcomes) == requests,
@@ -660,6 +663,10 @@ def print_report(r: Report) -> None:
     print(f"server exit         {r.server_exit}")
     for problem in r.problems:
         print(f"  problem: {problem}")
+    if not r.ok and r.server_log:
+        print("server log (its last lines):")
+        for line in r.server_log:
+            print(f"  | {line.rstrip()}")
     for name, passed in r.checks.items():
         print(f"{'PASS' if passed else 'FAIL'}  {name}")
 

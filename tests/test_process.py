@@ -678,3 +678,66 @@ async def test_a_fifo_the_child_never_reads_does_not_outlive_it() -> None:
         assert [line async for line in proc.lines()] == [b"not reading"]
         assert await proc.wait() == 0
     assert proc._fifo is None
+
+
+async def test_every_stdio_pipe_is_a_real_pipe_on_every_loop() -> None:
+    """The process layer's own spawn (Popen, vfork) gives the child real pipes on asyncio and uvloop alike; uvloop's
+    spawn made them sockets, which some CLIs treat differently."""
+    probe = "import os, stat; print(*(stat.S_ISFIFO(os.fstat(fd).st_mode) for fd in (0, 1, 2)))"
+    argv = [sys.executable, "-I", "-S", "-c", probe]
+    async with await start(ProcessSpec(argv=argv, stdin=b"x", timeout=30.0)) as proc:
+        lines = [line async for line in proc.lines()]
+        assert await proc.wait() == 0
+    assert lines == [b"True True True"]
+
+
+def _open_fds() -> set[int]:
+    return {int(fd) for fd in os.listdir("/proc/self/fd")}
+
+
+async def test_spawns_cancelled_at_any_point_leave_no_descriptor_and_no_process() -> None:
+    """Each pipe end has one owner (the loop's transport once handed over, else the spawn): many spawns, some of
+    them cancelled while starting, leave the process's descriptors as they were (none leaked, none of the loop's own
+    closed by mistake), and no child."""
+    await _spawn_some(3)  # the loop's own descriptors (its self-pipe, the watchdog pipe) exist before the count
+    before = _open_fds()
+    pids = await _spawn_some(60)
+    await asyncio.sleep(0.05)
+    assert _open_fds() == before
+    assert not [pid for pid in pids if alive(pid)]
+
+
+async def _spawn_some(n: int) -> list[int]:
+    pids: list[int] = []
+
+    async def one(i: int) -> None:
+        argv = [sys.executable, "-I", "-S", "-c", "import sys; sys.stdin.read(); print('ok')"]
+        task = asyncio.ensure_future(start(ProcessSpec(argv=argv, stdin=b"in", timeout=30.0, kill_grace=0.2)))
+        if i % 3 == 0:
+            for _ in range(i % 5):
+                await asyncio.sleep(0)  # cancelled at a different step of the start each time
+            task.cancel()
+        try:
+            proc = await task
+        except asyncio.CancelledError:
+            return
+        pids.append(proc.pid)
+        async with proc:
+            if i % 2:
+                assert [line async for line in proc.lines()] == [b"ok"]
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return pids
+
+
+async def test_the_loops_own_spawn_still_works_where_there_is_no_pidfd(monkeypatch: pytest.MonkeyPatch) -> None:
+    import llm_runners.process as process_module
+
+    monkeypatch.setattr(process_module, "_PIDFD", False)
+    data = b"y" * 200_000
+    argv = [sys.executable, "-I", "-S", "-c", "import sys; print(len(sys.stdin.buffer.read()))"]
+    async with await start(ProcessSpec(argv=argv, stdin=data, timeout=30.0)) as proc:
+        assert [line async for line in proc.lines()] == [str(len(data)).encode()]
+        assert await proc.wait() == 0
+    async with await start(ProcessSpec(argv=argv, stdin=data, stdin_fifo=True, timeout=30.0)) as proc:
+        assert [line async for line in proc.lines()] == [str(len(data)).encode()]

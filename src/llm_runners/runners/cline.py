@@ -2,12 +2,12 @@
 
 How a turn runs (facts measured on 3.0.65, see ``clis.md`` section 9):
 
-- ``cline --json --auto-approve false [-s SYSTEM] [-m MODEL] " "`` with the prompt on stdin, through a FIFO: the
-  CLI ignores stdin unless fd 0 is one (a regular file is ignored too), and under uvloop (the server's event loop)
-  a subprocess pipe is a socket. The CLI joins the prompt argument and stdin (``arg + "\\n\\n" + stdin``) and trims the
-  result, so a lone space as the argument sends our prompt as it is, minus leading and trailing whitespace. (The
-  argument must contain whitespace, and ``--json`` refuses stdin without an argument; stdin also keeps long
-  prompts out of argv.)
+- ``cline --json --auto-approve false [-s SYSTEM] [-m MODEL] " "`` with the prompt on stdin, through a FIFO: the CLI
+  ignores stdin unless fd 0 is one (a regular file is ignored too), and uvloop's own spawn (the fallback where there
+  are no pidfds) makes a subprocess pipe a socket. The CLI joins the prompt argument and stdin (``arg + "\\n\\n" +
+  stdin``) and trims the result, so a lone space as the argument sends our prompt as it is, minus leading and trailing
+  whitespace. (The argument must contain whitespace, and ``--json`` refuses stdin without an argument; stdin also
+  keeps long prompts out of argv.)
 - ``--json`` prints NDJSON: ``agent_event``s (``content_start`` text deltas as the model streams them, ``usage``
   running totals, ``error``, ``done``) and one final ``run_result`` (``finishReason`` ``completed`` or ``error``,
   the run's usage with cache tokens and cost, the model). The CLI's session id is not in this output.
