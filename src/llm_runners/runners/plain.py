@@ -61,16 +61,8 @@ class PlainTextRunner(CLIRunner):
     there are no usage figures, and the system prompt goes in front of the prompt. An API key in one of
     ``api_key_env`` counts as logged in; a login the CLI keeps elsewhere cannot be told without a model call."""
 
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        streaming=True,
-        token_streaming=False,
-        system_prompt=False,
-        images=False,
-        agent_tools=True,
-        sessions=False,
-        usage=False,
-        verified=False,
-    )
+    #: the rest as the defaults say: the answer streams whole, no token streaming, images or sessions, not verified
+    capabilities: ClassVar[Capabilities] = Capabilities(system_prompt=False, agent_tools=True, usage=False)
     default_model: ClassVar[str | None] = None
     package: ClassVar[str] = ""
     warmable: ClassVar[bool] = False
