@@ -248,8 +248,50 @@ def _continue(home: Path, api: Any) -> Any:
     )
 
 
+def _claude_cli(home: Path, api: Any) -> Any:
+    from llm_runners.runners.claude_code import ClaudeCodeRunner
+    from llm_runners.sessions import SessionStore
+
+    env = {"HOME": str(home), "TMPDIR": str(home), "ANTHROPIC_BASE_URL": api.url, "ANTHROPIC_API_KEY": "dummy"}
+    env["CLAUDE_CODE_MAX_RETRIES"] = "0"
+    return ClaudeCodeRunner(binary=str(CLAUDE), env=env, sessions=SessionStore(), timeout=60)
+
+
+def _codex(home: Path, api: Any) -> Any:
+    """Codex's one-shot transport (``exec --json``, a process per turn), with the fake as the user's provider."""
+    from codex_env import codex_env, fake_provider_args
+
+    from llm_runners.runners.codex import CodexRunner
+    from llm_runners.sessions import SessionStore
+
+    return CodexRunner(
+        transport="exec",
+        binary=str(ROOT / "tests" / "clis" / "node_modules" / ".bin" / "codex"),
+        env=codex_env({"HOME": str(home), "TMPDIR": str(home)}),
+        model="fake-model",
+        extra_args=fake_provider_args(api.openai_base_url),
+        sessions=SessionStore(),
+    )
+
+
+def _gemini(home: Path, api: Any) -> Any:
+    from gemini_env import RUNNER_SETTINGS, gemini_env
+
+    from llm_runners.runners.gemini import GeminiRunner
+    from llm_runners.sessions import SessionStore
+
+    env = gemini_env({"HOME": str(home), "TMPDIR": str(home)}, api.gemini_base_url, "dummy")
+    binary = str(ROOT / "tests" / "clis" / "node_modules" / ".bin" / "gemini")
+    return GeminiRunner(
+        binary=binary, env=env, settings=RUNNER_SETTINGS, model="gemini-2.5-flash", sessions=SessionStore()
+    )
+
+
 #: CLI name -> a function (throw-away HOME, fake API) -> a runner set up to answer from the fake
 CLI_SETUPS: dict[str, Any] = {
+    "claude_code": _claude_cli,
+    "codex": _codex,
+    "gemini": _gemini,
     "opencode": _opencode_like("opencode"),
     "kilo": _opencode_like("kilo"),
     "copilot": _copilot,
@@ -259,8 +301,43 @@ CLI_SETUPS: dict[str, Any] = {
 }
 
 
-async def measure_cli(cli: str, runs: int) -> tuple[str, list[float], list[float]]:
-    """``runs`` alternating pairs of a direct run and a runner run of ``cli``; (version, direct, runner) seconds."""
+class _Lifetimes:
+    """When each process the runner starts was asked for and when its exit was seen: the CLI's own time inside a
+    runner run, so that what the runner adds around it can be told apart from the CLI's run-to-run noise."""
+
+    def __init__(self) -> None:
+        from llm_runners import process
+
+        self.spans: list[list[float]] = []
+        start, on_exit = process.start, process.Process._on_exit
+        spans = self.spans
+
+        async def timed_start(spec: Any) -> Any:
+            span = [time.perf_counter(), 0.0]
+            proc = await start(spec)
+            proc._bench_span = span  # type: ignore[attr-defined]
+            spans.append(span)
+            return proc
+
+        def timed_exit(proc: Any) -> None:
+            span = getattr(proc, "_bench_span", None)
+            if span is not None:
+                span[1] = time.perf_counter()
+            on_exit(proc)
+
+        process.start = timed_start  # type: ignore[assignment]
+        process.Process._on_exit = timed_exit  # type: ignore[method-assign]
+
+    def take(self) -> float:
+        """The CLI's time in the run just finished: first spawn asked for to last exit seen."""
+        spans, self.spans[:] = list(self.spans), []
+        if not spans or not all(end for _, end in spans):
+            raise SystemExit("a runner run ended without its process's exit being seen")
+        return max(end for _, end in spans) - min(begin for begin, _ in spans)
+
+
+async def measure_cli(cli: str, runs: int, lifetimes: _Lifetimes) -> dict[str, Any]:
+    """``runs`` alternating pairs of a direct run and a runner run of ``cli``."""
     from llm_runners import process
     from llm_runners.testing.fake_api import FakeModelAPI
     from llm_runners.types import ChatRequest, Message
@@ -270,55 +347,91 @@ async def measure_cli(cli: str, runs: int) -> tuple[str, list[float], list[float
         runner = CLI_SETUPS[cli](Path(tmp), api)
 
         async def direct_once() -> float:
+            """The process the runner would start, exactly (argv, environment, stdin, working directory), started
+            with plain asyncio and read to the end."""
             turn = runner._turn(request, None, 0)
             try:
                 inv = runner.invocation(turn)
                 runner.new_parser(turn)  # the per-run preparation a dialect does there (Qwen links its debug log)
-                child_env = process.build_env({**runner.child_env(), **inv.env}, runner.pass_env)
-                elapsed, _ = await _direct([*inv.argv, *runner.extra_args], inv.stdin, child_env, turn.workdir)
+                spec = runner.process_spec(turn, inv, [])
+                child_env = process.build_env(spec.env, spec.pass_env)
+                elapsed, _ = await _direct(list(spec.argv), spec.stdin, child_env, Path(spec.cwd or turn.workdir))
             finally:
-                shutil.rmtree(turn.assets)
+                shutil.rmtree(turn.assets, ignore_errors=True)
             return elapsed
 
-        async def runner_once() -> float:
+        async def runner_once() -> tuple[float, float]:
+            lifetimes.spans.clear()  # whatever ran before (a version check) is not this run
             start = time.perf_counter()
             response = await runner.complete(request)
+            total = time.perf_counter() - start
             if "pong" not in response.content:
                 raise SystemExit(f"{cli} runner answer unexpected: {response.content!r}")
-            return time.perf_counter() - start
+            return total, total - lifetimes.take()
 
-        await direct_once()  # warm-up: the first run of a fresh home creates the CLI's database
+        await direct_once()  # warm-up: the first run of a fresh home creates the CLI's database and config files
+        await runner_once()
         direct: list[float] = []
         wrapped: list[float] = []
-        print(f"{cli}: {'run':>3}  {'direct s':>9}  {'llm-runners s':>13}")
+        added: list[float] = []
+
+        async def runner_run() -> None:
+            total, extra = await runner_once()
+            wrapped.append(total)
+            added.append(extra)
+
+        async def direct_run() -> None:
+            direct.append(await direct_once())
+
+        print(f"{cli}: {'run':>3}  {'direct s':>9}  {'llm-runners s':>13}  {'added ms':>9}")
         for i in range(runs):
-            pair = [(direct_once, direct), (runner_once, wrapped)]
-            for once, results in pair if i % 2 == 0 else pair[::-1]:
-                results.append(await once())
-            print(f"{cli}: {i + 1:>3}  {direct[-1]:>9.3f}  {wrapped[-1]:>13.3f}")
+            for once in (direct_run, runner_run) if i % 2 == 0 else (runner_run, direct_run):
+                await once()
+            print(f"{cli}: {i + 1:>3}  {direct[-1]:>9.3f}  {wrapped[-1]:>13.3f}  {added[-1] * 1000:>9.1f}")
         version = await runner.version() or "?"
         await runner.aclose()
-    return version, direct, wrapped
+    md, mw, ma = statistics.median(direct), statistics.median(wrapped), statistics.median(added)
+    return {
+        "cli": cli,
+        "version": version,
+        "direct_ms": md * 1000,
+        "runner_ms": mw * 1000,
+        "ratio": mw / md,
+        "paired": statistics.median(w / d for w, d in zip(wrapped, direct, strict=True)),
+        "added_ms": ma * 1000,
+        "accounted": (md + ma) / md,
+    }
 
 
 async def main_clis(clis: list[str], runs: int) -> None:
-    results = [(cli, *await measure_cli(cli, runs)) for cli in clis]
+    lifetimes = _Lifetimes()
+    results = [await measure_cli(cli, runs, lifetimes) for cli in clis]
     print()
+    print(f"{runs} alternating runs per CLI against the fake model API on 127.0.0.1 (loopback-only namespace)")
+    head = f"{'cli':<12} {'version':<9} {'direct ms':>10} {'runner ms':>10} {'runner/direct':>14} {'paired':>7}"
+    print(f"{head} {'added ms':>9} {'accounted':>10}")
+    for r in results:
+        print(
+            f"{r['cli']:<12} {r['version']:<9} {r['direct_ms']:>10.1f} {r['runner_ms']:>10.1f} {r['ratio']:>14.3f}"
+            f" {r['paired']:>7.3f} {r['added_ms']:>9.1f} {r['accounted']:>10.3f}"
+        )
     print(
-        f"{'cli':<10} {'version':<10} {'direct ms':>10} {'runner ms':>10} {'runner/direct':>14}"
-        f"  ({runs} alternating runs)"
+        "runner/direct: ratio of the medians; paired: median of each run's ratio to the direct run next to it;\n"
+        "added ms: median of (runner run - the CLI's own time inside it: first spawn asked for to exit seen), what\n"
+        "the runner adds before and after the CLI; accounted: (direct + added) / direct. Target: <= 1.02."
     )
-    for cli, version, direct, wrapped in results:
-        md, mw = statistics.median(direct), statistics.median(wrapped)
-        print(f"{cli:<10} {version:<10} {md * 1000:>10.1f} {mw * 1000:>10.1f} {mw / md:>14.3f}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--cli", action="append", choices=sorted(CLI_SETUPS), help="measure this CLI instead")
+    parser.add_argument(
+        "--cli", action="append", choices=[*sorted(CLI_SETUPS), "all"], help="measure this CLI instead (or all)"
+    )
     args = parser.parse_args()
     if not _isolated():
         _reexec_isolated()
     sys.path.insert(0, str(ROOT / "src"))
-    asyncio.run(main_clis(args.cli, args.runs) if args.cli else main(args.runs))
+    sys.path.insert(0, str(ROOT / "tests" / "e2e"))  # codex_env, gemini_env: the fake provider as the e2e tests set it
+    clis = list(CLI_SETUPS) if args.cli and "all" in args.cli else args.cli
+    asyncio.run(main_clis(clis, args.runs) if clis else main(args.runs))
