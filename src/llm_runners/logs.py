@@ -18,6 +18,7 @@ stdlib only: the command line imports it before anything heavy.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -151,7 +152,8 @@ class BufferedHandler(logging.StreamHandler):  # type: ignore[type-arg]
                     self.stream.write(text)
                 except Exception:  # a closed or broken stream: the lines are lost, the server goes on
                     return
-            super().flush()
+            with contextlib.suppress(ValueError, OSError):  # the same, for a stream closed while nothing was pending
+                super().flush()
 
     def _flush_regularly(self) -> None:
         while not self._stopping.wait(self.interval):
