@@ -4,7 +4,7 @@ print garbage, exit 0 with nothing or fail, from clients that disconnect at rand
 
 Every check of the soak must hold: each request got its answer (the right one) or a typed error, no 500, no child
 process and no temp dir left, open fds and RSS within 10 % of their value after the warm-up, exit 0. The one
-allowance for a loaded 2-core CI machine: an answer may take request_timeout + 15 s instead of + 1 s (a request
+allowance for a loaded 2-core CI machine: an answer may take request_timeout + 5 s instead of + 1 s (a request
 that hangs still shows: the client gives up after 30 s and counts it as hung)."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ SOAK = Path(__file__).parents[2] / "benchmarks" / "soak.py"
 
 def test_chaos_soak_ci_size(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
-    argv = [sys.executable, str(SOAK), "--requests", "300", "--warmup", "100", "--slack", "15", "--json", str(out)]
+    argv = [sys.executable, str(SOAK), "--requests", "300", "--warmup", "100", "--slack", "5", "--json", str(out)]
     t0 = time.monotonic()
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     took = time.monotonic() - t0
