@@ -222,3 +222,138 @@ def test_a_library_process_killed_at_exit_and_its_watchdog_not_counted_as_a_chil
     assert sorted(int(p) for p in pids) == sorted(json.loads(listed))  # the two children and their grandchildren
     assert _wait_gone([int(p) for p in pids], 2.0) == []
     assert not running(script)
+
+
+# ------------------------------------------------------------------------------------------ every kind of process
+# A stand-in Claude Code that answers every turn it reads on stdin and stays up: its process stays live after the
+# first request (the live pool), and a second one is started as a spare (the warm pool).
+LIVE_CLAUDE = r"""#!{python} -IS
+import json, sys
+out = sys.stdout.buffer
+DIALECT = "claude_code"
+sid = sys.argv[sys.argv.index("--session-id") + 1] if "--session-id" in sys.argv else "s"
+{dialect_events}
+for line in sys.stdin.buffer:
+    start(); delta("ok"); end("ok")
+"""
+
+# A stand-in OpenCode / Kilo: says nothing, ignores SIGTERM, hangs.
+SILENT = """#!{python} -IS
+import signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+time.sleep(300)
+"""
+
+# A program that builds runners of every kind (Claude Code with a system prompt file, a live and a spare process;
+# OpenCode and Kilo with their private homes; an ACP agent with the private home of its CLI), starts a request on
+# each that hangs, lists the temp dirs it made, then waits to be killed.
+EVERY_KIND = r"""
+import asyncio, os, sys, tempfile
+from pathlib import Path
+from llm_runners.acp import AcpDialect, AcpRunner
+from llm_runners.runners.claude_code import ClaudeCodeRunner
+from llm_runners.runners.kilo import KiloRunner
+from llm_runners.runners.opencode import OpenCodeRunner
+from llm_runners.testing.procs import running
+from llm_runners.types import ChatRequest, Message
+
+hanging, live, silent, home, log = sys.argv[1:6]
+env = {"HOME": home, "ANTHROPIC_API_KEY": "k", "PYTHONPATH": os.pathsep.join(sys.path), "ACP_STANDIN_LOG": log}
+options = dict(env=env, timeout=300, idle_timeout=None)
+
+def ask(text, system=None):
+    messages = [Message(role="system", content=system)] if system else []
+    return ChatRequest(messages=[*messages, Message(role="user", content=text)])
+
+async def until(check):
+    for _ in range(1500):
+        if check():
+            return
+        await asyncio.sleep(0.02)
+    raise SystemExit("timed out")
+
+async def drain(runner, request):
+    async for _ in runner.stream(request):
+        pass
+
+async def main():
+    warm = ClaudeCodeRunner(binary=live, warm=1, live_max=1, **options)
+    await warm.complete(ask("first"))  # its process stays live, and a spare starts
+    await until(lambda: warm.processes() == {"running": 0, "live": 1, "spare": 1})
+    tasks = [asyncio.ensure_future(drain(ClaudeCodeRunner(binary=hanging, **options), ask("hi", "be brief")))]
+    for cls in (OpenCodeRunner, KiloRunner):
+        tasks.append(asyncio.ensure_future(drain(cls(binary=silent, **options), ask("hi"))))
+    agent = AcpRunner(AcpDialect("standin", ("-m", "llm_runners.testing.acp_agent"), status_text=None),
+                      runner=OpenCodeRunner(binary=sys.executable, **options))
+    tasks.append(asyncio.ensure_future(drain(agent, ask("[hang]"))))
+    mine = lambda script: [p for p in running(script) if p != os.getpid()]  # the stand-in, not this program
+    await until(lambda: len(mine(hanging)) == 2 and len(mine(silent)) == 2  # claude and its grandchild; 2 silent
+                and Path(log).is_file() and "session/prompt" in Path(log).read_text())
+    print(*sorted(p.name for p in Path(tempfile.gettempdir()).iterdir()), flush=True)
+    await asyncio.sleep(300)
+
+asyncio.run(main())
+"""
+
+
+def test_sigkill_of_a_program_with_every_kind_of_process_leaves_nothing(tmp_path: Path) -> None:
+    """Cold, live, spare and ACP processes, private CLI homes, working and run dirs: a SIGKILL of the program
+    that made them leaves, 2 s later, no process of it and nothing in its TMPDIR."""
+    from llm_runners.testing.procs import descendants
+    from llm_runners.testing.standin import DIALECT_EVENTS
+
+    tmp, home = tmp_path / "tmp", tmp_path / "home"
+    tmp.mkdir()
+    home.mkdir()
+    hanging = _hanging_claude(tmp_path)
+    scripts = {"live": LIVE_CLAUDE.format(python=sys.executable, dialect_events=DIALECT_EVENTS), "silent": SILENT}
+    paths = []
+    for name, text in scripts.items():
+        path = tmp_path / name
+        path.write_text(text.format(python=sys.executable) if name == "silent" else text)
+        path.chmod(0o755)
+        paths.append(str(path))
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    env.pop("LLM_RUNNERS_CONFIG", None)
+    argv = [sys.executable, "-c", EVERY_KIND, str(hanging), *paths, str(home), str(tmp_path / "agent.log")]
+    program = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        assert program.stdout is not None and program.stderr is not None
+        made = program.stdout.readline().decode().split()
+        assert made, program.stderr.read() if program.poll() is not None else b""
+        pids = descendants(program.pid)
+    finally:
+        program.kill()
+        program.wait(10)
+    kinds = {"-".join(name.split("-")[2:-1]) for name in made if name.startswith("llm-runners-")}
+    # the private homes (opencode, kilo and the ACP agent's), working dirs, the spares' and the hanging run's dirs
+    assert {"opencode-home", "kilo-home", "claude_code-warm", "claude_code-run", "claude_code-work"} <= kinds, made
+    # the watchdog; the hanging claude and its grandchild, the live and the spare claude, opencode, kilo, the agent
+    assert len(pids) >= 8, pids
+    assert _wait_gone(pids, 2.0) == [], "processes outlived their SIGKILLed program by 2 s"
+    deadline = time.monotonic() + 2
+    while list(tmp.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sorted(p.name for p in tmp.iterdir()) == []
+
+
+def test_a_temp_dir_is_guarded_from_the_moment_it_is_made(tmp_path: Path) -> None:
+    """``process.temp_dir`` (a run's files, a CLI home, a working directory) is registered before its process
+    starts: a program SIGKILLed while its request waits (for a process slot, a spare) leaves nothing either."""
+    program = (
+        "import sys, time\nfrom llm_runners import process\n"
+        "print(process.temp_dir('llm-runners-test-run-'), flush=True)\ntime.sleep(300)\n"
+    )
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    parent = subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert parent.stdout is not None
+        made = Path(parent.stdout.readline().strip())
+        assert made.is_dir() and made.parent == tmp_path
+    finally:
+        parent.kill()
+        parent.wait(10)
+    deadline = time.monotonic() + 2
+    while made.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert list(tmp_path.iterdir()) == []

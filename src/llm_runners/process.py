@@ -54,9 +54,20 @@ directory and cleanup paths, and each runner-owned directory (:func:`guard_path`
 watchdog instead and unregistered once removed. ``atexit`` kills what is still registered at a normal exit; a child
 made by ``os.fork`` drops the inherited guard and starts its own on its first spawn.
 
+Every temp dir llm-runners makes comes from :func:`temp_dir`, registered with the guard the moment it exists (and
+under a server's temp root while it is guarded): a process's fresh working directory, a run's files (made before
+the request may wait for a process slot or a spare), each runner-owned directory (private CLI homes, working
+directories, the warm pool's root, whose spares' files live inside it). The only other temp files are the atomic
+writes of ``runners.base.write_if_changed``, a ``.<name>.*`` file renamed at once, always inside one of those dirs.
+Measured (tests/test_process_guard.py): a program with a hanging Claude Code run, a live and a spare process,
+OpenCode and Kilo runs and an ACP agent (8 processes, 13 temp dirs) SIGKILLed: 0 processes and 0 entries in its
+TMPDIR within 2 s; tests/e2e/test_orphans.py the same for ``llm-runners serve`` with the real ``claude``.
+
 Not covered: a CLI that starts its own session (``setsid``) and scrubs its environment; temp files a CLI writes
-itself outside our temp root (its TMPDIR is the caller's); for library use, a ``kill -9`` of the watchdog too (no
-reaper runs at a library's start-up; the next ``llm-runners serve`` kills the processes marked with a dead owner).
+itself outside our temp root (its TMPDIR is the caller's); a SIGKILL in the microseconds between ``mkdtemp`` and
+its registration; for library use, a ``kill -9`` of the watchdog too (no reaper runs at a library's start-up; the
+next ``llm-runners serve`` kills the processes marked with a dead owner, but library dirs have no owner file, so
+they stay).
 """
 
 from __future__ import annotations
@@ -114,7 +125,9 @@ __all__ = [
     "guard_path",
     "parse_retry_after",
     "reap_dead_instances",
+    "release_paths",
     "start",
+    "temp_dir",
     "unguard",
     "watchdog_pid",
 ]
@@ -529,7 +542,7 @@ class Process:
             _signal_group(self.pid, signal.SIGKILL)
             if _GUARD is not None and _GUARD.pid == os.getpid():
                 _GUARD.discard(self.pid)
-        _remove_paths(self._cleanup)
+        release_paths(self._cleanup)
 
     def reset_output_count(self) -> None:
         """Start counting ``max_output_bytes`` from zero: a live process serving a conversation's next turn gets
@@ -805,10 +818,7 @@ class Process:
         if self._error is not None or self._lines.closed:
             self._queue.clear()
             self._queued = 0
-        _remove_paths(self._cleanup)
-        if g is not None:
-            for path in self._cleanup:
-                g.discard_path(path)
+        release_paths(self._cleanup)
         self._wake()
 
 
@@ -985,6 +995,26 @@ def guard_path(path: str | Path) -> None:
     whose temp root holds them."""
     g = _GUARD if _GUARD is not None and _GUARD.pid == os.getpid() else _library_guard()
     g.add_path(Path(path))
+
+
+def temp_dir(prefix: str) -> Path:
+    """A fresh directory in the temp dir (under a server's temp root while it is guarded), registered with the
+    guard before anything is put in it (see :func:`guard_path`): the one way llm-runners makes its temp dirs.
+    Remove it with :func:`release_paths`."""
+    g = _library_guard()
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    g.add_path(path)
+    return path
+
+
+def release_paths(paths: Sequence[str | Path]) -> None:
+    """Remove paths (directories or files) made by :func:`temp_dir` or registered with :func:`guard_path`, and
+    unregister them from the guard."""
+    g = _GUARD if _GUARD is not None and _GUARD.pid == os.getpid() else None
+    for path in map(Path, paths):
+        _remove_paths([path])
+        if g is not None:
+            g.discard_path(path)
 
 
 def watchdog_pid() -> int | None:
@@ -1303,13 +1333,15 @@ async def start(spec: ProcessSpec) -> Process:
             raise InvalidRequest(f"argv must be a non-empty list of strings, got {spec.argv!r}", provider=spec.provider)
         if any("\0" in a for a in argv):
             raise InvalidRequest("argv must not contain NUL bytes", provider=spec.provider)
+        g = _library_guard()
         if spec.cwd is not None:
             cwd = _checked_cwd(spec.cwd, spec.provider)
         else:
-            cwd = tempfile.mkdtemp(prefix="llm-runners-")
+            cwd = str(temp_dir("llm-runners-"))
             cleanup.append(Path(cwd))
+        for path in cleanup:
+            g.add_path(path)  # before the spawn: a SIGKILL while it runs leaves them to the watchdog too
         env = build_env(spec.env, spec.pass_env)
-        g = _GUARD if _GUARD is not None and _GUARD.pid == os.getpid() else _library_guard()
         env[OWNER_ENV] = g.owner
         name = spec.provider or os.path.basename(argv[0])
         proc = Process(spec, name=name, cleanup=cleanup)
@@ -1334,13 +1366,11 @@ async def start(spec: ProcessSpec) -> Process:
             if stdin_fd is not None:
                 os.close(stdin_fd)  # the child has its own descriptor
     except BaseException:
-        _remove_paths(cleanup)
+        release_paths(cleanup)
         raise
     transport = proc._transport
     assert transport is not None
     g.add(proc.pid)
-    for path in cleanup:
-        g.add_path(path)
     if fifo_fd is not None:
         proc._stdin_closed = True
         fifo, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(fifo_fd, "wb", buffering=0))

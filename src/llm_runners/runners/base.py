@@ -523,8 +523,7 @@ class CLIRunner(Provider):
     def owned_tempdir(self, label: str) -> Path:
         """A directory this runner owns: removed by :meth:`aclose`, or when the runner is garbage-collected or the
         interpreter exits, whichever comes first, so a runner nobody closed leaves nothing behind in the temp dir."""
-        path = Path(tempfile.mkdtemp(prefix=f"llm-runners-{self.name}-{label}"))
-        process.guard_path(path)  # removed by the watchdog too, should the program be SIGKILLed
+        path = process.temp_dir(f"llm-runners-{self.name}-{label}")  # the watchdog removes it on a SIGKILL too
         self._owned.append(weakref.finalize(self, shutil.rmtree, str(path), True))
         return path
 
@@ -590,7 +589,7 @@ class CLIRunner(Provider):
         else:
             sent = conversation_messages(messages)
             prompt = render_transcript(sent)
-        assets = Path(tempfile.mkdtemp(prefix=f"llm-runners-{self.name}-run-"))
+        assets = process.temp_dir(f"llm-runners-{self.name}-run-")  # guarded while it waits for its process
         parts = images_of(sent)
         files: list[Path] = []
         for i, img in enumerate(parts, start=1):
@@ -676,14 +675,14 @@ class CLIRunner(Provider):
             spec = self.process_spec(turn, invocation, cleanup)
             live, shape = self._live_shape(turn)
         except BaseException:
-            shutil.rmtree(turn.assets, ignore_errors=True)
+            process.release_paths([turn.assets])
             raise
         # a dialect whose process reads turns from stdin gets stdin open: the process may serve the conversation's
         # next turn too, and otherwise stdin is closed when the turn ended (see the session-file note, claude_code)
         spec.keep_stdin_open = self.live_turns
         proc = await live.take(turn.resume, shape, spec) if live is not None and turn.resume is not None else None
         if proc is not None:
-            shutil.rmtree(turn.assets, ignore_errors=True)  # the live process keeps the files it was started with
+            process.release_paths([turn.assets])  # the live process keeps the files it was started with
         warm = self.warm_pool if turn.resume is None else None  # a resumed turn never takes a spare
         key = shape_of(spec, turn) if warm is not None else None
         if proc is None and warm is not None and key is not None:

@@ -49,7 +49,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import signal
 import time
 import weakref
@@ -655,7 +654,7 @@ class CodexAppRunner(CodexRunner):
             self.name_endpoint(exc)  # an unreachable or failing API: say which URL (as the base does for exec)
             raise
         finally:
-            shutil.rmtree(turn.assets, ignore_errors=True)
+            process.release_paths([turn.assets])
 
     async def _run_turn(self, turn: Turn) -> AsyncGenerator[StreamEvent, None]:
         started = time.monotonic()

@@ -128,7 +128,7 @@ class WarmPool:
                 await proc.kill()
                 raise
             turn.session = spare.session
-            shutil.rmtree(turn.assets, ignore_errors=True)
+            process.release_paths([turn.assets])
             return proc
         return None
 
