@@ -357,3 +357,39 @@ def test_a_temp_dir_is_guarded_from_the_moment_it_is_made(tmp_path: Path) -> Non
     while made.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sigkill_of_the_programs_whole_process_group_leaves_nothing(tmp_path: Path) -> None:
+    """``kill -9 -<pgid>`` (how a job control shell or a test harness kills a job) reaches every process of the
+    program's group: the watchdog sits in a session of its own, so it survives to kill the CLIs and remove the
+    temp dirs."""
+    tmp, home = tmp_path / "tmp", tmp_path / "home"
+    tmp.mkdir()
+    home.mkdir()
+    script = _hanging_claude(tmp_path)
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    env.pop("LLM_RUNNERS_CONFIG", None)
+    program = subprocess.Popen(
+        [sys.executable, "-c", LIBRARY_PROGRAM, str(script), str(home)],
+        stdout=subprocess.PIPE,
+        env=env,
+        start_new_session=True,  # a group of its own, as a job has
+    )
+    try:
+        assert program.stdout is not None
+        assert program.stdout.readline() == b"partial\n"
+        deadline = time.monotonic() + 10
+        while len(pids := [p for p in running(script) if p != program.pid]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(pids) == 2 and list(tmp.iterdir())
+    finally:
+        os.killpg(program.pid, signal.SIGKILL)
+        program.wait(10)
+    left = _wait_gone(pids, 2.0)
+    for pid in left:  # a failing run leaves nothing behind either
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], "the CLI outlived its program's process group by 2 s"
+    deadline = time.monotonic() + 2
+    while list(tmp.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert list(tmp.iterdir()) == []

@@ -37,15 +37,16 @@ EOF, and the watchdog SIGKILLs every registered group — the direct child *and*
 child's group (``start_new_session``) — then removes the instance's temp root. Why not the others:
 ``PR_SET_PDEATHSIG`` covers only the direct child (not claude's helpers in its group), needs a pre-exec hook, and
 fires on the death of the spawning *thread*; a subreaper only re-parents orphans to us, which is no help when we
-are the one dying; cgroups need a delegated hierarchy we cannot count on. The watchdog ignores SIGINT / SIGTERM /
-SIGHUP (a terminal's Ctrl-C reaches the whole foreground group), so only EOF ends it; long-lived processes (live
-claude processes, the codex app-server, ACP agents, warm spares) start through :func:`start` like any other and are
-covered the same way. While guarded, ``tempfile`` creates every temp dir under the instance's root
-``$TMPDIR/llm-runners-serve-<pid>-<start time>`` (its ``owner`` file holds ``<pid>:<start time>``), and every child
-carries ``LLM_RUNNERS_OWNER=<pid>:<start time>``. If the watchdog was killed too (a ``kill -9`` of the whole group,
-the OOM killer), :func:`reap_dead_instances` at the next start-up kills the processes so marked and removes the roots
-whose owner is dead — a pid *and* start time no live process has, so a live instance and every other program's
-processes and directories are left alone.
+are the one dying; cgroups need a delegated hierarchy we cannot count on. The watchdog runs in a session of its own,
+so a ``kill -9 -<pgid>`` of the program's group (how a shell or a test harness ends a job) does not reach it (it
+used to die with the group and leave the CLIs and every temp dir behind), and it ignores SIGINT / SIGTERM / SIGHUP:
+only EOF ends it. Long-lived processes (live claude processes, the codex app-server, ACP agents, warm spares) start
+through :func:`start` like any other and are covered the same way. While guarded, ``tempfile`` creates every temp
+dir under the instance's root ``$TMPDIR/llm-runners-serve-<pid>-<start time>`` (its ``owner`` file holds
+``<pid>:<start time>``), and every child carries ``LLM_RUNNERS_OWNER=<pid>:<start time>``. If the watchdog was
+killed too (a ``kill -9`` of the watchdog itself, the OOM killer), :func:`reap_dead_instances` at the next start-up
+kills the processes so marked and removes the roots whose owner is dead — a pid *and* start time no live process
+has, so a live instance and every other program's processes and directories are left alone.
 
 Library use (a program using a runner, ``llm-runners chat``) gets the same guarantee without calling anything: the
 first :func:`start` of a process that is not guarded starts its watchdog (:func:`_library_guard`). It has no temp
@@ -889,7 +890,7 @@ class _Guard:
         os.set_inheritable(self._fd, False)
         try:
             self.watchdog = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _WATCHDOG], stdin=read, close_fds=True, start_new_session=False
+                [sys.executable, "-I", "-S", "-c", _WATCHDOG], stdin=read, close_fds=True, start_new_session=True
             )
         except BaseException:
             os.close(self._fd)
