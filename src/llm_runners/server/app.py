@@ -5,7 +5,11 @@ Routes (each also answers without the ``/v1`` prefix, for clients whose base URL
 =======================================  ===================================================
 ``POST /v1/chat/completions``            OpenAI Chat Completions (:mod:`.openai_chat`)
 ``POST /v1/responses``                   OpenAI Responses (:mod:`.openai_responses`)
+``POST /v1/responses/input_tokens``      OpenAI Responses token count (the same estimate)
 ``GET  /v1/responses/{id}``              a stored response
+``DELETE /v1/responses/{id}``            removes it from the store
+``GET  /v1/responses/{id}/input_items``  its input items (a cursor page)
+``POST /v1/responses/{id}/cancel``       a 400: there are no background responses to cancel
 ``POST /v1/messages``                    Anthropic Messages (:mod:`.anthropic_messages`)
 ``POST /v1/messages/count_tokens``       Anthropic token count (an estimate)
 ``GET  /v1/models``                      every provider's models as ``provider:model``, and the aliases
@@ -151,7 +155,15 @@ def create_app(
         routes += [
             Route(f"{prefix}/chat/completions", _guard(chat, "openai"), methods=["POST"]),
             Route(f"{prefix}/responses", _guard(responses, "openai"), methods=["POST"]),
+            Route(f"{prefix}/responses/input_tokens", _guard(responses.input_tokens, "openai"), methods=["POST"]),
             Route(f"{prefix}/responses/{{response_id}}", _guard(responses.retrieve, "openai"), methods=["GET"]),
+            Route(f"{prefix}/responses/{{response_id}}", _guard(responses.delete, "openai"), methods=["DELETE"]),
+            Route(f"{prefix}/responses/{{response_id}}/cancel", _guard(responses.cancel, "openai"), methods=["POST"]),
+            Route(
+                f"{prefix}/responses/{{response_id}}/input_items",
+                _guard(responses.input_items, "openai"),
+                methods=["GET"],
+            ),
             Route(f"{prefix}/messages", _guard(messages, "anthropic"), methods=["POST"]),
             Route(f"{prefix}/messages/count_tokens", _guard(count, "anthropic"), methods=["POST"]),
             Route(f"{prefix}/models", _guard(health.models, None), methods=["GET"]),

@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -75,6 +75,7 @@ from ..types import (
     Usage,
     UsageEvent,
 )
+from .anthropic_messages import estimate_tokens
 from .errors import (
     from_validation,
     opt_bool,
@@ -113,6 +114,9 @@ class StoredResponse:
     messages: list[Message]
     conversation: str
     body: dict[str, Any]
+    #: what ``GET /v1/responses/{id}/input_items`` lists: the input the model saw (the previous responses' input and
+    #: output items, then this request's), each item with its id (:func:`input_items`)
+    input_items: list[dict[str, Any]] = field(default_factory=list)
 
 
 class ResponseStore:
@@ -121,8 +125,9 @@ class ResponseStore:
 
     :meth:`put` stores in the LRU at once and starts the shared write; :meth:`flush` waits for it (the front door
     does before the response id reaches the caller, so a follow-up sent to another replica at once finds it).
-    :meth:`get` reads the LRU, then the shared state. Shared copies expire after ``ttl`` seconds (OpenAI keeps
-    stored responses 30 days)."""
+    :meth:`get` reads the LRU (a hit costs one small read of the shared state: was it deleted through another
+    replica?), then the shared state. Shared copies expire after ``ttl`` seconds (OpenAI keeps stored responses 30
+    days)."""
 
     def __init__(self, max_items: int = 1000, *, shared: State | None = None, ttl: float = 30 * 86_400.0) -> None:
         self.max_items = max_items
@@ -148,8 +153,14 @@ class ResponseStore:
 
     async def get(self, response_id: str) -> StoredResponse | None:
         item = self._local(response_id)
-        if item is not None or self.shared is None:
+        if self.shared is None:
             return item
+        if item is not None:
+            if await self.shared.get(_DELETED + response_id) is None:
+                return item
+            with self._lock:  # deleted through another replica
+                self._items.pop(response_id, None)
+            return None
         raw = await self.shared.get(response_id)
         if raw is None:
             return None
@@ -176,6 +187,18 @@ class ResponseStore:
     async def _write(self, shared: State, response_id: str, raw: str) -> None:
         await shared.set(response_id, raw, ttl=self.ttl)
 
+    async def delete(self, response_id: str) -> bool:
+        """Remove ``response_id`` from this replica and from the shared state; False when neither had it."""
+        await self.flush(response_id)  # a shared write still under way would bring it back
+        with self._lock:
+            found = self._items.pop(response_id, None) is not None
+        if self.shared is not None:
+            # the mark tells the replicas that still hold it in their LRU that it is gone (checked on each get)
+            gone = await self.shared.get(_DELETED + response_id) is not None
+            await self.shared.set(_DELETED + response_id, "1", ttl=self.ttl)
+            found = await self.shared.pop(response_id) is not None or (found and not gone)
+        return found
+
     async def flush(self, response_id: str) -> None:
         """Wait until the shared copy of ``response_id`` is written (at once when there is none pending)."""
         task = self._writes.get(response_id)
@@ -186,6 +209,10 @@ class ResponseStore:
         return len(self._items)
 
 
+#: prefix of the shared state's mark of a deleted response
+_DELETED = "deleted:"
+
+
 def _encode_stored(item: StoredResponse) -> str:
     messages = []
     for m in item.messages:
@@ -194,7 +221,9 @@ def _encode_stored(item: StoredResponse) -> str:
             if isinstance(part.get("data"), bytes):
                 part["data"] = base64.b64encode(part["data"]).decode("ascii")
         messages.append(raw)
-    return dumps({"messages": messages, "conversation": item.conversation, "body": item.body})
+    return dumps(
+        {"messages": messages, "conversation": item.conversation, "body": item.body, "input_items": item.input_items}
+    )
 
 
 def _decode_stored(raw: str) -> StoredResponse:
@@ -205,7 +234,8 @@ def _decode_stored(raw: str) -> StoredResponse:
             if isinstance(part.get("data"), str):
                 part["data"] = base64.b64decode(part["data"])
         messages.append(Message.model_validate(m))
-    return StoredResponse(messages, str(data["conversation"]), dict(data["body"]))
+    items = data.get("input_items") or []  # a copy written before input items were kept has none
+    return StoredResponse(messages, str(data["conversation"]), dict(data["body"]), [dict(i) for i in items])
 
 
 # ------------------------------------------------------------------------------------------------ parsing
@@ -286,6 +316,47 @@ def _input(value: Any) -> list[Message]:
                 f"{p}.type: unsupported item type {kind!r} (message, function_call, function_call_output)",
                 param=f"{p}.type",
             )
+    return out
+
+
+_ITEM_PREFIXES = {"message": "msg_", "function_call": "fc_", "function_call_output": "fco_", "reasoning": "rs_"}
+
+
+def _listed_part(part: Any, assistant: bool) -> dict[str, Any]:
+    kind = part.get("type")
+    if kind in ("input_text", "output_text", "text"):
+        if assistant:
+            return {"type": "output_text", "text": part["text"], "annotations": part.get("annotations") or []}
+        return {"type": "input_text", "text": part["text"]}
+    if kind == "input_image":
+        return {"type": "input_image", "image_url": part["image_url"], "detail": part.get("detail") or "auto"}
+    return dict(part)
+
+
+def input_items(value: Any) -> list[dict[str, Any]]:
+    """A request's ``input`` (already checked by :func:`_input`) as ``input_items`` lists it back: every item with an
+    ``id`` (the caller's, else a new one) and ``status``, a message's string content as one text part."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [{"type": "message", "role": "user", "content": value}]
+    out: list[dict[str, Any]] = []
+    for raw in value:
+        item = dict(raw)
+        kind = item.setdefault("type", "message")
+        if not isinstance(item.get("id"), str):
+            item["id"] = _new_id(_ITEM_PREFIXES.get(kind, "item_"))
+        if kind in ("message", "function_call", "function_call_output"):
+            item.setdefault("status", "completed")
+        if kind == "message":
+            assistant = item.get("role") == "assistant"
+            content = item.get("content")
+            if isinstance(content, str):
+                content = [{"type": "text", "text": content}] if content else []
+            item["content"] = [_listed_part(part, assistant) for part in content or []]
+        elif kind == "function_call" and not isinstance(item.get("arguments"), str):
+            item["arguments"] = dumps(item.get("arguments", {}))
+        out.append(item)
     return out
 
 
@@ -488,6 +559,11 @@ class _Turn:
         self.store = store
         self.warnings = warnings
         self.should_store = body.get("store") is not False
+        self.input_items: list[dict[str, Any]] = []
+        if self.should_store:
+            if previous is not None:
+                self.input_items += [*previous.input_items, *(previous.body.get("output") or [])]
+            self.input_items += input_items(body.get("input"))
         # instructions are not carried over to a follow-up (as in the OpenAI API): keep them out of the history
         self.history_start = 1 if body.get("instructions") else 0
         if chat.conversation is None:
@@ -543,7 +619,7 @@ class _Turn:
                 Message(role="assistant", content=text, tool_calls=calls),
             ]
             conversation = self.chat.conversation or f"responses:{self.id}"
-            self.store.put(self.id, StoredResponse(history, conversation, body))
+            self.store.put(self.id, StoredResponse(history, conversation, body, self.input_items))
         return body
 
     async def settle(self) -> None:
@@ -820,15 +896,15 @@ class Responses:
             return StreamingCall(provider, chat, renderer, "openai", timeout=self.timeout, settle=turn.settle)
         return CompletionCall(provider, chat, turn.render, "openai", timeout=self.timeout, settle=turn.settle)
 
-    async def retrieve(self, request: Request) -> Response:
+    async def _stored(self, request: Request) -> tuple[str, StoredResponse]:
         response_id = request.path_params["response_id"]
         item = await self.store.get(response_id)
         if item is None:
-            raise ModelNotFound(
-                f"response {response_id!r} not found (unknown, expired from the store, or created with store=false)",
-                param="response_id",
-                code="not_found",
-            )
+            raise _not_found(response_id)
+        return response_id, item
+
+    async def retrieve(self, request: Request) -> Response:
+        _, item = await self._stored(request)
         stream = request.query_params.get("stream", "false").lower()
         if stream not in ("true", "false", "1", "0"):
             raise InvalidRequest("stream: expected true or false", param="stream")
@@ -840,6 +916,83 @@ class Responses:
         except ValueError:
             raise InvalidRequest("starting_after: expected an integer", param="starting_after") from None
         return Response(replay(item.body, start), media_type="text/event-stream; charset=utf-8")
+
+    async def delete(self, request: Request) -> Response:
+        """``DELETE /v1/responses/{id}``: out of the store (this replica's and the shared state); a follow-up naming
+        it is then refused as unknown."""
+        response_id = request.path_params["response_id"]
+        if not await self.store.delete(response_id):
+            raise _not_found(response_id)
+        return Response(
+            dumps({"id": response_id, "object": "response", "deleted": True}), media_type="application/json"
+        )
+
+    async def cancel(self, request: Request) -> Response:
+        """``POST /v1/responses/{id}/cancel``: only a response created with ``background: true`` can be cancelled, and
+        this server runs none in the background, so a stored one is answered as the API answers for a synchronous
+        response: a 400 saying why (an unknown id is a 404)."""
+        response_id, _ = await self._stored(request)
+        raise InvalidRequest(
+            f"response {response_id!r} cannot be cancelled: only a response created with background=true can be, "
+            "and this server runs no background responses (each one has finished by the time its id is returned)",
+            param="response_id",
+        )
+
+    async def input_items(self, request: Request) -> Response:
+        """``GET /v1/responses/{id}/input_items``: a cursor page (``after`` / ``before`` an item id, ``limit`` 1-100,
+        default 20, ``order`` ``desc`` by default) of the stored input items. ``include`` is accepted; none of the
+        fields it can ask for (tool results, image URLs of tools…) exist here."""
+        _, item = await self._stored(request)
+        query = request.query_params
+        order = query.get("order", "desc")
+        if order not in ("asc", "desc"):
+            raise InvalidRequest("order: expected asc or desc", param="order")
+        try:
+            limit = int(query.get("limit", "20"))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 100:
+            raise InvalidRequest("limit: expected an integer from 1 to 100", param="limit")
+        items = item.input_items if order == "asc" else item.input_items[::-1]
+        ids = [i.get("id") for i in items]
+        start, end = 0, len(items)
+        for param in ("after", "before"):
+            cursor = query.get(param)
+            if cursor is None:
+                continue
+            if cursor not in ids:
+                raise InvalidRequest(f"{param}: no input item {cursor!r} in this response", param=param)
+            if param == "after":
+                start = ids.index(cursor) + 1
+            else:
+                end = ids.index(cursor)
+        window = items[start:end]
+        # with only `before`, the page is the items just before it
+        page = window[-limit:] if "before" in query and "after" not in query else window[:limit]
+        body = {
+            "object": "list",
+            "data": page,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+            "has_more": len(window) > len(page),
+        }
+        return Response(dumps(body), media_type="application/json")
+
+    async def input_tokens(self, request: Request) -> Response:
+        """``POST /v1/responses/input_tokens``: the estimate ``/v1/messages/count_tokens`` gives, of the request as
+        ``POST /v1/responses`` would send it (``previous_response_id``'s history included); nothing is run."""
+        body = await read_json(request)
+        chat, _, _, _ = await parse_responses_request(body, request.headers, self.store)
+        count = {"object": "response.input_tokens", "input_tokens": estimate_tokens(chat)}
+        return Response(dumps(count), media_type="application/json")
+
+
+def _not_found(response_id: str) -> ModelNotFound:
+    return ModelNotFound(
+        f"response {response_id!r} not found (unknown, deleted, expired from the store, or created with store=false)",
+        param="response_id",
+        code="not_found",
+    )
 
 
 def replay(body: dict[str, Any], starting_after: int = -1) -> bytes:
