@@ -3,6 +3,8 @@ calls), and flush() waits for the shared write."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from llm_runners.server.openai_responses import ResponseStore, StoredResponse
@@ -42,3 +44,24 @@ async def test_an_unreadable_shared_copy_is_missing_not_an_error() -> None:
     shared = MemoryState()
     await shared.set("responses:resp_bad", "{not json")
     assert await ResponseStore(shared=shared).get("resp_bad") is None
+
+
+async def test_input_items_read_back_and_a_delete_reaches_every_replica() -> None:
+    shared = MemoryState()
+    one, other = ResponseStore(shared=shared), ResponseStore(shared=shared)
+    items = [{"type": "message", "id": "msg_1", "role": "user", "content": [], "status": "completed"}]
+    one.put("resp_1", StoredResponse([], "c", {}, items))
+    # deleted at once, while its shared write may still be under way: the write cannot bring it back
+    assert await one.delete("resp_1")
+    await asyncio.sleep(0.01)  # any write still pending has run
+    assert await one.get("resp_1") is None and await other.get("resp_1") is None
+    one.put("resp_2", StoredResponse([], "c", {}, items))
+    await one.flush("resp_2")
+    got = await other.get("resp_2")  # now in other's LRU too
+    assert got is not None and got.input_items == items
+    assert await one.delete("resp_2")
+    assert await other.get("resp_2") is None  # its LRU copy is dropped on the deleted mark
+    assert not await other.delete("resp_2") and not await one.delete("resp_2") and not await one.delete("resp_x")
+    local = ResponseStore()
+    local.put("r", StoredResponse([], "c", {}))
+    assert await local.delete("r") and await local.get("r") is None and not await local.delete("r")

@@ -1,4 +1,6 @@
-"""OpenAI Responses front door: ``POST /v1/responses`` (JSON and SSE) and ``GET /v1/responses/{id}``.
+"""OpenAI Responses front door: ``POST /v1/responses`` (JSON and SSE), and on the store: ``GET /v1/responses/{id}``
+and its ``DELETE``, ``GET /v1/responses/{id}/input_items``, ``POST /v1/responses/input_tokens`` (the estimate of
+``count_tokens``) and ``POST /v1/responses/{id}/cancel`` (a 400: there are no background responses).
 
 ``previous_response_id`` is served from a bounded in-memory LRU :class:`ResponseStore`: each stored response keeps
 the whole conversation so far (messages plus the assistant's answer) and a **conversation key**. A follow-up gets
@@ -16,7 +18,8 @@ array of names asks them all at once (:mod:`.multiplex`); each entry's response 
 
 Failures after the stream began: an ``error`` event carrying our precise code (``timeout``, ``tool_call_missing``…),
 then ``response.failed`` whose ``error.code`` is one of OpenAI's own values, picked for what Codex does with it
-(:func:`failed_code`). ``GET /v1/responses/{id}`` for an id not in the store is a 404.
+(:func:`failed_code`). An id not in the store (unknown, deleted, expired, ``store: false``) is a 404 on every
+``/v1/responses/{id}`` route.
 
 Server-side tools: ``"llm_runners": {"tool_execution": "server"}`` in the body runs the tools on the server's MCP
 servers (:mod:`llm_runners.tools.agent`); the executed calls are listed in ``llm_runners.tool_runs`` on the response
