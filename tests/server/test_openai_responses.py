@@ -290,6 +290,13 @@ def test_cancel_is_refused_without_background_responses(serve: Serve) -> None:
         client.responses.cancel("resp_never_issued")
 
 
+def test_background_is_answered_with_a_finished_response_and_a_warning(serve: Serve) -> None:
+    s = serve(ScriptedProvider(["done"]))
+    raw = _strict(s).responses.with_raw_response.create(model="scripted", input="x", background=True)
+    assert raw.parse().status == "completed"
+    assert "background=true is not supported" in raw.headers["x-llm-runners-warnings"]
+
+
 def test_redis_store_lists_input_items_and_deletes_on_every_replica(serve: Serve, redis_server: Any) -> None:
     settings = Settings(state=redis_server.url)
     a = _strict(serve(ScriptedProvider(["Remembered.", "BANANA."]), settings=settings))

@@ -450,6 +450,8 @@ async def parse_responses_request(
         if body.get(key) is not None:
             extra[key] = body[key]
     extra.update(agent_options(body))
+    if body.get("background"):
+        warnings.append("background=true is not supported: the response ran to completion before it was returned")
     try:
         messages: list[Message] = []
         instructions = opt_str(body, "instructions")
