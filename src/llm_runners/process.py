@@ -1279,44 +1279,39 @@ async def _spawn(
     _widen(pairs[1][0])
     child_ends = {fd: (r if fd == 0 else w) for fd, (r, w) in pairs.items()}
     ours = {fd: (w if fd == 0 else r) for fd, (r, w) in pairs.items()}
+    popen: subprocess.Popen[bytes] | None = None
+    child: _Child | None = None
     try:
-        popen = subprocess.Popen(  # noqa: ASYNC220 (deliberate: vfork + exec, see above)
-            argv,
-            stdin=child_ends.get(0, stdin),
-            stdout=child_ends[1],
-            stderr=child_ends[2],
-            env=env,
-            cwd=cwd,
-            start_new_session=True,
-        )
-    except BaseException:
-        for fd in ours.values():
-            os.close(fd)
-        raise
-    finally:
-        for fd in child_ends.values():
-            os.close(fd)
-    try:
+        try:
+            popen = subprocess.Popen(  # noqa: ASYNC220 (deliberate: vfork + exec, see above)
+                argv,
+                stdin=child_ends.get(0, stdin),
+                stdout=child_ends[1],
+                stderr=child_ends[2],
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+            )
+        finally:
+            for fd in child_ends.values():
+                os.close(fd)
         child = _Child(loop, popen, protocol)
-    except BaseException:
-        for fd in ours.values():
-            os.close(fd)
-        _signal_group(popen.pid, signal.SIGKILL)
-        popen.wait()
-        raise
-    protocol.connection_made(cast(asyncio.BaseTransport, child))
-    closefd = not type(loop).__module__.startswith("uvloop")  # libuv closes a pipe's descriptor itself
-    try:
+        protocol.connection_made(cast(asyncio.BaseTransport, child))
+        closefd = not type(loop).__module__.startswith("uvloop")  # libuv closes a pipe's descriptor itself
         while ours:
             fd, end = ours.popitem()
             pipe = io.FileIO(end, "w" if fd == 0 else "r", closefd=closefd)
             connect = loop.connect_write_pipe if fd == 0 else loop.connect_read_pipe
             child._pipes[fd], _ = await connect(lambda fd=fd: _PipeEnd(protocol, fd), pipe)  # type: ignore[misc]
-    except BaseException:  # cancelled while the pipes were being connected: nothing may stay behind
+    except BaseException:  # failed or cancelled on the way: the ends not handed to the loop, and the child, go
         for end in ours.values():
             os.close(end)
-        _signal_group(popen.pid, signal.SIGKILL)
-        child.close()
+        if popen is not None:
+            _signal_group(popen.pid, signal.SIGKILL)
+            if child is None:
+                popen.wait()
+            else:
+                child.close()  # closes what the loop took, and reaps the child when it has gone
         raise
     child.watch()
 
